@@ -1,0 +1,155 @@
+"""Gauss-Newton for GP collocation: the driver loop, its stopping rule and its history."""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernels import AbstractKernel
+
+from ._constraint import Constraint
+from ._errors import ConfigError, SolverError
+from ._linearize import (
+    STEP_CHOLESKY_FAILED,
+    STEP_NONFINITE_ITERATE,
+    STEP_NONFINITE_LINEARIZATION,
+    gauss_newton_step,
+    initial_values,
+    operator_blocks,
+)
+from ._precision import require_float64
+from ._solution import CollocationSolution
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one Gauss-Newton step did: the PDE residual of the new iterate at the collocation
+    points (RMS and max over all constraints), the relative change of the operator values, and the
+    wall time of the step."""
+
+    step: int
+    residual_rms: float
+    residual_max: float
+    update: float
+    seconds: float
+
+
+@dataclass
+class SolveHistory:
+    steps: list[StepRecord] = field(default_factory=list)
+    assembly_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    converged: bool = False
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """Per-step columns as numpy arrays (for the HDF5 history group)."""
+        names = ("step", "residual_rms", "residual_max", "update", "seconds")
+        return {name: np.array([getattr(s, name) for s in self.steps]) for name in names}
+
+
+_FAILURE_ADVICE = {
+    STEP_CHOLESKY_FAILED: (
+        "the Cholesky factorization of the Gram matrix failed (it is not numerically positive "
+        "definite); increase the nugget (e.g. ×100), use a shorter lengthscale, or use fewer / "
+        "better separated collocation points"
+    ),
+    STEP_NONFINITE_ITERATE: (
+        "the new iterate has NaN or inf values; increase the nugget or change the lengthscale"
+    ),
+    STEP_NONFINITE_LINEARIZATION: (
+        "the linearized PDE (its Gram matrix or right-hand side) has NaN or inf values: the "
+        "previous iterate blew up or the PDE residual is not finite there; increase the nugget, "
+        "change the lengthscale, or check the problem's residual function"
+    ),
+}
+
+
+class GaussNewton(eqx.Module):
+    """Gauss-Newton settings: nugget η (scaled per constraint when `adaptive_nugget`), step limit,
+    and the tolerance on the relative update of the operator values that stops the iteration."""
+
+    nugget: float = 1e-10
+    adaptive_nugget: bool = True
+    max_steps: int = 10
+    tolerance: float = 1e-8
+
+    def __check_init__(self):
+        if not (np.isfinite(self.nugget) and self.nugget > 0):
+            raise ConfigError(f"nugget must be > 0 (typical 1e-13 … 1e-5), got {self.nugget}")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ConfigError(f"max_steps must be an integer >= 1, got {self.max_steps}")
+        if not (np.isfinite(self.tolerance) and self.tolerance >= 0):
+            raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")
+
+    def solve(
+        self,
+        kernel: AbstractKernel,
+        constraints: Sequence[Constraint],
+        callback: Callable[[StepRecord], None] | None = None,
+    ) -> tuple[CollocationSolution, SolveHistory]:
+        """Solve the constraints; return the solution and the per-step history.
+
+        Raises SolverError (naming the step and the fix) if a step fails numerically.
+        """
+        require_float64()
+        constraints = tuple(constraints)
+        _check_dimensions(constraints)
+        history = SolveHistory()
+
+        start = time.perf_counter()
+        blocks = jax.block_until_ready(_blocks(kernel, constraints))
+        history.assembly_seconds = time.perf_counter() - start
+
+        values = initial_values(constraints)
+        start = time.perf_counter()
+        step = _step.lower(blocks, constraints, values, self.nugget, self.adaptive_nugget).compile()
+        history.compile_seconds = time.perf_counter() - start
+
+        outcome = None
+        for number in range(1, self.max_steps + 1):
+            start = time.perf_counter()
+            outcome = jax.block_until_ready(step(blocks, constraints, values, self.nugget, self.adaptive_nugget))
+            seconds = time.perf_counter() - start
+            status = int(outcome.status)
+            if status in _FAILURE_ADVICE:
+                raise SolverError(f"Gauss-Newton step {number} failed: {_FAILURE_ADVICE[status]}")
+            update = _relative_change(values, outcome.values)
+            residuals = np.concatenate([np.asarray(r) for r in outcome.residuals])
+            record = StepRecord(
+                step=number,
+                residual_rms=float(np.sqrt(np.mean(residuals**2))),
+                residual_max=float(np.max(np.abs(residuals))),
+                update=update,
+                seconds=seconds,
+            )
+            history.steps.append(record)
+            if callback is not None:
+                callback(record)
+            values = outcome.values
+            if update <= self.tolerance:
+                history.converged = True
+                break
+        solution = CollocationSolution(kernel, constraints, outcome.weights, outcome.coefficients)
+        return solution, history
+
+
+_blocks = eqx.filter_jit(operator_blocks)
+_step = eqx.filter_jit(gauss_newton_step)
+
+
+def _relative_change(old, new) -> float:
+    old = np.concatenate([np.asarray(z).ravel() for z in old])
+    new = np.concatenate([np.asarray(z).ravel() for z in new])
+    return float(np.linalg.norm(new - old) / max(np.linalg.norm(new), np.finfo(float).tiny))
+
+
+def _check_dimensions(constraints):
+    if not constraints:
+        raise ConfigError("solve needs at least one constraint")
+    dims = {c.points.shape[1] for c in constraints}
+    if len(dims) != 1:
+        raise ConfigError(f"all constraints must have points of one dimension, got {sorted(dims)}")

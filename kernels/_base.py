@@ -1,0 +1,34 @@
+"""The kernel interface: a kernel is a pointwise function k(x, y) of two input points.
+
+A kernel is split into a per-point part (`features`) and a per-pair part (`pair`), with
+k(x, y) = pair(features(x), features(y)). For stationary kernels the features are the point itself.
+For the Gibbs kernel they include the lengthscale field ℓ(x), a neural network: Gram-matrix assembly
+evaluates (and differentiates) the features once per point instead of once per pair of points.
+"""
+
+import abc
+
+import equinox as eqx
+from jaxtyping import Array, Float, PyTree
+
+
+class AbstractKernel(eqx.Module):
+    """A positive semi-definite kernel k: R^d × R^d → R."""
+
+    @abc.abstractmethod
+    def features(self, x: Float[Array, " d"]) -> PyTree[Float[Array, "..."]]:
+        """Per-point quantities that k depends on; computed once per point in Gram assembly."""
+
+    @abc.abstractmethod
+    def pair(self, fx: PyTree, fy: PyTree) -> Float[Array, ""]:
+        """k(x, y) from the features of x and of y."""
+
+    def __call__(self, x: Float[Array, " d"], y: Float[Array, " d"]) -> Float[Array, ""]:
+        return self.pair(self.features(x), self.features(y))
+
+
+class AbstractPointKernel(AbstractKernel):
+    """A kernel whose features are the input point itself (all stationary kernels)."""
+
+    def features(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        return x

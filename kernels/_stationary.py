@@ -1,0 +1,128 @@
+"""Stationary kernels k(x, y) = κ(s), with s = Σ_i ((x_i − y_i) / ℓ_i)² the scaled squared distance.
+
+Each kernel takes one lengthscale (isotropic) or one per input dimension (anisotropic). All of
+them are written in terms of s, not r = √s, wherever the formula allows, so that derivatives of
+any order stay finite at x = y; the Matérn kernels, which need r, switch to their Taylor series
+in s near r = 0 (the first odd power of r is r⁵ resp. r⁷, so the series is exact to the orders that
+the PDE operators need).
+"""
+
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from ._base import AbstractPointKernel
+from ._positive import log_of_positive
+
+# Below this scaled squared distance the Matérn kernels use their Taylor series in s: the
+# closed form differentiates through √s, whose derivatives blow up at 0.
+_MATERN_SERIES_BELOW = 1e-10
+
+
+def _scaled_square_distance(x, y, log_lengthscale):
+    scaled = (x - y) / jnp.exp(log_lengthscale)
+    return jnp.sum(scaled**2)
+
+
+def _safe_sqrt(s):
+    """√s whose derivatives are finite at s = 0 (the s = 0 branch is discarded by the caller)."""
+    positive = s > _MATERN_SERIES_BELOW
+    return jnp.sqrt(jnp.where(positive, s, 1.0))
+
+
+class Gaussian(AbstractPointKernel):
+    """k(x, y) = exp(−Σ_i (x_i − y_i)² / (2 ℓ_i²)): the squared-exponential kernel."""
+
+    log_lengthscale: Float[Array, "*d"]
+
+    def __init__(self, lengthscale: ArrayLike = 1.0):
+        self.log_lengthscale = log_of_positive(lengthscale, "Gaussian lengthscale")
+
+    @property
+    def lengthscale(self) -> Float[Array, "*d"]:
+        return jnp.exp(self.log_lengthscale)
+
+    def pair(self, fx, fy):
+        return jnp.exp(-0.5 * _scaled_square_distance(fx, fy, self.log_lengthscale))
+
+
+class Matern52(AbstractPointKernel):
+    """Matérn ν = 5/2: k = (1 + a r + a² r²/3) e^{−a r}, a = √5, r the scaled distance."""
+
+    log_lengthscale: Float[Array, "*d"]
+
+    def __init__(self, lengthscale: ArrayLike = 1.0):
+        self.log_lengthscale = log_of_positive(lengthscale, "Matern52 lengthscale")
+
+    @property
+    def lengthscale(self) -> Float[Array, "*d"]:
+        return jnp.exp(self.log_lengthscale)
+
+    def pair(self, fx, fy):
+        s = _scaled_square_distance(fx, fy, self.log_lengthscale)
+        a2 = 5.0
+        r = _safe_sqrt(s)
+        a_r = jnp.sqrt(a2) * r
+        closed_form = (1.0 + a_r + a2 * s / 3.0) * jnp.exp(-a_r)
+        series = 1.0 - a2 * s / 6.0 + a2**2 * s**2 / 24.0
+        return jnp.where(s > _MATERN_SERIES_BELOW, closed_form, series)
+
+
+class Matern72(AbstractPointKernel):
+    """Matérn ν = 7/2: k = (1 + a r + 2a² r²/5 + a³ r³/15) e^{−a r}, a = √7."""
+
+    log_lengthscale: Float[Array, "*d"]
+
+    def __init__(self, lengthscale: ArrayLike = 1.0):
+        self.log_lengthscale = log_of_positive(lengthscale, "Matern72 lengthscale")
+
+    @property
+    def lengthscale(self) -> Float[Array, "*d"]:
+        return jnp.exp(self.log_lengthscale)
+
+    def pair(self, fx, fy):
+        s = _scaled_square_distance(fx, fy, self.log_lengthscale)
+        a2 = 7.0
+        r = _safe_sqrt(s)
+        a_r = jnp.sqrt(a2) * r
+        closed_form = (1.0 + a_r + 2.0 * a2 * s / 5.0 + a_r * a2 * s / 15.0) * jnp.exp(-a_r)
+        series = 1.0 - a2 * s / 10.0 + a2**2 * s**2 / 120.0 - a2**3 * s**3 / 720.0
+        return jnp.where(s > _MATERN_SERIES_BELOW, closed_form, series)
+
+
+class RationalQuadratic(AbstractPointKernel):
+    """k = (1 + s / (2α))^{−α}: a scale mixture of Gaussians; α → ∞ gives the Gaussian."""
+
+    log_lengthscale: Float[Array, "*d"]
+    log_alpha: Float[Array, ""]
+
+    def __init__(self, lengthscale: ArrayLike = 1.0, alpha: ArrayLike = 1.0):
+        self.log_lengthscale = log_of_positive(lengthscale, "RationalQuadratic lengthscale")
+        self.log_alpha = log_of_positive(alpha, "RationalQuadratic alpha")
+
+    @property
+    def lengthscale(self) -> Float[Array, "*d"]:
+        return jnp.exp(self.log_lengthscale)
+
+    def pair(self, fx, fy):
+        s = _scaled_square_distance(fx, fy, self.log_lengthscale)
+        alpha = jnp.exp(self.log_alpha)
+        return (1.0 + s / (2.0 * alpha)) ** (-alpha)
+
+
+class Polynomial(AbstractPointKernel):
+    """k(x, y) = (α x·y + c)^p, α > 0, c > 0: the non-stationary part of the published additive
+    kernel σ²·Gaussian + (α x·y + c)²."""
+
+    log_alpha: Float[Array, ""]
+    log_offset: Float[Array, ""]
+    degree: int = 2
+
+    def __init__(self, alpha: ArrayLike = 1.0, offset: ArrayLike = 1.0, degree: int = 2):
+        if not isinstance(degree, int) or degree < 1:
+            raise ValueError(f"Polynomial degree must be an integer >= 1, got {degree!r}")
+        self.log_alpha = log_of_positive(alpha, "Polynomial alpha")
+        self.log_offset = log_of_positive(offset, "Polynomial offset")
+        self.degree = degree
+
+    def pair(self, fx, fy):
+        return (jnp.exp(self.log_alpha) * jnp.dot(fx, fy) + jnp.exp(self.log_offset)) ** self.degree
