@@ -257,11 +257,11 @@ def save_reference(path, axis, u, eps: float, n_fine: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private (0600); this is shared data
         with os.fdopen(fd, "wb") as tmp:
             np.savez_compressed(tmp, axis=np.asarray(axis, np.float64),
                                 u=np.asarray(u, np.float64), eps=np.float64(eps),
                                 n_fine=np.int64(n_fine))
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private (0600); this is shared data
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -286,7 +286,7 @@ def build_and_report(eps: float = 0.01, n_fine: int = 1000,
     _, u_h = solve_eikonal_fd(n_fine, eps)
     t_fine = time.perf_counter() - start
     _, u_2h = solve_eikonal_fd(n_fine // 2, eps)
-    axis_4h, u_4h = solve_eikonal_fd(n_fine // 4, eps) if n_fine % 4 == 0 else (None, None)
+    u_4h = solve_eikonal_fd(n_fine // 4, eps)[1] if n_fine % 4 == 0 else None
     total = time.perf_counter() - start
     axis = np.linspace(0.0, 1.0, n_fine // 2 + 1)
     u_ref = u_h[::2, ::2] + (u_h[::2, ::2] - u_2h) / 3.0

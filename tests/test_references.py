@@ -221,7 +221,7 @@ def test_load_or_build_caches_atomically(tmp_path):
     assert os.listdir(tmp_path) == [path.name]  # no temporary file left behind
     loaded = EikonalReference.load_or_build(eps=0.1, cache_dir=tmp_path, n_fine=20)
     np.testing.assert_array_equal(loaded.u, ref.u)
-    axis, u = eikonal_reference_grid(0.1, n_fine=20)
+    _, u = eikonal_reference_grid(0.1, n_fine=20)
     np.testing.assert_array_equal(ref.u, u)
     with pytest.raises(ValueError, match="n_fine"):
         EikonalReference.load_or_build(eps=0.1, cache_dir=tmp_path, n_fine=40)

@@ -1,0 +1,180 @@
+"""The `gpde` command: solve, show, plot, list.
+
+Exit codes: 0 success, 1 numerical failure (failed Cholesky, non-finite iterate), 2 bad input.
+Errors are one line on stderr, without traceback.
+"""
+
+import argparse
+import json
+import sys
+
+from ._errors import ConfigError, GpdeError, SolverError
+
+
+def _lengthscales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from None
+
+
+def _parameter(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"parameter {name} needs a number, got '{value}'") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpde", description="Gaussian-process collocation for nonlinear PDEs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    solve = commands.add_parser("solve", help="solve a problem by GP collocation and write an HDF5 result")
+    solve.add_argument("problem", nargs="?", help="problem name (default: eikonal); see `gpde list`")
+    solve.add_argument("--kernel", help="kernel name; see `gpde list`")
+    solve.add_argument("--lengthscale", type=_lengthscales, help="one value, or one per dimension: 0.3,0.05")
+    solve.add_argument("--n-interior", type=int, dest="n_interior", help="number of interior points")
+    solve.add_argument("--n-boundary", type=int, dest="n_boundary", help="number of boundary points")
+    solve.add_argument("--layout", help="collocation points: grid or random")
+    solve.add_argument("--nugget", type=float, help="nugget η (scaled per constraint, adaptive)")
+    solve.add_argument("--steps", type=int, help="maximum number of Gauss-Newton steps")
+    solve.add_argument("--tolerance", type=float, help="stop when the relative update is below this")
+    solve.add_argument("--seed", type=int, help="random seed of the point sets (and network weights)")
+    solve.add_argument("--grid", type=int, help="evaluation grid nodes per side (default 100)")
+    solve.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE",
+                       help="problem parameter, e.g. epsilon=0.1 or viscosity=0.01")
+    solve.add_argument("--config", help="TOML file with any of the settings above")
+    solve.add_argument("--out", help="result file (default gpde-PROBLEM.h5)")
+
+    show = commands.add_parser("show", help="summarize a result file")
+    show.add_argument("file")
+    show.add_argument("--json", action="store_true", help="print the config and errors as JSON")
+
+    plot = commands.add_parser("plot", help="draw solution, reference and error maps")
+    plot.add_argument("file")
+    plot.add_argument("--out", required=True, help="figure file, e.g. fig.png")
+
+    commands.add_parser("list", help="list problems and kernels")
+    return parser
+
+
+def _solve(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+    from problems import DEFAULT_PROBLEM, get_problem_class
+
+    from . import _store as store
+    from ._config import load_toml, resolve
+    from ._run import run_solve
+
+    file_settings = load_toml(args.config) if args.config else {}
+    name = args.problem or file_settings.get("problem") or DEFAULT_PROBLEM
+    problem_class = get_problem_class(name)
+    flags = {
+        key: getattr(args, key)
+        for key in ("kernel", "lengthscale", "n_interior", "n_boundary", "layout", "nugget", "steps", "tolerance", "seed", "grid")
+    }
+    flags["parameters"] = dict(args.param) or None
+    file_settings.pop("problem", None)
+    config = resolve(name, problem_class.defaults, file_settings, flags)
+    out = store.check_writable(args.out or f"gpde-{name}.h5")
+
+    print(f"gpde solve {name}: kernel {config.kernel} ℓ={list(config.lengthscale)}, "
+          f"{config.n_interior} interior + {config.n_boundary} boundary points ({config.layout}), "
+          f"nugget {config.nugget:g}, ≤ {config.steps} Gauss-Newton steps, seed {config.seed}", flush=True)
+
+    def progress(record):
+        print(f"  step {record.step:3d}  residual rms {record.residual_rms:10.3e}  max {record.residual_max:10.3e}"
+              f"  update {record.update:10.3e}  {record.seconds * 1e3:8.1f} ms", flush=True)
+
+    run = run_solve(problem_class, config, progress)
+    store.write_run(out, run.record)
+    history = run.history
+    step_times = sorted(s.seconds for s in history.steps)
+    print(f"{'converged' if history.converged else 'stopped at the step limit'} after {len(history.steps)} steps")
+    print(f"  {'RMS error':<22}{run.errors['rms']:.3e}")
+    print(f"  {'relative L2 error':<22}{run.errors['l2_relative']:.3e}")
+    print(f"  {'L∞ error':<22}{run.errors['linf']:.3e}")
+    print(f"  {'assembly':<22}{history.assembly_seconds:.3f} s")
+    print(f"  {'compile':<22}{history.compile_seconds:.3f} s")
+    print(f"  {'median step':<22}{step_times[len(step_times) // 2]:.3f} s")
+    print(f"  {'evaluation':<22}{run.evaluation_seconds:.3f} s ({config.grid}^{len(run.record.groups['fields']['u'].shape)} points)")
+    print(f"wrote {out}")
+    return 0
+
+
+def _show(args) -> int:
+    from . import _store as store
+
+    run = store.read_run(args.file)
+    errors = run.group_attrs.get(store.ERRORS, {})
+    if args.json:
+        print(json.dumps({"problem": run.problem, "seed": run.seed, "gpde_version": run.gpde_version,
+                          "config": run.config, "errors": errors}, indent=2, sort_keys=True))
+        return 0
+    print(f"{args.file}: problem {run.problem}, seed {run.seed}, gpde {run.gpde_version}, created {run.created}")
+    for key, value in sorted(run.config.items()):
+        print(f"  {key:<16}{value}")
+    history = run.groups.get(store.HISTORY, {})
+    if "step" in history:
+        print(f"  Gauss-Newton steps: {len(history['step'])}, final residual rms "
+              f"{history['residual_rms'][-1]:.3e}, final update {history['update'][-1]:.3e}")
+    for key in ("rms", "l2_relative", "linf"):
+        if key in errors:
+            print(f"  error {key:<12}{errors[key]:.3e}")
+    return 0
+
+
+def _plot(args) -> int:
+    from . import _store as store
+    from ._plotting import plot_fields
+
+    store.check_writable(args.out)
+    path = plot_fields(store.read_run(args.file), args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _list(args) -> int:
+    from problems import catalogue
+
+    from ._kernel_choice import KERNELS
+
+    print("problems:")
+    for name, problem in catalogue().items():
+        d = problem.defaults
+        print(f"  {name:<10}{problem.summary}")
+        print(f"  {'':<10}defaults: {d.kernel} ℓ={list(d.lengthscale)}, {d.n_interior}+{d.n_boundary} points "
+              f"({d.layout}), nugget {d.nugget:g}, {d.steps} steps")
+    print("kernels:")
+    print("  " + ", ".join(KERNELS))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    handlers = {"solve": _solve, "show": _show, "plot": _plot, "list": _list}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as error:
+        print(f"gpde: error: {error}", file=sys.stderr)
+        return 2
+    except SolverError as error:
+        print(f"gpde: solver failed: {error}", file=sys.stderr)
+        return 1
+    except GpdeError as error:
+        print(f"gpde: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gpde: interrupted; no result file was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

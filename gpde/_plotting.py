@@ -1,0 +1,60 @@
+"""Figures from result files (used by `gpde plot` and the notebooks). Reads only what the file
+holds: nothing is recomputed inside a plot."""
+
+from pathlib import Path
+
+import numpy as np
+
+from . import _store as store
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display is assumed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fields(run: store.RunFile, out: str | Path) -> Path:
+    """Solution, reference and error maps of a 2-D run, written to `out` (PNG, PDF, …)."""
+    plt = _pyplot()
+    fields = run.groups[store.FIELDS]
+    points = fields[store.GRID_POINTS]
+    shape = tuple(run.group_attrs[store.FIELDS][store.GRID_SHAPE])
+    if len(shape) != 2:
+        raise ValueError(f"field maps need a 2-D evaluation grid, this run has shape {shape}")
+    x = points[:, 0].reshape(shape)
+    y = points[:, 1].reshape(shape)
+    errors = run.group_attrs.get(store.ERRORS, {})
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    panels = [
+        (store.U, "gpde solution u", "viridis"),
+        (store.U_REF, "reference", "viridis"),
+        (store.ERROR, "error u − u_ref", "RdBu_r"),
+    ]
+    for axis, (name, title, colormap) in zip(axes, panels):
+        values = fields[name]
+        if name == store.ERROR:
+            limit = float(np.max(np.abs(values))) or 1.0
+            image = axis.pcolormesh(x, y, values, cmap=colormap, vmin=-limit, vmax=limit, shading="auto")
+        else:
+            image = axis.pcolormesh(x, y, values, cmap=colormap, shading="auto")
+        figure.colorbar(image, ax=axis)
+        axis.set_title(title)
+        axis.set_aspect("auto")
+        axis.set_xlabel("coordinate 0")
+        axis.set_ylabel("coordinate 1")
+    for name, marker in (("interior", "."), ("boundary", "x")):
+        pts = run.groups.get(store.POINTS, {}).get(name)
+        if pts is not None:
+            axes[0].plot(pts[:, 0], pts[:, 1], marker, color="k", markersize=1.5, alpha=0.4)
+    figure.suptitle(
+        f"{run.problem}: RMS {errors.get('rms', float('nan')):.3g}, "
+        f"rel. L2 {errors.get('l2_relative', float('nan')):.3g}, L∞ {errors.get('linf', float('nan')):.3g}"
+    )
+    out = Path(out)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

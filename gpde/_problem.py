@@ -1,0 +1,58 @@
+"""What a PDE problem declares: domain, constraints, reference solution and solver defaults.
+
+A new problem is one file in `problems/` with a final subclass of AbstractProblem and a
+module-level `PROBLEM = ThatClass`; the catalogue finds it by itself.
+"""
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+
+import equinox as eqx
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._constraint import Constraint
+from ._domain import Box, Face
+
+
+@dataclass(frozen=True)
+class SolveDefaults:
+    """The settings `gpde solve PROBLEM` uses unless told otherwise (the ones that reach the
+    accuracy targets in the issue notes)."""
+
+    kernel: str
+    lengthscale: tuple[float, ...]
+    n_interior: int
+    n_boundary: int
+    layout: str
+    nugget: float
+    steps: int
+    tolerance: float = 1e-8
+
+
+class AbstractProblem(eqx.Module):
+    """A PDE on a box with interior and boundary constraints and an independent reference."""
+
+    name: eqx.AbstractClassVar[str]
+    summary: eqx.AbstractClassVar[str]
+    defaults: eqx.AbstractClassVar[SolveDefaults]
+    #: Faces of the domain that carry boundary points; None for all of them.
+    boundary_faces: eqx.AbstractClassVar[tuple[Face, ...] | None]
+
+    @property
+    @abc.abstractmethod
+    def domain(self) -> Box:
+        """The box the problem lives on."""
+
+    @abc.abstractmethod
+    def constraints(self, interior: Float[Array, "ni d"], boundary: Float[Array, "nb d"]) -> tuple[Constraint, ...]:
+        """The PDE at the interior points and the boundary (and initial) conditions."""
+
+    @abc.abstractmethod
+    def reference(self, points: np.ndarray) -> np.ndarray:
+        """The independent reference solution at points of shape (n, d)."""
+
+    def parameters(self) -> dict:
+        """The problem's own parameters (ε, ν, …) as plain values, for result files."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -1,0 +1,99 @@
+"""A whole solve run: points from the seed, kernel, Gauss-Newton, evaluation grid, errors, and the
+result file contents. The CLI, the benchmarks and the notebooks all go through here."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from . import _store as store
+from ._config import SolveConfig
+from ._errors import ConfigError
+from ._kernel_choice import make_kernel
+from ._metrics import error_metrics
+from ._precision import require_float64
+from ._problem import AbstractProblem
+from ._solution import CollocationSolution
+from ._solver import GaussNewton, SolveHistory, StepRecord
+
+
+@dataclass
+class SolveRun:
+    """A finished run: the solution object, its history, errors and the file contents."""
+
+    solution: CollocationSolution
+    history: SolveHistory
+    errors: dict[str, float]
+    evaluation_seconds: float
+    record: store.RunFile
+
+
+def build_problem(problem_class: type[AbstractProblem], parameters: dict) -> AbstractProblem:
+    """Instantiate a problem with its parameters (ε, ν, …); ConfigError on unknown or bad ones."""
+    try:
+        return problem_class(**parameters)
+    except TypeError as error:
+        raise ConfigError(f"bad parameters {parameters} for problem '{problem_class.name}': {error}") from None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def collocation_points(problem: AbstractProblem, config: SolveConfig):
+    """Interior and boundary points, reproducible from the seed."""
+    interior_key, boundary_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    interior = problem.domain.interior_points(config.n_interior, config.layout, interior_key)
+    boundary = problem.domain.boundary_points(config.n_boundary, config.layout, boundary_key, problem.boundary_faces)
+    return interior, boundary
+
+
+def run_solve(
+    problem_class: type[AbstractProblem],
+    config: SolveConfig,
+    callback: Callable[[StepRecord], None] | None = None,
+) -> SolveRun:
+    require_float64()
+    problem = build_problem(problem_class, config.parameters)
+    interior, boundary = collocation_points(problem, config)
+    kernel = make_kernel(config.kernel, config.lengthscale, problem.domain.dim, config.seed)
+    solver = GaussNewton(
+        nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance
+    )
+    solution, history = solver.solve(kernel, problem.constraints(interior, boundary), callback)
+
+    grid_points, grid_shape = problem.domain.grid(config.grid)
+    start = time.perf_counter()
+    u = np.asarray(solution(grid_points))
+    evaluation_seconds = time.perf_counter() - start
+    u_ref = np.asarray(problem.reference(np.asarray(grid_points)))
+    errors = error_metrics(u, u_ref)
+
+    resolved = config.as_dict()
+    resolved["parameters"] = problem.parameters()
+    record = store.RunFile(
+        problem=config.problem,
+        seed=config.seed,
+        config=resolved,
+        groups={
+            store.POINTS: {"interior": np.asarray(interior), "boundary": np.asarray(boundary)},
+            store.FIELDS: {
+                store.GRID_POINTS: np.asarray(grid_points),
+                store.U: u.reshape(grid_shape),
+                store.U_REF: u_ref.reshape(grid_shape),
+                store.ERROR: (u - u_ref).reshape(grid_shape),
+            },
+            store.HISTORY: history.as_arrays(),
+        },
+        group_attrs={
+            store.FIELDS: {store.GRID_SHAPE: np.asarray(grid_shape)},
+            store.ERRORS: errors,
+            store.HISTORY: {
+                "assembly_seconds": history.assembly_seconds,
+                "compile_seconds": history.compile_seconds,
+                "evaluation_seconds": evaluation_seconds,
+                "converged": int(history.converged),
+            },
+        },
+    )
+    return SolveRun(solution, history, errors, evaluation_seconds, record)

@@ -1,0 +1,60 @@
+"""Viscous Burgers: u_t + u u_x − ν u_xx = 0, (t, x) ∈ [0,1]×[−1,1], u(0,x) = −sin πx,
+u(t,±1) = 0, solved in space-time (REFERENCES.md §2). Input coordinates are (t, x).
+
+Reference: the Cole-Hopf solution by Gauss-Hermite quadrature (`_cole_hopf.py`).
+"""
+
+from typing import ClassVar
+
+import jax.numpy as jnp
+import numpy as np
+
+from gpde import AbstractProblem, Box, Constraint, Evaluation, Partial, SecondPartial, SolveDefaults
+
+from ._cole_hopf import burgers_cole_hopf
+
+T, X = 0, 1  # coordinate indices
+
+
+class Burgers(AbstractProblem):
+    viscosity: float = 0.02
+
+    name: ClassVar[str] = "burgers"
+    summary: ClassVar[str] = "u_t + u u_x − ν u_xx = 0 on [0,1]×[−1,1], u(0,x) = −sin πx (space-time)"
+    # The initial line t = 0 and the walls x = ±1; nothing is imposed at t = 1.
+    boundary_faces: ClassVar = ((T, 0), (X, 0), (X, 1))
+    defaults: ClassVar[SolveDefaults] = SolveDefaults(
+        kernel="gaussian", lengthscale=(0.3, 0.05), n_interior=900, n_boundary=300, layout="random",
+        nugget=1e-10, steps=20,
+    )
+
+    def __check_init__(self):
+        if not self.viscosity > 0:
+            raise ValueError(f"Burgers viscosity must be > 0, got {self.viscosity}")
+
+    @property
+    def domain(self) -> Box:
+        return Box((0.0, -1.0), (1.0, 1.0))
+
+    def constraints(self, interior, boundary):
+        nu = self.viscosity
+
+        def pde(x, z):
+            u, u_t, u_x, u_xx = z
+            return u_t + u * u_x - nu * u_xx
+
+        def initial_and_walls(x, z):
+            # −sin πx is the initial condition and vanishes on the walls x = ±1.
+            return z[0] + jnp.sin(jnp.pi * x[X])
+
+        return (
+            Constraint("interior", interior, (Evaluation(), Partial(T), Partial(X), SecondPartial(X, X)), pde),
+            Constraint("boundary", boundary, (Evaluation(),), initial_and_walls),
+        )
+
+    def reference(self, points):
+        points = np.asarray(points)
+        return burgers_cole_hopf(points[:, T], points[:, X], self.viscosity)
+
+
+PROBLEM = Burgers

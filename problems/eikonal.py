@@ -1,0 +1,49 @@
+"""Regularized Eikonal: |∇u|² = 1 + εΔu on [0,1]², u = 0 on the boundary (REFERENCES.md §2).
+
+Reference: v = exp(−u/ε) solves v − ε²Δv = 0, v = 1 on the boundary; finite differences on a fine
+grid with Richardson extrapolation, cached in data/ (`_eikonal_reference.py`, data/README.md).
+"""
+
+from typing import ClassVar
+
+from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, Partial, SolveDefaults
+
+from ._eikonal_reference import EikonalReference
+
+
+class Eikonal(AbstractProblem):
+    epsilon: float = 0.01
+
+    name: ClassVar[str] = "eikonal"
+    summary: ClassVar[str] = "|∇u|² = 1 + εΔu on [0,1]², u = 0 on the boundary"
+    boundary_faces: ClassVar = None
+    defaults: ClassVar[SolveDefaults] = SolveDefaults(
+        kernel="gaussian", lengthscale=(0.1,), n_interior=900, n_boundary=300, layout="random",
+        nugget=1e-10, steps=30,
+    )
+
+    def __check_init__(self):
+        if not self.epsilon > 0:
+            raise ValueError(f"Eikonal epsilon must be > 0, got {self.epsilon}")
+
+    @property
+    def domain(self) -> Box:
+        return Box((0.0, 0.0), (1.0, 1.0))
+
+    def constraints(self, interior, boundary):
+        epsilon = self.epsilon
+
+        def pde(x, z):
+            u_x, u_y, laplacian = z
+            return u_x**2 + u_y**2 - epsilon * laplacian - 1.0
+
+        return (
+            Constraint("interior", interior, (Partial(0), Partial(1), Laplacian()), pde),
+            Constraint("boundary", boundary, (Evaluation(),), lambda x, z: z[0]),
+        )
+
+    def reference(self, points):
+        return EikonalReference.load_or_build(eps=self.epsilon)(points)
+
+
+PROBLEM = Eikonal
