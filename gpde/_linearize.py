@@ -77,8 +77,18 @@ def reduced_gram(blocks: OperatorBlocks, weights: Sequence[Float[Array, "mg ng"]
     """K(φ, φ) for φ_a = Σ_j w_j(x_a) L_j: one row and column per collocation point."""
     rows = []
     for g, wg in enumerate(weights):
-        rows.append([jnp.einsum("ja,jlab,lb->ab", wg, blocks.blocks[g][h], wh) for h, wh in enumerate(weights)])
+        rows.append([_weighted_block(wg, blocks.blocks[g][h], wh) for h, wh in enumerate(weights)])
     return jnp.block(rows)
+
+
+def _weighted_block(left, block, right):
+    # Σ_jl left_j[a] B_jl[a, b] right_l[b] as a sum of elementwise products, which XLA fuses into
+    # one pass over the stored blocks (an einsum here becomes batched dots and transposes).
+    total = 0.0
+    for j in range(block.shape[0]):
+        for l in range(block.shape[1]):
+            total = total + left[j][:, None] * block[j, l] * right[l][None, :]
+    return total
 
 
 def nugget_diagonal(

@@ -18,7 +18,7 @@ class Eikonal(AbstractProblem):
     summary: ClassVar[str] = "|∇u|² = 1 + εΔu on [0,1]², u = 0 on the boundary"
     boundary_faces: ClassVar = None
     defaults: ClassVar[SolveDefaults] = SolveDefaults(
-        kernel="gaussian", lengthscale=(0.1,), n_interior=900, n_boundary=300, layout="random",
+        kernel="matern52", lengthscale=(0.2,), n_interior=900, n_boundary=300, layout="random",
         nugget=1e-10, steps=30,
     )
 

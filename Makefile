@@ -1,0 +1,29 @@
+# Two commands for a fresh machine (only Python 3.11+ needed):
+#   make run    set up .venv and solve the default problem (Eikonal, ε = 0.01) -> gpde-eikonal.h5
+#   make test   set up .venv and run the test suite (the command CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test test-all benchmark
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	$(BIN)/gpde solve
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -q
+
+# Includes the checks at published sizes (several minutes).
+test-all: setup
+	$(BIN)/python -m pytest -n 2 -q -m ""
+
+benchmark: setup
+	$(BIN)/python benchmarks/solve.py --sizes all --out benchmarks/solve-results.md
