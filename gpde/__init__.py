@@ -18,6 +18,7 @@ from ._operators import Laplacian as Laplacian
 from ._operators import Partial as Partial
 from ._operators import SecondPartial as SecondPartial
 from ._problem import AbstractProblem as AbstractProblem
+from ._problem import LearnDefaults as LearnDefaults
 from ._problem import SolveDefaults as SolveDefaults
 from ._solution import CollocationSolution as CollocationSolution
 from ._solver import GaussNewton as GaussNewton

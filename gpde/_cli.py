@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from ._errors import ConfigError, GpdeError, SolverError
 
 
@@ -46,8 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     solve.add_argument("--grid", type=int, help="evaluation grid nodes per side (default 100)")
     solve.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE",
                        help="problem parameter, e.g. epsilon=0.1 or viscosity=0.01")
+    solve.add_argument("--kernel-from", dest="kernel_from", metavar="RESULT.h5",
+                       help="re-solve with the kernel learned by `gpde learn` (stored in RESULT.h5)")
     solve.add_argument("--config", help="TOML file with any of the settings above")
     solve.add_argument("--out", help="result file (default gpde-PROBLEM.h5)")
+
+    learn = commands.add_parser("learn", help="learn kernel hyperparameters by bilevel optimization")
+    learn.add_argument("problem", nargs="?", help="problem name (default: eikonal)")
+    learn.add_argument("--kernel", help="kernel to learn: gaussian, additive, gibbs, …")
+    learn.add_argument("--lengthscale", type=_lengthscales,
+                       help="initial lengthscale(s); for gibbs the output scale of the field (two values: per dimension)")
+    learn.add_argument("--gn-steps", type=int, dest="gn_steps", help="outer Gauss-Newton iterations")
+    learn.add_argument("--inner-steps", type=int, dest="inner_steps", help="optimizer steps per outer iteration")
+    learn.add_argument("--lr", type=float, dest="learning_rate", help="Adam learning rate")
+    learn.add_argument("--trainable", help="which hyperparameters: all or lengthscale")
+    learn.add_argument("--n-interior", type=int, dest="n_interior")
+    learn.add_argument("--n-boundary", type=int, dest="n_boundary")
+    learn.add_argument("--n-validation", type=int, dest="n_validation")
+    learn.add_argument("--batch-size", type=int, dest="batch_size", help="validation minibatch (default: all)")
+    learn.add_argument("--nugget", type=float)
+    learn.add_argument("--eval-steps", type=int, dest="eval_steps", help="Gauss-Newton steps of the re-solve")
+    learn.add_argument("--seed", type=int)
+    learn.add_argument("--grid", type=int)
+    learn.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE")
+    learn.add_argument("--config", help="TOML file with any of the settings above")
+    learn.add_argument("--out", help="result file (default gpde-learn-PROBLEM.h5)")
 
     show = commands.add_parser("show", help="summarize a result file")
     show.add_argument("file")
@@ -77,7 +102,8 @@ def _solve(args) -> int:
     problem_class = get_problem_class(name)
     flags = {
         key: getattr(args, key)
-        for key in ("kernel", "lengthscale", "n_interior", "n_boundary", "layout", "nugget", "steps", "tolerance", "seed", "grid")
+        for key in ("kernel", "lengthscale", "n_interior", "n_boundary", "layout", "nugget", "steps", "tolerance", "seed",
+                    "grid", "kernel_from")
     }
     flags["parameters"] = dict(args.param) or None
     file_settings.pop("problem", None)
@@ -104,6 +130,53 @@ def _solve(args) -> int:
     print(f"  {'compile':<22}{history.compile_seconds:.3f} s")
     print(f"  {'median step':<22}{step_times[len(step_times) // 2]:.3f} s")
     print(f"  {'evaluation':<22}{run.evaluation_seconds:.3f} s ({config.grid}^{len(run.record.groups['fields']['u'].shape)} points)")
+    print(f"wrote {out}")
+    return 0
+
+
+def _learn(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+    from problems import DEFAULT_PROBLEM, get_problem_class
+
+    from . import _store as store
+    from ._config import LearnConfig, load_toml, resolve
+    from ._learn_run import run_learn
+
+    file_settings = load_toml(args.config, LearnConfig) if args.config else {}
+    name = args.problem or file_settings.get("problem") or DEFAULT_PROBLEM
+    problem_class = get_problem_class(name)
+    keys = ("kernel", "lengthscale", "gn_steps", "inner_steps", "learning_rate", "trainable", "n_interior",
+            "n_boundary", "n_validation", "batch_size", "nugget", "eval_steps", "seed", "grid")
+    flags = {key: getattr(args, key) for key in keys}
+    flags["parameters"] = dict(args.param) or None
+    file_settings.pop("problem", None)
+    config = resolve(name, problem_class.learn_defaults, file_settings, flags, config_class=LearnConfig)
+    out = store.check_writable(args.out or f"gpde-learn-{name}.h5")
+    print(f"gpde learn {name}: kernel {config.kernel} (trainable: {config.trainable}), "
+          f"{config.n_interior}+{config.n_boundary} training + {config.n_validation} validation points, "
+          f"{config.gn_steps} × {config.inner_steps} Adam steps (lr {config.learning_rate:g}), nugget {config.nugget:g}",
+          flush=True)
+    print("  re-solving with the initial kernel for the 'before' row …", flush=True)
+
+    def progress(record, errors):
+        done = record.iteration / config.gn_steps
+        bar = "#" * int(24 * done) + "." * (24 - int(24 * done))
+        print(f"  [{bar}] {record.iteration:3d}/{config.gn_steps}  loss {record.loss:10.3e}  "
+              f"RMS {errors['rms']:9.3e}  L∞ {errors['linf']:9.3e}  {record.seconds:6.1f} s", flush=True)
+
+    run = run_learn(problem_class, config, progress)
+    store.write_run(out, run.record)
+    print(f"stopped: {run.result.stopped_because}")
+    print(f"  {'':<10}{'RMS':>11}{'rel. L2':>11}{'L∞':>11}")
+    for label, errors in (("before", run.before), ("after", run.after)):
+        print(f"  {label:<10}{errors['rms']:11.3e}{errors['l2_relative']:11.3e}{errors['linf']:11.3e}")
+    for key, value in (run.result.records[-1].hyperparameters.items() if run.result.records else []):
+        if "log_" in key:
+            print(f"  learned {key.replace('log_', '')}: {float(np.exp(value)):.6g}")
+    print(f"  learning time {run.record.group_attrs['history']['learn_seconds']:.1f} s")
     print(f"wrote {out}")
     return 0
 
@@ -159,7 +232,7 @@ def _list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    handlers = {"solve": _solve, "show": _show, "plot": _plot, "list": _list}
+    handlers = {"solve": _solve, "learn": _learn, "show": _show, "plot": _plot, "list": _list}
     try:
         return handlers[args.command](args)
     except ConfigError as error:

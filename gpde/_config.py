@@ -9,7 +9,7 @@ from pathlib import Path
 from ._domain import LAYOUTS
 from ._errors import ConfigError
 from ._kernel_choice import KERNELS
-from ._problem import SolveDefaults
+from ._problem import LearnDefaults, SolveDefaults
 
 
 @dataclass(frozen=True)
@@ -29,39 +29,93 @@ class SolveConfig:
     seed: int = 0
     grid: int = 100
     parameters: dict = field(default_factory=dict)
+    #: A learning result file whose learned kernel replaces `kernel`/`lengthscale`.
+    kernel_from: str | None = None
 
     def __post_init__(self):
-        if self.kernel not in KERNELS:
-            raise ConfigError(f"unknown kernel '{self.kernel}'; choose one of: {', '.join(KERNELS)}")
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"unknown layout '{self.layout}'; choose one of: {', '.join(LAYOUTS)}")
-        for name in ("n_interior", "n_boundary", "steps", "grid"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.grid < 2:
-            raise ConfigError(f"grid must be >= 2 nodes per side, got {self.grid}")
-        if not self.lengthscale or not all(_positive(v) for v in self.lengthscale):
-            raise ConfigError(f"lengthscale must be one or more finite values > 0, got {self.lengthscale}")
-        if not _positive(self.nugget):
-            raise ConfigError(f"nugget must be finite and > 0 (typical 1e-13 … 1e-5), got {self.nugget}")
-        if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        _check_common(self)
+        _check_count("steps", self.steps)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Everything that determines a bilevel learning run (REFERENCES.md §3)."""
+
+    problem: str
+    kernel: str
+    lengthscale: tuple[float, ...]
+    n_interior: int
+    n_boundary: int
+    n_validation: int
+    layout: str
+    nugget: float
+    gn_steps: int
+    inner_steps: int
+    learning_rate: float
+    eval_steps: int
+    trainable: str = "all"
+    batch_size: int | None = None
+    loss_tolerance: float = 0.0
+    tolerance: float = 1e-8
+    adaptive_nugget: bool = True
+    seed: int = 0
+    grid: int = 100
+    parameters: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_common(self)
+        for name in ("n_validation", "gn_steps", "inner_steps", "eval_steps"):
+            _check_count(name, getattr(self, name))
+        if self.batch_size is not None:
+            _check_count("batch_size", self.batch_size)
+        if not _positive(self.learning_rate):
+            raise ConfigError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"unknown trainable '{self.trainable}'; choose one of: {', '.join(TRAINABLE)}")
+        if not (isinstance(self.loss_tolerance, (int, float)) and self.loss_tolerance >= 0):
+            raise ConfigError(f"loss_tolerance must be >= 0, got {self.loss_tolerance}")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: Which kernel leaves the learner trains: every floating-point array, or only lengthscales.
+TRAINABLE = ("all", "lengthscale")
+
+
+def _check_count(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_common(config):
+    """Checks shared by SolveConfig and LearnConfig."""
+    if config.kernel not in KERNELS:
+        raise ConfigError(f"unknown kernel '{config.kernel}'; choose one of: {', '.join(KERNELS)}")
+    if config.layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout '{config.layout}'; choose one of: {', '.join(LAYOUTS)}")
+    for name in ("n_interior", "n_boundary", "grid"):
+        _check_count(name, getattr(config, name))
+    if config.grid < 2:
+        raise ConfigError(f"grid must be >= 2 nodes per side, got {config.grid}")
+    if not config.lengthscale or not all(_positive(v) for v in config.lengthscale):
+        raise ConfigError(f"lengthscale must be one or more finite values > 0, got {config.lengthscale}")
+    if not _positive(config.nugget):
+        raise ConfigError(f"nugget must be finite and > 0 (typical 1e-13 … 1e-5), got {config.nugget}")
+    if not (isinstance(config.tolerance, (int, float)) and math.isfinite(config.tolerance) and config.tolerance >= 0):
+        raise ConfigError(f"tolerance must be >= 0, got {config.tolerance}")
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {config.seed!r}")
 
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-_FIELDS = {f.name for f in dataclasses.fields(SolveConfig)}
-
-
-def load_toml(path: str | Path) -> dict:
+def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
     """Read a TOML configuration file; ConfigError (one line) if missing or malformed."""
     path = Path(path)
     try:
@@ -71,16 +125,16 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    unknown = set(table) - _FIELDS
+    valid = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(table) - valid
     if unknown:
-        raise ConfigError(
-            f"config file {path}: unknown keys {sorted(unknown)}; valid keys: {sorted(_FIELDS)}"
-        )
+        raise ConfigError(f"config file {path}: unknown keys {sorted(unknown)}; valid keys: {sorted(valid)}")
     return table
 
 
-def resolve(problem: str, defaults: SolveDefaults, *overrides: dict) -> SolveConfig:
-    """Problem defaults, updated by each override mapping in turn (None values are skipped)."""
+def resolve(problem: str, defaults: SolveDefaults | LearnDefaults, *overrides: dict, config_class=SolveConfig):
+    """Problem defaults, updated by each override mapping in turn (None values are skipped),
+    as a validated `config_class` (SolveConfig or LearnConfig)."""
     values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
     values["problem"] = problem
     for override in overrides:
@@ -94,4 +148,7 @@ def resolve(problem: str, defaults: SolveDefaults, *overrides: dict) -> SolveCon
     if isinstance(values.get("lengthscale"), (int, float)):
         values["lengthscale"] = (values["lengthscale"],)
     values["lengthscale"] = tuple(values["lengthscale"])
-    return SolveConfig(**values)
+    try:
+        return config_class(**values)
+    except TypeError as error:
+        raise ConfigError(f"invalid configuration: {error}") from None

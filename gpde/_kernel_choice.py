@@ -4,7 +4,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 
-from kernels import AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, RationalQuadratic
+from kernels import AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, Polynomial, RationalQuadratic, Scaled, Sum
 
 from ._errors import ConfigError
 
@@ -21,6 +21,12 @@ def _gibbs(lengthscale: Sequence[float], dim: int, seed: int) -> AbstractKernel:
     # A single `lengthscale` value, if given, rescales the field; the initial network is random.
     scale = lengthscale[0] if lengthscale else 1.0 / 3.0
     return Gibbs(dim, key=jax.random.PRNGKey(seed), scale=scale, per_dimension=len(lengthscale) > 1)
+
+
+def _gaussian_plus_polynomial(lengthscale: Sequence[float], dim: int, seed: int) -> AbstractKernel:
+    # The published "additive" kernel for the elliptic problem (REFERENCES.md §3):
+    # σ² exp(−|x−y|²/(2ℓ²)) + (α x·y + c)², starting from σ² = α = c = 1.
+    return Sum(Scaled(Gaussian(_lengthscale_array(lengthscale, dim)), 1.0), Polynomial(1.0, 1.0, degree=2))
 
 
 def _lengthscale_array(lengthscale, dim):
@@ -41,6 +47,7 @@ KERNELS: dict[str, Callable[[Sequence[float], int, int], AbstractKernel]] = {
     "matern72": _stationary(Matern72),
     "rational-quadratic": _stationary(RationalQuadratic),
     "gibbs": _gibbs,
+    "additive": _gaussian_plus_polynomial,
 }
 
 
@@ -52,3 +59,33 @@ def make_kernel(name: str, lengthscale: Sequence[float], dim: int, seed: int = 0
         if not (value > 0 and value < float("inf")):
             raise ConfigError(f"lengthscales must be finite and > 0, got {tuple(lengthscale)}")
     return KERNELS[name](lengthscale, dim, seed)
+
+
+def kernel_arrays(kernel: AbstractKernel) -> dict[str, "np.ndarray"]:
+    """Every array leaf of a kernel by its pytree path (how learned kernels are stored: plain
+    arrays, never pickles)."""
+    import numpy as np
+
+    leaves = jax.tree_util.tree_flatten_with_path(kernel)[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves if hasattr(leaf, "shape")}
+
+
+def kernel_with_arrays(skeleton: AbstractKernel, arrays: dict) -> AbstractKernel:
+    """`skeleton` (built by make_kernel with the stored settings) with its array leaves replaced
+    by `arrays`; ConfigError if the stored arrays do not fit the skeleton."""
+    import jax.numpy as jnp
+
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
+    replaced = []
+    for path, leaf in leaves:
+        key = jax.tree_util.keystr(path)
+        if hasattr(leaf, "shape"):
+            if key not in arrays or tuple(arrays[key].shape) != tuple(leaf.shape):
+                raise ConfigError(
+                    f"the stored kernel does not match a '{type(skeleton).__name__}' kernel (parameter {key}); "
+                    "was the result written by another kernel or gpde version?"
+                )
+            replaced.append(jnp.asarray(arrays[key]))
+        else:
+            replaced.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, replaced)

@@ -139,6 +139,41 @@ def operator_values(
     return tuple(values)
 
 
+def solve_linearized(
+    blocks: OperatorBlocks, linear: Linearization, nugget: float, adaptive_nugget: bool
+) -> tuple[Float[Array, "N N"], Float[Array, "N N"], tuple[Float[Array, " ng"], ...]]:
+    """Gram matrix (with nugget), its Cholesky factor and the representer coefficients
+    c = (K(φ, φ) + nugget)⁻¹ b, split per constraint. Differentiable in the blocks."""
+    gram = reduced_gram(blocks, linear.weights)
+    gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive_nugget))
+    factor = jnp.linalg.cholesky(gram)
+    coefficients = jax.scipy.linalg.cho_solve((factor, True), jnp.concatenate(linear.targets))
+    return gram, factor, split(coefficients, [t.shape[0] for t in linear.targets])
+
+
+def values_at(
+    kernel: AbstractKernel,
+    targets: Sequence[Constraint],
+    constraints: Sequence[Constraint],
+    weights: Sequence[Float[Array, "mg ng"]],
+    coefficients: Sequence[Float[Array, " ng"]],
+) -> tuple[Float[Array, "mt nt"], ...]:
+    """Operator values of u = Σ c φ at the points of other constraints (e.g. validation points):
+    out_t[j, a] = (L_{t,j} u)(x_{t,a})."""
+    jets = [feature_jets(kernel, c.points) for c in constraints]
+    out = []
+    for target in targets:
+        target_jets = feature_jets(kernel, target.points)
+        total = 0.0
+        for constraint, jet, w, c in zip(constraints, jets, weights, coefficients):
+            cross = operator_gram(
+                kernel, target.operators, target.points, constraint.operators, constraint.points, target_jets, jet
+            )
+            total = total + jnp.einsum("jlab,lb->ja", cross, w * c[None, :])
+        out.append(total)
+    return tuple(out)
+
+
 class StepOutcome(eqx.Module):
     """Everything one Gauss-Newton step produces."""
 
@@ -162,13 +197,8 @@ def gauss_newton_step(
     returns NaNs instead of raising), and the caller reports it with the step number.
     """
     linear = linearize(constraints, values)
-    sizes = [c.size for c in constraints]
-    gram = reduced_gram(blocks, linear.weights)
-    gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive_nugget))
-    factor = jnp.linalg.cholesky(gram)
+    gram, factor, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
     targets = jnp.concatenate(linear.targets)
-    coefficients = jax.scipy.linalg.cho_solve((factor, True), targets)
-    coefficients = split(coefficients, sizes)
     new_values = operator_values(blocks, linear.weights, coefficients)
     new_residuals = tuple(
         jax.vmap(c.residual)(c.points, z.T) for c, z in zip(constraints, new_values)

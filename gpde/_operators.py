@@ -10,6 +10,7 @@ import abc
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _unit(x, i):
@@ -28,6 +29,11 @@ class AbstractOperator(eqx.Module):
         """(L f)(x) for f: R^d → R^m (or R)."""
 
     @abc.abstractmethod
+    def coefficients(self, dim: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """(c₀, c₁, C₂) with L f = c₀ f + c₁·∇f + ⟨C₂, ∇²f⟩, C₂ symmetric: every operator here
+        has constant coefficients of order ≤ 2, which closed-form Gram assembly relies on."""
+
+    @abc.abstractmethod
     def check_dimension(self, dim: int) -> None:
         """Raise ValueError if the operator does not make sense in dimension `dim`."""
 
@@ -37,6 +43,9 @@ class Evaluation(AbstractOperator):
 
     def apply(self, f, x):
         return f(x)
+
+    def coefficients(self, dim):
+        return 1.0, np.zeros(dim), np.zeros((dim, dim))
 
     def check_dimension(self, dim):
         pass
@@ -52,6 +61,9 @@ class Partial(AbstractOperator):
 
     def apply(self, f, x):
         return _directional(f, lambda x: _unit(x, self.index))(x)
+
+    def coefficients(self, dim):
+        return 0.0, np.eye(dim)[self.index], np.zeros((dim, dim))
 
     def check_dimension(self, dim):
         if not 0 <= self.index < dim:
@@ -71,6 +83,12 @@ class SecondPartial(AbstractOperator):
         inner = _directional(f, lambda x: _unit(x, self.first))
         return _directional(inner, lambda x: _unit(x, self.second))(x)
 
+    def coefficients(self, dim):
+        c2 = np.zeros((dim, dim))
+        c2[self.first, self.second] += 0.5
+        c2[self.second, self.first] += 0.5
+        return 0.0, np.zeros(dim), c2
+
     def check_dimension(self, dim):
         for i in (self.first, self.second):
             if not 0 <= i < dim:
@@ -89,6 +107,13 @@ class Laplacian(AbstractOperator):
     def apply(self, f, x):
         coordinates = range(x.shape[-1]) if self.coordinates is None else self.coordinates
         return sum(SecondPartial(i, i).apply(f, x) for i in coordinates)
+
+    def coefficients(self, dim):
+        coordinates = range(dim) if self.coordinates is None else self.coordinates
+        c2 = np.zeros((dim, dim))
+        for i in coordinates:
+            c2[i, i] = 1.0
+        return 0.0, np.zeros(dim), c2
 
     def check_dimension(self, dim):
         for i in self.coordinates or ():

@@ -31,12 +31,31 @@ class SolveDefaults:
     tolerance: float = 1e-8
 
 
+@dataclass(frozen=True)
+class LearnDefaults:
+    """The settings `gpde learn PROBLEM` uses unless told otherwise (the published setups,
+    REFERENCES.md §3). `eval_steps` Gauss-Newton steps re-solve with the learned kernel."""
+
+    kernel: str
+    lengthscale: tuple[float, ...]
+    n_interior: int
+    n_boundary: int
+    n_validation: int
+    layout: str
+    nugget: float
+    gn_steps: int
+    inner_steps: int
+    learning_rate: float
+    eval_steps: int
+
+
 class AbstractProblem(eqx.Module):
     """A PDE on a box with interior and boundary constraints and an independent reference."""
 
     name: eqx.AbstractClassVar[str]
     summary: eqx.AbstractClassVar[str]
     defaults: eqx.AbstractClassVar[SolveDefaults]
+    learn_defaults: eqx.AbstractClassVar[LearnDefaults]
     #: Faces of the domain that carry boundary points; None for all of them.
     boundary_faces: eqx.AbstractClassVar[tuple[Face, ...] | None]
 
@@ -52,6 +71,11 @@ class AbstractProblem(eqx.Module):
     @abc.abstractmethod
     def reference(self, points: np.ndarray) -> np.ndarray:
         """The independent reference solution at points of shape (n, d)."""
+
+    def validation_constraints(self, validation: Float[Array, "nv d"], boundary: Float[Array, "nb d"]):
+        """The constraints whose residual is the outer loss of kernel learning: the interior PDE
+        at the validation points."""
+        return self.constraints(validation, boundary)[:1]
 
     def parameters(self) -> dict:
         """The problem's own parameters (ε, ν, …) as plain values, for result files."""

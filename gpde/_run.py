@@ -8,15 +8,20 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from kernels import AbstractKernel
+
 from . import _store as store
 from ._config import SolveConfig
 from ._errors import ConfigError
-from ._kernel_choice import make_kernel
+from ._kernel_choice import kernel_with_arrays, make_kernel
 from ._metrics import error_metrics
 from ._precision import require_float64
 from ._problem import AbstractProblem
 from ._solution import CollocationSolution
 from ._solver import GaussNewton, SolveHistory, StepRecord
+
+#: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
+LEARNED_KERNEL = "kernel"
 
 
 @dataclass
@@ -40,6 +45,17 @@ def build_problem(problem_class: type[AbstractProblem], parameters: dict) -> Abs
         raise ConfigError(str(error)) from None
 
 
+def learned_kernel(path) -> AbstractKernel:
+    """The kernel stored by `gpde learn` in a result file."""
+    run = store.read_run(path)
+    if LEARNED_KERNEL not in run.groups:
+        raise ConfigError(f"{path} holds no learned kernel (it was not written by `gpde learn`)")
+    settings = run.group_attrs[LEARNED_KERNEL]
+    skeleton = make_kernel(settings["name"], tuple(np.atleast_1d(settings["lengthscale"])), int(settings["dim"]),
+                           int(settings["seed"]))
+    return kernel_with_arrays(skeleton, run.groups[LEARNED_KERNEL])
+
+
 def collocation_points(problem: AbstractProblem, config: SolveConfig):
     """Interior and boundary points, reproducible from the seed."""
     interior_key, boundary_key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -56,7 +72,11 @@ def run_solve(
     require_float64()
     problem = build_problem(problem_class, config.parameters)
     interior, boundary = collocation_points(problem, config)
-    kernel = make_kernel(config.kernel, config.lengthscale, problem.domain.dim, config.seed)
+    kernel = (
+        learned_kernel(config.kernel_from)
+        if config.kernel_from
+        else make_kernel(config.kernel, config.lengthscale, problem.domain.dim, config.seed)
+    )
     solver = GaussNewton(
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance
     )

@@ -9,6 +9,7 @@ evaluates (and differentiates) the features once per point instead of once per p
 import abc
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 
@@ -32,3 +33,25 @@ class AbstractPointKernel(AbstractKernel):
 
     def features(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
         return x
+
+
+class AbstractStationaryKernel(AbstractPointKernel):
+    """k(x, y) = κ(s) with s = Σ_i ((x_i − y_i) / ℓ_i)², one lengthscale or one per dimension.
+
+    Exposing the profile κ lets Gram assembly differentiate the kernel in closed form (chain rule
+    through s) instead of by nested autodiff per pair of points.
+    """
+
+    log_lengthscale: eqx.AbstractVar[Float[Array, "*d"]]
+
+    @abc.abstractmethod
+    def profile(self, s: Float[Array, ""]) -> Float[Array, ""]:
+        """κ(s), smooth in s ≥ 0 to at least fourth order at s = 0."""
+
+    @property
+    def lengthscale(self) -> Float[Array, "*d"]:
+        return jnp.exp(self.log_lengthscale)
+
+    def pair(self, fx, fy):
+        scaled = (fx - fy) / jnp.exp(self.log_lengthscale)
+        return self.profile(jnp.sum(scaled**2))

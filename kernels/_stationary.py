@@ -10,17 +10,12 @@ the PDE operators need).
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._base import AbstractPointKernel
+from ._base import AbstractPointKernel, AbstractStationaryKernel
 from ._positive import log_of_positive
 
 # Below this scaled squared distance the Matérn kernels use their Taylor series in s: the
 # closed form differentiates through √s, whose derivatives blow up at 0.
 _MATERN_SERIES_BELOW = 1e-10
-
-
-def _scaled_square_distance(x, y, log_lengthscale):
-    scaled = (x - y) / jnp.exp(log_lengthscale)
-    return jnp.sum(scaled**2)
 
 
 def _safe_sqrt(s):
@@ -29,7 +24,7 @@ def _safe_sqrt(s):
     return jnp.sqrt(jnp.where(positive, s, 1.0))
 
 
-class Gaussian(AbstractPointKernel):
+class Gaussian(AbstractStationaryKernel):
     """k(x, y) = exp(−Σ_i (x_i − y_i)² / (2 ℓ_i²)): the squared-exponential kernel."""
 
     log_lengthscale: Float[Array, "*d"]
@@ -37,15 +32,11 @@ class Gaussian(AbstractPointKernel):
     def __init__(self, lengthscale: ArrayLike = 1.0):
         self.log_lengthscale = log_of_positive(lengthscale, "Gaussian lengthscale")
 
-    @property
-    def lengthscale(self) -> Float[Array, "*d"]:
-        return jnp.exp(self.log_lengthscale)
-
-    def pair(self, fx, fy):
-        return jnp.exp(-0.5 * _scaled_square_distance(fx, fy, self.log_lengthscale))
+    def profile(self, s):
+        return jnp.exp(-0.5 * s)
 
 
-class Matern52(AbstractPointKernel):
+class Matern52(AbstractStationaryKernel):
     """Matérn ν = 5/2: k = (1 + a r + a² r²/3) e^{−a r}, a = √5, r the scaled distance."""
 
     log_lengthscale: Float[Array, "*d"]
@@ -53,12 +44,7 @@ class Matern52(AbstractPointKernel):
     def __init__(self, lengthscale: ArrayLike = 1.0):
         self.log_lengthscale = log_of_positive(lengthscale, "Matern52 lengthscale")
 
-    @property
-    def lengthscale(self) -> Float[Array, "*d"]:
-        return jnp.exp(self.log_lengthscale)
-
-    def pair(self, fx, fy):
-        s = _scaled_square_distance(fx, fy, self.log_lengthscale)
+    def profile(self, s):
         a2 = 5.0
         r = _safe_sqrt(s)
         a_r = jnp.sqrt(a2) * r
@@ -67,7 +53,7 @@ class Matern52(AbstractPointKernel):
         return jnp.where(s > _MATERN_SERIES_BELOW, closed_form, series)
 
 
-class Matern72(AbstractPointKernel):
+class Matern72(AbstractStationaryKernel):
     """Matérn ν = 7/2: k = (1 + a r + 2a² r²/5 + a³ r³/15) e^{−a r}, a = √7."""
 
     log_lengthscale: Float[Array, "*d"]
@@ -75,12 +61,7 @@ class Matern72(AbstractPointKernel):
     def __init__(self, lengthscale: ArrayLike = 1.0):
         self.log_lengthscale = log_of_positive(lengthscale, "Matern72 lengthscale")
 
-    @property
-    def lengthscale(self) -> Float[Array, "*d"]:
-        return jnp.exp(self.log_lengthscale)
-
-    def pair(self, fx, fy):
-        s = _scaled_square_distance(fx, fy, self.log_lengthscale)
+    def profile(self, s):
         a2 = 7.0
         r = _safe_sqrt(s)
         a_r = jnp.sqrt(a2) * r
@@ -89,7 +70,7 @@ class Matern72(AbstractPointKernel):
         return jnp.where(s > _MATERN_SERIES_BELOW, closed_form, series)
 
 
-class RationalQuadratic(AbstractPointKernel):
+class RationalQuadratic(AbstractStationaryKernel):
     """k = (1 + s / (2α))^{−α}: a scale mixture of Gaussians; α → ∞ gives the Gaussian."""
 
     log_lengthscale: Float[Array, "*d"]
@@ -99,12 +80,7 @@ class RationalQuadratic(AbstractPointKernel):
         self.log_lengthscale = log_of_positive(lengthscale, "RationalQuadratic lengthscale")
         self.log_alpha = log_of_positive(alpha, "RationalQuadratic alpha")
 
-    @property
-    def lengthscale(self) -> Float[Array, "*d"]:
-        return jnp.exp(self.log_lengthscale)
-
-    def pair(self, fx, fy):
-        s = _scaled_square_distance(fx, fy, self.log_lengthscale)
+    def profile(self, s):
         alpha = jnp.exp(self.log_alpha)
         return (1.0 + s / (2.0 * alpha)) ** (-alpha)
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
 
-from gpde import AbstractProblem, Box, Constraint, Evaluation, Partial, SecondPartial, SolveDefaults
+from gpde import AbstractProblem, Box, Constraint, Evaluation, Partial, SecondPartial, LearnDefaults, SolveDefaults
 
 from ._cole_hopf import burgers_cole_hopf
 
@@ -26,6 +26,10 @@ class Burgers(AbstractProblem):
     defaults: ClassVar[SolveDefaults] = SolveDefaults(
         kernel="gaussian", lengthscale=(0.3, 0.05), n_interior=900, n_boundary=300, layout="random",
         nugget=1e-10, steps=20,
+    )
+    learn_defaults: ClassVar[LearnDefaults] = LearnDefaults(
+        kernel="gibbs", lengthscale=(0.25, 0.25), n_interior=900, n_boundary=300, n_validation=900, layout="random",
+        nugget=1e-10, gn_steps=20, inner_steps=50, learning_rate=1e-3, eval_steps=10,
     )
 
     def __check_init__(self):

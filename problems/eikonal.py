@@ -6,7 +6,7 @@ grid with Richardson extrapolation, cached in data/ (`_eikonal_reference.py`, da
 
 from typing import ClassVar
 
-from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, Partial, SolveDefaults
+from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, Partial, LearnDefaults, SolveDefaults
 
 from ._eikonal_reference import EikonalReference
 
@@ -20,6 +20,10 @@ class Eikonal(AbstractProblem):
     defaults: ClassVar[SolveDefaults] = SolveDefaults(
         kernel="matern52", lengthscale=(0.2,), n_interior=900, n_boundary=300, layout="random",
         nugget=1e-10, steps=30,
+    )
+    learn_defaults: ClassVar[LearnDefaults] = LearnDefaults(
+        kernel="gibbs", lengthscale=(1.0 / 3.0,), n_interior=900, n_boundary=300, n_validation=900, layout="random",
+        nugget=1e-8, gn_steps=30, inner_steps=50, learning_rate=1e-3, eval_steps=30,
     )
 
     def __check_init__(self):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, SolveDefaults
+from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, LearnDefaults, SolveDefaults
 
 
 class NonlinearElliptic(AbstractProblem):
@@ -22,6 +22,10 @@ class NonlinearElliptic(AbstractProblem):
     defaults: ClassVar[SolveDefaults] = SolveDefaults(
         kernel="gaussian", lengthscale=(0.2,), n_interior=900, n_boundary=124, layout="grid",
         nugget=1e-12, steps=10,
+    )
+    learn_defaults: ClassVar[LearnDefaults] = LearnDefaults(
+        kernel="gaussian", lengthscale=(0.5,), n_interior=900, n_boundary=300, n_validation=900, layout="random",
+        nugget=1e-10, gn_steps=10, inner_steps=50, learning_rate=0.05, eval_steps=20,
     )
 
     @property

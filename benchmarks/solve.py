@@ -1,0 +1,461 @@
+"""Speed, memory and accuracy of the Gauss-Newton solver, one problem × size per row.
+
+    python benchmarks/solve.py [--sizes small|published|all] [--problems elliptic,burgers,eikonal]
+                               [--repeat N] [--out table.md] [--json results.json] [--breakdown]
+
+Every configuration runs in a fresh subprocess (so that compilation caches and the peak resident
+set of one run do not leak into the next) that
+
+  1. solves the problem with `gpde._run.run_solve` and the problem's defaults (kernel, lengthscale,
+     nugget, step limit, tolerance) at the requested point counts: errors against the reference,
+     compile time of the Gauss-Newton step and the wall time of each step;
+  2. times the assembly of the operator Gram blocks again (the jitted `operator_blocks`, already
+     compiled by the solve), the compiled Gauss-Newton step on fixed inputs, and one dense
+     Cholesky factorization of an N×N SPD matrix (`jnp.linalg.cholesky` under `jax.jit`), each the
+     median of `--repeat` calls after a warm-up call;
+  3. reports its peak resident set (`ru_maxrss`) at the end.
+
+`--breakdown` times, for each configuration, the pieces of one Gauss-Newton step
+(`gpde/_linearize.py: gauss_newton_step`) both as separately jitted functions and as growing
+prefixes of the step compiled as one function (the increments show what each piece costs inside
+the fused step). See benchmarks/README.md for the columns.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_MARKER = "@@BENCH@@ "
+
+# Point counts (interior, boundary). The elliptic problem uses the published grid layout, whose
+# interior count must be a perfect square; its boundary gets 4(m + 1) points for an m × m interior
+# grid (the published 900 + 124 follows the same rule). Burgers and Eikonal use random points,
+# three interior points per boundary point as in the published 900 + 300.
+SMALL = {
+    "elliptic": [(256, 68), (529, 96), (1089, 136)],
+    "burgers": [(225, 75), (450, 150), (900, 300)],
+    "eikonal": [(225, 75), (450, 150), (900, 300)],
+}
+PUBLISHED = {
+    "elliptic": [(900, 124)],
+    "burgers": [(900, 300)],
+    "eikonal": [(900, 300)],
+}
+PROBLEMS = ("elliptic", "burgers", "eikonal")
+
+
+def _sizes(which: str, problem: str) -> list[tuple[int, int]]:
+    if which == "small":
+        return SMALL[problem]
+    if which == "published":
+        return PUBLISHED[problem]
+    return sorted(set(SMALL[problem]) | set(PUBLISHED[problem]), key=sum)
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker: one configuration, in its own process
+# ----------------------------------------------------------------------------------------------
+
+
+def _timed(function, repeat: int) -> list[float]:
+    """Wall times of `repeat` calls of function() after one untimed warm-up call."""
+    import jax
+
+    jax.block_until_ready(function())
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        jax.block_until_ready(function())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _summary(times: list[float]) -> dict:
+    import numpy as np
+
+    return {"median": float(np.median(times)), "min": float(np.min(times)), "all": [float(t) for t in times]}
+
+
+def _cholesky_times(n: int, repeat: int) -> list[float]:
+    """One dense float64 Cholesky of an n × n SPD matrix, jitted, after compilation."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b = rng.standard_normal((n, n))
+    matrix = jnp.asarray(b @ b.T / n + np.eye(n))
+    factorize = jax.jit(jnp.linalg.cholesky)
+    return _timed(lambda: factorize(matrix), repeat)
+
+
+def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, repeat: int) -> dict:
+    """Time the pieces of `gauss_newton_step` (a) each jitted on its own, (b) as growing prefixes
+    of the step compiled as one function. Inputs are the operator values `values` of an iterate."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from gpde import _linearize as lin
+
+    sizes = [c.size for c in constraints]
+    median = lambda f: _summary(_timed(f, repeat))["median"]  # noqa: E731
+
+    # (a) each piece separately, on the intermediate results of the previous ones
+    separate = {}
+    linearize = eqx.filter_jit(lin.linearize)
+    separate["linearize"] = median(lambda: linearize(constraints, values))
+    linear = linearize(constraints, values)
+    reduced_gram = eqx.filter_jit(lin.reduced_gram)
+    separate["reduced_gram"] = median(lambda: reduced_gram(blocks, linear.weights))
+    gram = reduced_gram(blocks, linear.weights)
+    add_nugget = eqx.filter_jit(
+        lambda b, w, g: g + jnp.diag(lin.nugget_diagonal(b, w, g, nugget, adaptive))
+    )
+    separate["nugget"] = median(lambda: add_nugget(blocks, linear.weights, gram))
+    gram = add_nugget(blocks, linear.weights, gram)
+    cholesky = jax.jit(jnp.linalg.cholesky)
+    separate["cholesky"] = median(lambda: cholesky(gram))
+    factor = cholesky(gram)
+    targets = jnp.concatenate(linear.targets)
+    cho_solve = jax.jit(lambda f, b: jax.scipy.linalg.cho_solve((f, True), b))
+    separate["cho_solve"] = median(lambda: cho_solve(factor, targets))
+    coefficients = lin.split(cho_solve(factor, targets), sizes)
+    operator_values = eqx.filter_jit(lin.operator_values)
+    separate["operator_values"] = median(lambda: operator_values(blocks, linear.weights, coefficients))
+    new_values = operator_values(blocks, linear.weights, coefficients)
+    residuals = eqx.filter_jit(
+        lambda cs, vs: tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(cs, vs))
+    )
+    separate["residuals"] = median(lambda: residuals(constraints, new_values))
+    checks = jax.jit(
+        lambda g, t, f, z: (jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(t)), jnp.all(jnp.isfinite(f)),
+                            jnp.all(jnp.isfinite(z)))
+    )
+    flat_values = jnp.concatenate([z.ravel() for z in new_values])
+    separate["finite checks"] = median(lambda: checks(gram, targets, factor, flat_values))
+
+    # (b) prefixes of the step as one compiled function
+    def prefix(stage):
+        def step(blocks, constraints, values):
+            linear = lin.linearize(constraints, values)
+            out = linear.targets
+            if stage >= 1:
+                gram = lin.reduced_gram(blocks, linear.weights)
+                out = gram
+            if stage >= 2:
+                gram = gram + jnp.diag(lin.nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive))
+                out = gram
+            if stage >= 3:
+                factor = jnp.linalg.cholesky(gram)
+                out = factor
+            if stage >= 4:
+                targets = jnp.concatenate(linear.targets)
+                coefficients = lin.split(jax.scipy.linalg.cho_solve((factor, True), targets), sizes)
+                out = coefficients
+            if stage >= 5:
+                new_values = lin.operator_values(blocks, linear.weights, coefficients)
+                out = new_values
+            if stage >= 6:
+                out = (new_values, tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(constraints, new_values)))
+            if stage >= 7:
+                finite = jnp.all(jnp.isfinite(gram)) & jnp.all(jnp.isfinite(factor))
+                out = (out, finite & jnp.all(jnp.isfinite(jnp.concatenate([z.ravel() for z in new_values]))))
+            return out
+
+        return eqx.filter_jit(step)
+
+    names = ["linearize", "reduced_gram", "nugget", "cholesky", "cho_solve", "operator_values", "residuals",
+             "finite checks"]
+    fused = {}
+    for stage, name in enumerate(names):
+        function = prefix(stage)
+        fused[name] = median(lambda: function(blocks, constraints, values))
+    increments, previous = {}, 0.0
+    for name in names:
+        increments[name] = fused[name] - previous
+        previous = fused[name]
+    return {"separate": separate, "fused_prefix": fused, "fused_increment": increments}
+
+
+class _CaptureCompiled:
+    """Stands in for the solver's jitted step and keeps what `.lower(...).compile()` returns."""
+
+    def __init__(self, jitted):
+        self.jitted = jitted
+        self.compiled = None
+
+    def lower(self, *args, **kwargs):
+        lowered = self.jitted.lower(*args, **kwargs)
+        capture = self
+
+        class _Lowered:
+            def compile(self, *a, **k):
+                capture.compiled = lowered.compile(*a, **k)
+                return capture.compiled
+
+        return _Lowered()
+
+    def __call__(self, *args, **kwargs):
+        return self.jitted(*args, **kwargs)
+
+
+def worker(spec: dict) -> dict:
+    """Run one configuration; return its measurements (also printed as one JSON line)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import resource
+
+    import numpy as np
+
+    from gpde import _solver
+    from gpde._config import resolve
+    from gpde._kernel_choice import make_kernel
+    from gpde._linearize import initial_values
+    from gpde._run import build_problem, collocation_points, run_solve
+    from problems import get_problem_class
+
+    name, n_interior, n_boundary, repeat = spec["problem"], spec["n_interior"], spec["n_boundary"], spec["repeat"]
+    load_start = os.getloadavg()[0]
+    problem_class = get_problem_class(name)
+    config = resolve(name, problem_class.defaults, {"n_interior": n_interior, "n_boundary": n_boundary})
+
+    # 1. the solve itself: errors, compile time, per-step times. The solver compiles its step with
+    # `_solver._step.lower(...).compile()`; keep that executable to time it again below instead of
+    # compiling a second time (falls back to compiling if the solver stops going through `_step`).
+    capture = _CaptureCompiled(_solver._step)
+    _solver._step = capture
+    try:
+        start = time.perf_counter()
+        run = run_solve(problem_class, config)
+        solve_seconds = time.perf_counter() - start
+    finally:
+        _solver._step = capture.jitted
+    history = run.history
+    step_seconds = [s.seconds for s in history.steps]
+
+    # 2. the same problem again, piece by piece
+    problem = build_problem(problem_class, config.parameters)
+    interior, boundary = collocation_points(problem, config)
+    kernel = make_kernel(config.kernel, config.lengthscale, problem.domain.dim, config.seed)
+    constraints = tuple(problem.constraints(interior, boundary))
+    n_total = sum(c.size for c in constraints)
+
+    # assembly: the solver's own jitted operator_blocks, compiled by the solve above
+    assembly = _timed(lambda: _solver._blocks(kernel, constraints), max(repeat // 2, 1))
+    blocks = jax.block_until_ready(_solver._blocks(kernel, constraints))
+    block_bytes = sum(b.nbytes for row in blocks.blocks for b in row)
+
+    # the compiled Gauss-Newton step on fixed inputs (the iterate after two steps from u = 0)
+    values = initial_values(constraints)
+    step = capture.compiled
+    if step is None:
+        step = _solver._step.lower(blocks, constraints, values, config.nugget, config.adaptive_nugget).compile()
+    for _ in range(min(2, config.steps)):
+        outcome = step(blocks, constraints, values, config.nugget, config.adaptive_nugget)
+        if np.all(np.isfinite(np.concatenate([np.asarray(z).ravel() for z in outcome.values]))):
+            values = outcome.values
+    step_repeat = _timed(lambda: step(blocks, constraints, values, config.nugget, config.adaptive_nugget), repeat)
+
+    cholesky = _cholesky_times(n_total, repeat)
+
+    result = {
+        "problem": name,
+        "n_interior": n_interior,
+        "n_boundary": n_boundary,
+        "n_total": n_total,
+        "kernel": config.kernel,
+        "lengthscale": list(config.lengthscale),
+        "nugget": config.nugget,
+        "steps_taken": len(step_seconds),
+        "max_steps": config.steps,
+        "converged": history.converged,
+        "errors": run.errors,
+        "solve_seconds": solve_seconds,
+        "evaluation_seconds": run.evaluation_seconds,
+        "assembly_first_call_seconds": history.assembly_seconds,
+        "assembly": _summary(assembly),
+        "compile_seconds": history.compile_seconds,
+        "step_solve": _summary(step_seconds),
+        "step_repeat": _summary(step_repeat),
+        "cholesky": _summary(cholesky),
+        "block_bytes": block_bytes,
+        "load_start": load_start,
+    }
+    if spec.get("breakdown"):
+        result["breakdown"] = _step_pieces(blocks, constraints, values, config.nugget, config.adaptive_nugget, repeat)
+    result["load_end"] = os.getloadavg()[0]
+    # Linux reports ru_maxrss in KiB (macOS in bytes).
+    scale = 1 if sys.platform == "darwin" else 1024
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import jax
+    import jaxlib
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "XLA_FLAGS") if k in os.environ}
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "load_average": os.getloadavg(),
+        "thread_env": threads,
+    }
+
+
+def _run_worker(spec: dict) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    for line in completed.stdout.splitlines():
+        if line.startswith(_MARKER):
+            return json.loads(line[len(_MARKER) :])
+    tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
+    return {**spec, "failed": " | ".join(tail) or f"exit code {completed.returncode}"}
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f}" if seconds >= 0.01 else f"{seconds * 1e3:.1f}"
+
+
+def table(results: list[dict]) -> str:
+    header = (
+        "| problem | N (int + bnd) | assembly s | GN compile s | GN step ms (solve median) "
+        "| GN step ms (repeat median / min) | Cholesky ms (median / min) | step / Cholesky (median / min) "
+        "| peak RSS MiB | steps | RMS | L∞ | rel L2 |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in results:
+        size = f"{r['n_interior'] + r['n_boundary']} ({r['n_interior']} + {r['n_boundary']})"
+        if "failed" in r:
+            lines.append(f"| {r['problem']} | {size} | failed: {r['failed'][-200:]} |" + " |" * 10)
+            continue
+        step, chol = r["step_repeat"], r["cholesky"]
+        steps = f"{r['steps_taken']}" + ("" if r["converged"] else f" (max {r['max_steps']}, not conv.)")
+        lines.append(
+            f"| {r['problem']} | {size} | {r['assembly']['median']:.3f} | {r['compile_seconds']:.2f} "
+            f"| {_ms(r['step_solve']['median'])} | {_ms(step['median'])} / {_ms(step['min'])} "
+            f"| {_ms(chol['median'])} / {_ms(chol['min'])} "
+            f"| {step['median'] / chol['median']:.1f} / {step['min'] / chol['min']:.1f} "
+            f"| {r['peak_rss_mib']:.0f} | {steps} | {r['errors']['rms']:.2e} | {r['errors']['linf']:.2e} "
+            f"| {r['errors']['l2_relative']:.2e} |"
+        )
+    return "\n".join(lines)
+
+
+def breakdown_table(results: list[dict]) -> str:
+    rows = [r for r in results if isinstance(r.get("breakdown"), dict)]
+    if not rows:
+        return ""
+    names = list(rows[0]["breakdown"]["separate"])
+    out = []
+    for r in rows:
+        b = r["breakdown"]
+        out.append(f"\n{r['problem']}, N = {r['n_total']} ({r['n_interior']} + {r['n_boundary']}), "
+                   f"Gram blocks {r['block_bytes'] / 2**20:.0f} MiB, whole step {_ms(r['step_repeat']['median'])} ms, "
+                   f"Cholesky of a random SPD matrix {_ms(r['cholesky']['median'])} ms\n")
+        out.append("| piece | jitted alone ms | increment inside the fused step ms | fused prefix ms |")
+        out.append("|---|---|---|---|")
+        for name in names:
+            out.append(f"| {name} | {_ms(b['separate'][name])} | {_ms(b['fused_increment'][name])} "
+                       f"| {_ms(b['fused_prefix'][name])} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", choices=("small", "published", "all"), default="small")
+    parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated subset of " + ",".join(PROBLEMS))
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement (median reported)")
+    parser.add_argument("--out", help="write the markdown table (and machine info) to this file")
+    parser.add_argument("--json", help="write all measurements (every timing sample) to this JSON file")
+    parser.add_argument("--breakdown", action="store_true", help="also time the pieces of one Gauss-Newton step")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(_MARKER + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return
+
+    problems = [p.strip() for p in args.problems.split(",") if p.strip()]
+    unknown = set(problems) - set(PROBLEMS)
+    if unknown:
+        parser.error(f"unknown problems {sorted(unknown)}; choose from {', '.join(PROBLEMS)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    info = machine_info()
+    preamble = [
+        f"Machine: {info['cpu_model'] or 'unknown CPU'}, {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
+        f"{info['platform']}, Python {info['python']}, jax {info['jax']} / jaxlib {info['jaxlib']}, float64."
+        + (f" Thread settings: {info['thread_env']}." if info["thread_env"] else ""),
+        f"Load average at start: {info['load_average'][0]:.2f}.",
+    ]
+    if (info["usable_cpus"] or 1) <= 4:
+        preamble.append(
+            f"Timings are noisy on a {info['usable_cpus']}-core machine: BLAS/LAPACK and XLA use all cores, so any "
+            "other process (a test run, another benchmark) can slow a measurement several-fold. Compare the "
+            "min columns, and rerun rows whose load average (in --json) was above ~0.5."
+        )
+    print("\n".join(preamble), flush=True)
+
+    results = []
+    started = time.perf_counter()
+    for problem in problems:
+        for n_interior, n_boundary in _sizes(args.sizes, problem):
+            spec = {"problem": problem, "n_interior": n_interior, "n_boundary": n_boundary, "repeat": args.repeat,
+                    "breakdown": args.breakdown}
+            t0 = time.perf_counter()
+            result = _run_worker(spec)
+            results.append(result)
+            if "failed" in result:
+                status = "FAILED: " + result["failed"]
+            else:
+                status = (f"step {_ms(result['step_repeat']['median'])} ms, Cholesky {_ms(result['cholesky']['median'])}"
+                          f" ms, L∞ {result['errors']['linf']:.2e}, load {result['load_start']:.1f}")
+            print(f"  {problem} {n_interior}+{n_boundary}: {time.perf_counter() - t0:.0f} s ({status})", flush=True)
+
+    text = "\n".join(preamble) + "\n\n" + table(results)
+    extra = breakdown_table(results)
+    if extra:
+        text += "\n\nTime of the pieces of one Gauss-Newton step (medians):\n" + extra
+    print()
+    print(text)
+    print(f"\nTotal {time.perf_counter() - started:.0f} s.")
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

