@@ -105,41 +105,42 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     from gpde import _linearize as lin
 
     sizes = [c.size for c in constraints]
-    median = lambda f: _summary(_timed(f, repeat))["median"]  # noqa: E731
+    # The minimum over the calls: a piece's own cost, least disturbed by other processes.
+    fastest = lambda f: _summary(_timed(f, repeat))["min"]  # noqa: E731
 
     # (a) each piece separately, on the intermediate results of the previous ones
     separate = {}
     linearize = eqx.filter_jit(lin.linearize)
-    separate["linearize"] = median(lambda: linearize(constraints, values))
+    separate["linearize"] = fastest(lambda: linearize(constraints, values))
     linear = linearize(constraints, values)
     reduced_gram = eqx.filter_jit(lin.reduced_gram)
-    separate["reduced_gram"] = median(lambda: reduced_gram(blocks, linear.weights))
+    separate["reduced_gram"] = fastest(lambda: reduced_gram(blocks, linear.weights))
     gram = reduced_gram(blocks, linear.weights)
     add_nugget = eqx.filter_jit(
         lambda b, w, g: g + jnp.diag(lin.nugget_diagonal(b, w, g, nugget, adaptive))
     )
-    separate["nugget"] = median(lambda: add_nugget(blocks, linear.weights, gram))
+    separate["nugget"] = fastest(lambda: add_nugget(blocks, linear.weights, gram))
     gram = add_nugget(blocks, linear.weights, gram)
     cholesky = jax.jit(jnp.linalg.cholesky)
-    separate["cholesky"] = median(lambda: cholesky(gram))
+    separate["cholesky"] = fastest(lambda: cholesky(gram))
     factor = cholesky(gram)
     targets = jnp.concatenate(linear.targets)
     cho_solve = jax.jit(lambda f, b: jax.scipy.linalg.cho_solve((f, True), b))
-    separate["cho_solve"] = median(lambda: cho_solve(factor, targets))
+    separate["cho_solve"] = fastest(lambda: cho_solve(factor, targets))
     coefficients = lin.split(cho_solve(factor, targets), sizes)
     operator_values = eqx.filter_jit(lin.operator_values)
-    separate["operator_values"] = median(lambda: operator_values(blocks, linear.weights, coefficients))
+    separate["operator_values"] = fastest(lambda: operator_values(blocks, linear.weights, coefficients))
     new_values = operator_values(blocks, linear.weights, coefficients)
     residuals = eqx.filter_jit(
         lambda cs, vs: tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(cs, vs))
     )
-    separate["residuals"] = median(lambda: residuals(constraints, new_values))
+    separate["residuals"] = fastest(lambda: residuals(constraints, new_values))
     checks = jax.jit(
         lambda g, t, f, z: (jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(t)), jnp.all(jnp.isfinite(f)),
                             jnp.all(jnp.isfinite(z)))
     )
     flat_values = jnp.concatenate([z.ravel() for z in new_values])
-    separate["finite checks"] = median(lambda: checks(gram, targets, factor, flat_values))
+    separate["finite checks"] = fastest(lambda: checks(gram, targets, factor, flat_values))
 
     # (b) prefixes of the step as one compiled function
     def prefix(stage):
@@ -176,7 +177,7 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     fused = {}
     for stage, name in enumerate(names):
         function = prefix(stage)
-        fused[name] = median(lambda: function(blocks, constraints, values))
+        fused[name] = fastest(lambda: function(blocks, constraints, values))
     increments, previous = {}, 0.0
     for name in names:
         increments[name] = fused[name] - previous
@@ -333,9 +334,21 @@ def machine_info() -> dict:
     }
 
 
-def _run_worker(spec: dict) -> dict:
+def thread_environment(threads: int | None) -> dict:
+    """Environment variables that cap the threads of OpenBLAS (LAPACK: Cholesky, triangular solves)
+    and, for one thread, of XLA's own CPU kernels."""
+    if threads is None:
+        return {}
+    env = {name: str(threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
+
+
+def _run_worker(spec: dict, env: dict) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env})
     for line in completed.stdout.splitlines():
         if line.startswith(_MARKER):
             return json.loads(line[len(_MARKER) :])
@@ -381,8 +394,8 @@ def breakdown_table(results: list[dict]) -> str:
     for r in rows:
         b = r["breakdown"]
         out.append(f"\n{r['problem']}, N = {r['n_total']} ({r['n_interior']} + {r['n_boundary']}), "
-                   f"Gram blocks {r['block_bytes'] / 2**20:.0f} MiB, whole step {_ms(r['step_repeat']['median'])} ms, "
-                   f"Cholesky of a random SPD matrix {_ms(r['cholesky']['median'])} ms\n")
+                   f"Gram blocks {r['block_bytes'] / 2**20:.0f} MiB, whole step {_ms(r['step_repeat']['min'])} ms, "
+                   f"Cholesky of a random SPD matrix {_ms(r['cholesky']['min'])} ms (minima)\n")
         out.append("| piece | jitted alone ms | increment inside the fused step ms | fused prefix ms |")
         out.append("|---|---|---|---|")
         for name in names:
@@ -399,6 +412,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="write the markdown table (and machine info) to this file")
     parser.add_argument("--json", help="write all measurements (every timing sample) to this JSON file")
     parser.add_argument("--breakdown", action="store_true", help="also time the pieces of one Gauss-Newton step")
+    parser.add_argument("--threads", type=int, help="cap the BLAS/LAPACK threads of the runs (and, with 1, XLA's "
+                        "threads too); default: leave the environment as it is")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -413,6 +428,10 @@ def main(argv=None) -> None:
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
 
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    env = thread_environment(args.threads)
+    os.environ.update(env)  # so that machine_info reports them; the workers inherit them too
     info = machine_info()
     preamble = [
         f"Machine: {info['cpu_model'] or 'unknown CPU'}, {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
@@ -435,7 +454,7 @@ def main(argv=None) -> None:
             spec = {"problem": problem, "n_interior": n_interior, "n_boundary": n_boundary, "repeat": args.repeat,
                     "breakdown": args.breakdown}
             t0 = time.perf_counter()
-            result = _run_worker(spec)
+            result = _run_worker(spec, env)
             results.append(result)
             if "failed" in result:
                 status = "FAILED: " + result["failed"]
@@ -447,7 +466,7 @@ def main(argv=None) -> None:
     text = "\n".join(preamble) + "\n\n" + table(results)
     extra = breakdown_table(results)
     if extra:
-        text += "\n\nTime of the pieces of one Gauss-Newton step (medians):\n" + extra
+        text += "\n\nTime of the pieces of one Gauss-Newton step (minimum of --repeat calls):\n" + extra
     print()
     print(text)
     print(f"\nTotal {time.perf_counter() - started:.0f} s.")

@@ -129,6 +129,7 @@ class BilevelLearner(eqx.Module):
         if not jax.tree_util.tree_leaves(params):
             raise ConfigError("the trainable filter selects no hyperparameter of the kernel")
         optimizer_state = self.optimizer.init(params)
+        last_good = params
         train_values = initial_values(train)
         validation_values = initial_values(validation)
         rng = np.random.default_rng(seed)
@@ -161,12 +162,16 @@ class BilevelLearner(eqx.Module):
                         self.adaptive_nugget, self.regularizer,
                     )
                     if not bool(finite):
+                        # θ itself gave the non-finite value: fall back to the last θ whose loss
+                        # and gradient were finite.
+                        params = last_good
                         result.stopped_because = (
                             f"non-finite outer loss or gradient at outer iteration {iteration}, optimizer step "
                             f"{steps_taken + 1}; kept the last good hyperparameters. Lower the learning rate, "
                             f"raise the nugget, or start from a different lengthscale"
                         )
                         break
+                    last_good = params
                     params, optimizer_state, loss = new_params, new_state, float(loss_value)
                     result.losses.append(loss)
                     steps_taken += 1

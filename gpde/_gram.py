@@ -46,11 +46,10 @@ def feature_jets(kernel: AbstractKernel, points: Float[Array, "n d"]) -> Feature
     return FeatureJets(value, jacobian, hessian)
 
 
-def _local_features(kernel, jets, point, index):
+def _local_features(kernel, jets, unravel, point, index):
     """x ↦ features(x) near `point`: exact for point kernels, the Taylor polynomial otherwise."""
     if jets is None:
         return kernel.features
-    unravel = ravel_pytree(kernel.features(point))[1]
     value, jacobian, hessian = jets.value[index], jets.jacobian[index], jets.hessian[index]
 
     def taylor(x):
@@ -90,10 +89,14 @@ def _autodiff_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x,
     if jets_y is None:
         jets_y = feature_jets(kernel, points_y)
 
+    # The feature pytree's structure, traced once here (not once per pair and derivative level,
+    # which would trace the kernel's network inside every nested derivative).
+    unravel = ravel_pytree(kernel.features(points_x[0]))[1]
+
     def one_pair(a, b):
         x0, y0 = points_x[a], points_y[b]
-        features_x = _local_features(kernel, jets_x, x0, a)
-        features_y = _local_features(kernel, jets_y, y0, b)
+        features_x = _local_features(kernel, jets_x, unravel, x0, a)
+        features_y = _local_features(kernel, jets_y, unravel, y0, b)
 
         def k(x, y):
             return kernel.pair(features_x(x), features_y(y))

@@ -147,8 +147,20 @@ def solve_linearized(
     gram = reduced_gram(blocks, linear.weights)
     gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive_nugget))
     factor = jnp.linalg.cholesky(gram)
-    coefficients = jax.scipy.linalg.cho_solve((factor, True), jnp.concatenate(linear.targets))
+    coefficients = _symmetric_solve(gram, jax.lax.stop_gradient(factor), jnp.concatenate(linear.targets))
     return gram, factor, split(coefficients, [t.shape[0] for t in linear.targets])
+
+
+def _symmetric_solve(matrix, factor, rhs):
+    """matrix⁻¹ rhs with the Cholesky factor, differentiated implicitly: the derivative of the
+    solution costs one more solve with the same factor (O(N²)) and its cotangent for `matrix` is an
+    outer product, instead of differentiating through the factorization (several O(N³) solves)."""
+    return jax.lax.custom_linear_solve(
+        lambda v: matrix @ v,
+        rhs,
+        solve=lambda _, r: jax.scipy.linalg.cho_solve((factor, True), r),
+        symmetric=True,
+    )
 
 
 def values_at(
