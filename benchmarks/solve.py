@@ -290,12 +290,13 @@ def worker(spec: dict) -> dict:
         "block_bytes": block_bytes,
         "load_start": load_start,
     }
-    if spec.get("breakdown"):
-        result["breakdown"] = _step_pieces(blocks, constraints, values, config.nugget, config.adaptive_nugget, repeat)
-    result["load_end"] = os.getloadavg()[0]
+    # Peak resident set of the run so far (before the optional breakdown, which compiles more).
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     scale = 1 if sys.platform == "darwin" else 1024
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    if spec.get("breakdown"):
+        result["breakdown"] = _step_pieces(blocks, constraints, values, config.nugget, config.adaptive_nugget, repeat)
+    result["load_end"] = os.getloadavg()[0]
     return result
 
 
