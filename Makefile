@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-all benchmark
+.PHONY: setup run test test-all benchmark figures
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,9 @@ test-all: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/solve.py --sizes all --out benchmarks/solve-results.md
+
+# Full-setting notebook results (results/) and figures (results/figures/): minutes for
+# convergence, about an hour on two cores for learning. Existing result files are reused.
+figures: setup
+	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/convergence.py
+	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/learning.py

@@ -105,14 +105,20 @@ def _check_common(config):
         raise ConfigError(f"lengthscale must be one or more finite values > 0, got {config.lengthscale}")
     if not _positive(config.nugget):
         raise ConfigError(f"nugget must be finite and > 0 (typical 1e-13 … 1e-5), got {config.nugget}")
-    if not (isinstance(config.tolerance, (int, float)) and math.isfinite(config.tolerance) and config.tolerance >= 0):
+    if not isinstance(config.adaptive_nugget, bool):
+        raise ConfigError(f"adaptive_nugget must be true or false, got {config.adaptive_nugget!r}")
+    if not (_number(config.tolerance) and math.isfinite(config.tolerance) and config.tolerance >= 0):
         raise ConfigError(f"tolerance must be >= 0, got {config.tolerance}")
     if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {config.seed!r}")
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return _number(value) and math.isfinite(value) and value > 0
 
 
 def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
@@ -125,6 +131,15 @@ def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid TOML (not UTF-8 text)") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    if "parameters" in table and not isinstance(table["parameters"], dict):
+        raise ConfigError(
+            f"config file {path}: 'parameters' must be a table of problem parameters, "
+            "e.g. a section '[parameters]' with a line 'epsilon = 0.1'"
+        )
     valid = {f.name for f in dataclasses.fields(config_class)}
     unknown = set(table) - valid
     if unknown:

@@ -80,7 +80,7 @@ class GaussNewton(eqx.Module):
     def __check_init__(self):
         if not (np.isfinite(self.nugget) and self.nugget > 0):
             raise ConfigError(f"nugget must be > 0 (typical 1e-13 … 1e-5), got {self.nugget}")
-        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+        if not (isinstance(self.max_steps, int) and not isinstance(self.max_steps, bool) and self.max_steps >= 1):
             raise ConfigError(f"max_steps must be an integer >= 1, got {self.max_steps}")
         if not (np.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")

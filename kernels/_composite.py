@@ -92,6 +92,11 @@ class Additive(AbstractKernel):
         self.coordinates = coordinates
 
     def features(self, x):
+        highest = max(max(subset) for subset in self.coordinates)
+        if highest >= x.shape[-1]:
+            # Shapes are static under jit, so this check costs nothing at run time; without it
+            # JAX would clamp the index and silently use another coordinate.
+            raise ValueError(f"Additive uses coordinate {highest}, but the points have dimension {x.shape[-1]}")
         return tuple(
             part.features(x[jnp.asarray(subset)])
             for part, subset in zip(self.parts, self.coordinates)

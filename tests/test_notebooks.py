@@ -1,0 +1,141 @@
+"""The analysis notebooks (notebooks/*.py, jupytext percent format) run end to end in quick mode,
+and the helpers they use (gpde/_analysis.py) compute what they say.
+
+Each notebook takes about a minute on two CPU cores (almost all of it JAX compilation); they run
+in the default suite on purpose, so a change that breaks a published figure is caught."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpde import ConfigError
+from gpde import _analysis as analysis
+from gpde import _store as store
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _use_this_interpreter(monkeypatch, folder: Path) -> None:
+    """Make the `python3` kernel this test's interpreter: a kernelspec in a folder put first on
+    JUPYTER_PATH wins over any user-level or system one, and works on a machine where only the
+    virtual environment exists."""
+    spec = folder / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (gpde tests)",
+        "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(folder))
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch) -> Path:
+    jupytext = pytest.importorskip("jupytext")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+
+    results = tmp_path / "results"
+    _use_this_interpreter(monkeypatch, tmp_path / "jupyter")
+    # The kernel inherits the environment of this process.
+    monkeypatch.setenv("GPDE_NOTEBOOK_SETTING", "quick")
+    monkeypatch.setenv("GPDE_RESULTS", str(results))
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.chdir(tmp_path)
+
+    notebook = jupytext.read(NOTEBOOKS / name)
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
+    return results
+
+
+def test_convergence_notebook(tmp_path, monkeypatch):
+    results = _execute("convergence.py", tmp_path, monkeypatch)
+    files = sorted(path.name for path in (results / "convergence" / "quick").glob("*.h5"))
+    assert len(files) == 7, files
+    figures = {path.name for path in (results / "figures").glob("*.png")}
+    assert figures == {"convergence-errors-quick.png", "convergence-error-maps-quick.png",
+                       "convergence-residuals-quick.png"}
+
+
+def test_learning_notebook(tmp_path, monkeypatch):
+    results = _execute("learning.py", tmp_path, monkeypatch)
+    files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
+    assert files == ["elliptic-gaussian-sigma0-0.3.h5", "elliptic-gaussian-sigma0-0.5.h5"]
+    figures = {path.name for path in (results / "figures").glob("*.png")}
+    assert figures == {"learning-history-quick.png", "learning-error-maps-quick.png"}
+
+
+def test_convergence_rate_recovers_a_power_law():
+    n_points = np.array([100.0, 200.0, 400.0, 800.0])
+    assert analysis.convergence_rate(n_points, 3.0 * n_points**-1.5) == pytest.approx(1.5)
+    assert analysis.convergence_rate(n_points, n_points**0.5) == pytest.approx(-0.5)  # diverging
+    with pytest.raises(ValueError, match="positive finite"):
+        analysis.convergence_rate([10, 20], [1e-3, math.nan])
+    with pytest.raises(ValueError, match="two or more"):
+        analysis.convergence_rate([10], [1e-3])
+
+
+def _fake_solve(config: dict) -> store.RunFile:
+    """A small result file with the layout of `gpde solve` (no solve needed)."""
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 3), np.linspace(0, 1, 3), indexing="ij"), -1).reshape(-1, 2)
+    return store.RunFile(
+        problem=config["problem"], seed=config["seed"], config=config,
+        groups={
+            store.FIELDS: {store.GRID_POINTS: grid, store.U: np.zeros((3, 3)), store.U_REF: np.ones((3, 3)),
+                           store.ERROR: -np.ones((3, 3))},
+            store.HISTORY: {"step": np.arange(1, 4), "residual_rms": np.array([1.0, 1e-3, 1e-6])},
+        },
+        group_attrs={store.FIELDS: {store.GRID_SHAPE: np.array([3, 3])},
+                     store.ERRORS: {"rms": 1.0, "l2_relative": 1.0, "linf": 1.0}},
+    )
+
+
+def test_ensure_solve_reuses_a_matching_file_and_refuses_a_different_one(tmp_path):
+    from gpde._config import resolve
+    from problems import get_problem_class
+
+    settings = dict(n_interior=36, n_boundary=28, grid=3, steps=3)
+    config = resolve("elliptic", get_problem_class("elliptic").defaults, settings).as_dict()
+    path = store.write_run(tmp_path / "run.h5", _fake_solve(config))
+    stamp = path.stat().st_mtime_ns
+
+    # Same settings: the file is reused as it is (a real solve would replace the fake errors).
+    assert analysis.ensure_solve(path, "elliptic", **settings) == path
+    assert path.stat().st_mtime_ns == stamp
+    # Other settings: an error that says which, never a silently reused file.
+    with pytest.raises(ConfigError, match="n_interior: file has 36, wanted 64"):
+        analysis.ensure_solve(path, "elliptic", **{**settings, "n_interior": 64, "n_boundary": 36})
+
+    rows = analysis.error_table(analysis.load_runs([path]))
+    assert rows == [{"problem": "elliptic", "n_interior": 36, "n_boundary": 28, "n_points": 64, "rms": 1.0,
+                     "l2_relative": 1.0, "linf": 1.0, "steps": 3}]
+    table = analysis.markdown_table(rows)
+    assert table.splitlines()[0] == "| problem | n_interior | n_boundary | n_points | rms | l2_relative | linf | steps |"
+    assert "| elliptic | 36 | 28 | 64 | 1.000e+00 |" in table
+
+
+def test_plots_draw_what_the_file_holds(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = _fake_solve({"problem": "elliptic", "seed": 0, "n_interior": 9, "n_boundary": 8})
+    figure, axes = plt.subplots(1, 3)
+    mesh = analysis.plot_error_map(axes[0], run)
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).ravel(), -np.ones(9))
+    line = analysis.plot_residual_history(axes[1], run)
+    np.testing.assert_array_equal(line.get_ydata(), [1.0, 1e-3, 1e-6])
+    rows = [{"problem": "elliptic", "n_points": n, "rms": 2.0 / n, "l2_relative": 1.0 / n, "linf": 4.0 / n}
+            for n in (10, 20, 40)]
+    rates = analysis.plot_error_vs_points(axes[2], rows, "elliptic")
+    assert rates == pytest.approx({"rms": 1.0, "l2_relative": 1.0, "linf": 1.0})
+    assert analysis.plot_lengthscale_field(axes[2], run) is None  # no Gibbs kernel, nothing drawn
+    plt.close(figure)
