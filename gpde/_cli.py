@@ -175,7 +175,7 @@ def _learn(args) -> int:
         print(f"  {label:<10}{errors['rms']:11.3e}{errors['l2_relative']:11.3e}{errors['linf']:11.3e}")
     for key, value in (run.result.records[-1].hyperparameters.items() if run.result.records else []):
         if "log_" in key:
-            print(f"  learned {key.replace('log_', '')}: {float(np.exp(value)):.6g}")
+            print(f"  learned {key.replace('log_', '').lstrip('.')}: {float(np.exp(value)):.6g}")
     print(f"  learning time {run.record.group_attrs['history']['learn_seconds']:.1f} s")
     print(f"wrote {out}")
     return 0
