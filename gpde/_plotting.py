@@ -7,6 +7,8 @@ import numpy as np
 
 from . import _store as store
 
+LENGTHSCALE = "lengthscale"
+
 
 def _pyplot():
     import matplotlib
@@ -28,14 +30,22 @@ def plot_fields(run: store.RunFile, out: str | Path) -> Path:
     x = points[:, 0].reshape(shape)
     y = points[:, 1].reshape(shape)
     errors = run.group_attrs.get(store.ERRORS, {})
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     panels = [
         (store.U, "gpde solution u", "viridis"),
         (store.U_REF, "reference", "viridis"),
         (store.ERROR, "error u − u_ref", "RdBu_r"),
     ]
+    # Learning results also hold the learned Gibbs lengthscale field (one map per dimension).
+    lengthscale = fields.get(LENGTHSCALE)
+    if lengthscale is not None:
+        for i in range(lengthscale.shape[-1]):
+            panels.append((f"{LENGTHSCALE}:{i}", f"learned lengthscale ℓ_{i}(x)", "magma"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), constrained_layout=True)
     for axis, (name, title, colormap) in zip(axes, panels):
-        values = fields[name]
+        if name.startswith(LENGTHSCALE):
+            values = lengthscale[..., int(name.split(":")[1])]
+        else:
+            values = fields[name]
         if name == store.ERROR:
             limit = float(np.max(np.abs(values))) or 1.0
             image = axis.pcolormesh(x, y, values, cmap=colormap, vmin=-limit, vmax=limit, shading="auto")
