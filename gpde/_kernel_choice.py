@@ -3,6 +3,8 @@
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from kernels import AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, Polynomial, RationalQuadratic, Scaled, Sum
 
@@ -30,8 +32,6 @@ def _gaussian_plus_polynomial(lengthscale: Sequence[float], dim: int, seed: int)
 
 
 def _lengthscale_array(lengthscale, dim):
-    import jax.numpy as jnp
-
     values = tuple(float(v) for v in lengthscale)
     if len(values) == 1:
         return jnp.asarray(values[0])
@@ -61,11 +61,9 @@ def make_kernel(name: str, lengthscale: Sequence[float], dim: int, seed: int = 0
     return KERNELS[name](lengthscale, dim, seed)
 
 
-def kernel_arrays(kernel: AbstractKernel) -> dict[str, "np.ndarray"]:
+def kernel_arrays(kernel: AbstractKernel) -> dict[str, np.ndarray]:
     """Every array leaf of a kernel by its pytree path (how learned kernels are stored: plain
     arrays, never pickles)."""
-    import numpy as np
-
     leaves = jax.tree_util.tree_flatten_with_path(kernel)[0]
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves if hasattr(leaf, "shape")}
 
@@ -73,8 +71,6 @@ def kernel_arrays(kernel: AbstractKernel) -> dict[str, "np.ndarray"]:
 def kernel_with_arrays(skeleton: AbstractKernel, arrays: dict) -> AbstractKernel:
     """`skeleton` (built by make_kernel with the stored settings) with its array leaves replaced
     by `arrays`; ConfigError if the stored arrays do not fit the skeleton."""
-    import jax.numpy as jnp
-
     leaves, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
     replaced = []
     for path, leaf in leaves:

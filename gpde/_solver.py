@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kernels import AbstractKernel

@@ -66,7 +66,7 @@ def test_inner_step_equals_one_gauss_newton_step():
     outcome = gauss_newton_step(blocks, train, initial_values(train), 1e-6, True)
     inner = values_at(kernel, validation, train, outcome.weights, outcome.coefficients)[0]
     points = validation[0].points
-    from gpde import Evaluation, Laplacian
+    from gpde import Laplacian
 
     assert np.allclose(inner[0], solution(points), rtol=1e-9, atol=1e-9 * np.max(np.abs(inner[0])))
     assert np.allclose(inner[1], solution.apply(Laplacian(), points), rtol=1e-8, atol=1e-8 * np.max(np.abs(inner[1])))
