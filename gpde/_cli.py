@@ -187,8 +187,12 @@ def _show(args) -> int:
     run = store.read_run(args.file)
     errors = run.group_attrs.get(store.ERRORS, {})
     if args.json:
-        print(json.dumps({"problem": run.problem, "seed": run.seed, "gpde_version": run.gpde_version,
-                          "config": run.config, "errors": errors}, indent=2, sort_keys=True))
+        summary = {"problem": run.problem, "seed": run.seed, "gpde_version": run.gpde_version,
+                   "config": run.config, "errors": errors}
+        for label in ("before", "after"):
+            if f"{label}/{store.ERRORS}" in run.group_attrs:
+                summary[f"errors_{label}"] = run.group_attrs[f"{label}/{store.ERRORS}"]
+        print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
     print(f"{args.file}: problem {run.problem}, seed {run.seed}, gpde {run.gpde_version}, created {run.created}")
     for key, value in sorted(run.config.items()):
@@ -200,6 +204,10 @@ def _show(args) -> int:
     for key in ("rms", "l2_relative", "linf"):
         if key in errors:
             print(f"  error {key:<12}{errors[key]:.3e}")
+    for label in ("before", "after"):
+        row = run.group_attrs.get(f"{label}/{store.ERRORS}")
+        if row:
+            print(f"  {label:<7} learning: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, L∞ {row['linf']:.3e}")
     return 0
 
 
