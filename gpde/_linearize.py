@@ -20,7 +20,6 @@ from kernels import AbstractKernel
 
 from ._constraint import Constraint
 from ._gram import feature_jets, operator_gram
-from ._operators import Evaluation
 
 # Status codes of a step, returned from inside jit and turned into messages by the caller.
 STEP_OK = 0
@@ -236,7 +235,3 @@ def gauss_newton_step(
 def initial_values(constraints: Sequence[Constraint]) -> tuple[Float[Array, "mg ng"], ...]:
     """Operator values of the starting iterate u₀ = 0."""
     return tuple(jnp.zeros((len(c.operators), c.size)) for c in constraints)
-
-
-#: The operator list that evaluates u itself.
-VALUE = (Evaluation(),)

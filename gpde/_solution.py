@@ -1,6 +1,5 @@
 """The collocation solution: the posterior mean u = Σ_g Σ_b c_{g,b} φ_{g,b}ʸ k(·, y)."""
 
-from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -54,12 +53,3 @@ def _apply(solution: CollocationSolution, operator: AbstractOperator, points):
         return total
 
     return jax.lax.map(at_point, points, batch_size=_EVALUATION_BATCH)
-
-
-def solution_from_parts(
-    kernel: AbstractKernel,
-    constraints: Sequence[Constraint],
-    weights: Sequence[Float[Array, "mg ng"]],
-    coefficients: Sequence[Float[Array, " ng"]],
-) -> CollocationSolution:
-    return CollocationSolution(kernel, tuple(constraints), tuple(weights), tuple(coefficients))
