@@ -86,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _solve(args) -> int:
+def _configured(args, config_class, defaults: str, prefix: str):
+    """Problem class, resolved configuration (problem defaults < TOML file < flags) and checked
+    output path, shared by `solve` and `learn`. Turns on 64-bit mode first: the solver needs it."""
+    import dataclasses
+
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -95,20 +99,27 @@ def _solve(args) -> int:
 
     from . import _store as store
     from ._config import load_toml, resolve
+
+    file_settings = load_toml(args.config, config_class) if args.config else {}
+    name = args.problem or file_settings.pop("problem", None) or DEFAULT_PROBLEM
+    file_settings.pop("problem", None)  # a flag's problem wins over the file's
+    problem_class = get_problem_class(name)
+    # Every flag that names a configuration field (flags left out are None and do not override).
+    given = vars(args)
+    flags = {f.name: given[f.name] for f in dataclasses.fields(config_class)
+             if f.name not in ("problem", "parameters") and f.name in given}
+    flags["parameters"] = dict(args.param) or None
+    config = resolve(name, getattr(problem_class, defaults), file_settings, flags, config_class=config_class)
+    out = store.check_writable(args.out or f"{prefix}{name}.h5")
+    return name, problem_class, config, out
+
+
+def _solve(args) -> int:
+    from . import _store as store
+    from ._config import SolveConfig
     from ._run import run_solve
 
-    file_settings = load_toml(args.config) if args.config else {}
-    name = args.problem or file_settings.get("problem") or DEFAULT_PROBLEM
-    problem_class = get_problem_class(name)
-    flags = {
-        key: getattr(args, key)
-        for key in ("kernel", "lengthscale", "n_interior", "n_boundary", "layout", "nugget", "steps", "tolerance", "seed",
-                    "grid", "kernel_from")
-    }
-    flags["parameters"] = dict(args.param) or None
-    file_settings.pop("problem", None)
-    config = resolve(name, problem_class.defaults, file_settings, flags)
-    out = store.check_writable(args.out or f"gpde-{name}.h5")
+    name, problem_class, config, out = _configured(args, SolveConfig, "defaults", "gpde-")
 
     print(f"gpde solve {name}: kernel {config.kernel} ℓ={list(config.lengthscale)}, "
           f"{config.n_interior} interior + {config.n_boundary} boundary points ({config.layout}), "
@@ -135,26 +146,11 @@ def _solve(args) -> int:
 
 
 def _learn(args) -> int:
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-
-    from problems import DEFAULT_PROBLEM, get_problem_class
-
     from . import _store as store
-    from ._config import LearnConfig, load_toml, resolve
+    from ._config import LearnConfig
     from ._learn_run import run_learn
 
-    file_settings = load_toml(args.config, LearnConfig) if args.config else {}
-    name = args.problem or file_settings.get("problem") or DEFAULT_PROBLEM
-    problem_class = get_problem_class(name)
-    keys = ("kernel", "lengthscale", "gn_steps", "inner_steps", "learning_rate", "trainable", "n_interior",
-            "n_boundary", "n_validation", "batch_size", "nugget", "eval_steps", "seed", "grid")
-    flags = {key: getattr(args, key) for key in keys}
-    flags["parameters"] = dict(args.param) or None
-    file_settings.pop("problem", None)
-    config = resolve(name, problem_class.learn_defaults, file_settings, flags, config_class=LearnConfig)
-    out = store.check_writable(args.out or f"gpde-learn-{name}.h5")
+    name, problem_class, config, out = _configured(args, LearnConfig, "learn_defaults", "gpde-learn-")
     print(f"gpde learn {name}: kernel {config.kernel} (trainable: {config.trainable}), "
           f"{config.n_interior}+{config.n_boundary} training + {config.n_validation} validation points, "
           f"{config.gn_steps} × {config.inner_steps} Adam steps (lr {config.learning_rate:g}), nugget {config.nugget:g}",
