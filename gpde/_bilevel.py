@@ -143,7 +143,9 @@ class BilevelLearner(eqx.Module):
         start = time.perf_counter()
         sizes = [c.size for c in validation]
         indices = batch(sizes)
-        _optimizer_step.lower(
+        # Compiled once here and called below: every step has the same shapes (fixed batch size),
+        # so the loop never traces again (calling the jitted wrapper would compile a second time).
+        optimizer_step = _optimizer_step.lower(
             params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
             train_values, _subset_values(validation_values, indices), self.nugget, self.adaptive_nugget,
             self.regularizer,
@@ -156,7 +158,7 @@ class BilevelLearner(eqx.Module):
                 steps_taken, loss = 0, float("nan")
                 for _ in range(self.inner_steps):
                     indices = batch(sizes)
-                    new_params, new_state, loss_value, finite = _optimizer_step(
+                    new_params, new_state, loss_value, finite = optimizer_step(
                         params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
                         train_values, _subset_values(validation_values, indices), self.nugget,
                         self.adaptive_nugget, self.regularizer,
