@@ -4,6 +4,7 @@ The public API is re-exported here; the modules themselves are private.
 """
 
 from ._constraint import Constraint as Constraint
+from ._constraint import OnField as OnField
 from ._domain import Box as Box
 from ._errors import ConfigError as ConfigError
 from ._errors import GpdeError as GpdeError

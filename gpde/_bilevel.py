@@ -3,7 +3,8 @@
 Inner problem: for hyperparameters θ, one Gauss-Newton step around the current iterate u_k, in
 closed form: u_θ = K_θ(·, φ)(K_θ(φ, φ) + nugget)⁻¹ b, with φ and b from linearizing the training
 constraints at u_k (which is held fixed). Outer problem: the mean square of the validation
-constraints' residual, linearized around u_k, at the validation points, plus a regularizer R(θ);
+constraints' residual, linearized around u_k, at the validation points (noisy observation
+constraints contribute their misfit whitened by the noise σ), plus a regularizer R(θ);
 minimized by an optax optimizer with gradients through the Cholesky solve by autodiff.
 Schedule: for each of `gn_steps` iterations, `inner_steps` optimizer steps on θ with u_k frozen,
 then one Gauss-Newton step with the new θ gives u_{k+1}.
@@ -21,7 +22,7 @@ import optax
 
 from kernels import AbstractKernel
 
-from ._constraint import Constraint
+from ._constraint import Constraint, field_kernels
 from ._errors import ConfigError, SolverError
 from ._linearize import (
     STEP_OK,
@@ -37,7 +38,7 @@ from ._solution import CollocationSolution
 
 
 def linearized_validation_loss(
-    kernel: AbstractKernel,
+    kernel: AbstractKernel | Sequence[AbstractKernel],
     train: Sequence[Constraint],
     validation: Sequence[Constraint],
     train_values,
@@ -45,17 +46,22 @@ def linearized_validation_loss(
     nugget: float,
     adaptive_nugget: bool,
 ):
-    """Mean square of the validation residuals of the inner solution u_θ, each residual
-    linearized around the frozen iterate u_k (whose operator values are the *_values)."""
+    """Σ over validation constraints of the mean square of their residuals for the inner solution
+    u_θ, each residual linearized around the frozen iterate u_k (whose operator values are the
+    *_values). A noisy observation constraint's residual (the misfit) is whitened by its noise
+    σ, so with a PDE and a data constraint the loss is mean residual² + σ⁻² · mean misfit²."""
     blocks = operator_blocks(kernel, train)
     linear = linearize(train, train_values)
     _, _, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
     new_values = values_at(kernel, validation, train, linear.weights, coefficients)
-    squares = []
+    loss = 0.0
     for constraint, old, new in zip(validation, validation_values, new_values):
         residual, weight = jax.vmap(jax.value_and_grad(constraint.residual, argnums=1))(constraint.points, old.T)
-        squares.append((residual + jnp.sum(weight * (new - old).T, axis=1)) ** 2)
-    return jnp.mean(jnp.concatenate(squares))
+        linearized = residual + jnp.sum(weight * (new - old).T, axis=1)
+        if constraint.noise_variance is not None:
+            linearized = linearized / np.sqrt(constraint.noise_variance)
+        loss = loss + jnp.mean(linearized**2)
+    return loss
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,8 @@ def scalar_hyperparameters(params) -> dict[str, float]:
 
 class BilevelLearner(eqx.Module):
     """Learns the kernel hyperparameters selected by `trainable` (an Equinox filter spec: a
-    function of each leaf, or a pytree of booleans shaped like the kernel)."""
+    function of each leaf, or a pytree of booleans shaped like the kernel). The kernel may be a
+    tuple with one kernel per field (multi-field problems); then all of them are learned together."""
 
     optimizer: optax.GradientTransformation = eqx.field(static=True, default_factory=lambda: optax.adam(1e-3))
     gn_steps: int = 10
@@ -114,7 +121,7 @@ class BilevelLearner(eqx.Module):
 
     def learn(
         self,
-        kernel: AbstractKernel,
+        kernel: AbstractKernel | Sequence[AbstractKernel],
         train: Sequence[Constraint],
         validation: Sequence[Constraint],
         trainable=eqx.is_inexact_array,
@@ -125,6 +132,8 @@ class BilevelLearner(eqx.Module):
         or gradient (keeping the last good θ), or on KeyboardInterrupt (keeping what it has)."""
         require_float64()
         train, validation = tuple(train), tuple(validation)
+        kernels = field_kernels(kernel, train)
+        kernel = kernels if isinstance(kernel, (tuple, list)) else kernel
         params, static = eqx.partition(kernel, trainable)
         if not jax.tree_util.tree_leaves(params):
             raise ConfigError("the trainable filter selects no hyperparameter of the kernel")

@@ -1,4 +1,13 @@
-"""Pointwise equations that the collocation solution must satisfy."""
+"""Pointwise equations that the collocation solution must satisfy, over one or several unknown
+fields.
+
+Multi-field problems (e.g. Darcy's pressure u and log-permeability a) have one kernel per field,
+and the fields are independent GPs a priori. An operator in a constraint names the field it acts on
+by wrapping it: `OnField(Partial(0), 1)` is ∂₀ of field 1; a bare operator acts on field 0, so
+single-field problems read exactly as before. The wrapper (rather than a parallel list of field
+indices) keeps each operator next to its field, so the two lists can never get out of step, and
+the residual still sees one flat vector z of operator values in the order the operators are given.
+"""
 
 from collections.abc import Callable, Sequence
 
@@ -7,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from kernels import AbstractKernel
+
 from ._errors import ConfigError
 from ._operators import AbstractOperator
 
@@ -14,25 +25,49 @@ from ._operators import AbstractOperator
 Residual = Callable[[Float[Array, " d"], Float[Array, " m"]], Float[Array, ""]]
 
 
+class OnField(eqx.Module):
+    """The operator `operator` applied to unknown field number `field` (0, 1, …: the position of
+    that field's kernel in the tuple of kernels given to the solver)."""
+
+    operator: AbstractOperator = eqx.field(static=True)
+    field: int = eqx.field(static=True)
+
+    def __check_init__(self):
+        if not isinstance(self.operator, AbstractOperator):
+            raise ConfigError(f"OnField needs an operator (δ, ∂_i, Δ, …), got {self.operator!r}")
+        if not (isinstance(self.field, int) and not isinstance(self.field, bool) and self.field >= 0):
+            raise ConfigError(f"OnField: the field index must be an integer >= 0, got {self.field!r}")
+
+    def __repr__(self):
+        return f"{self.operator!r}[field {self.field}]"
+
+
 class Constraint(eqx.Module):
     """The equation r(x, (L_1 u)(x), …, (L_m u)(x)) = 0 at each of `points`.
 
     The interior PDE and each boundary condition are one Constraint each. A Gauss-Newton step
     linearizes r in z, which turns the constraint into ONE linear functional Σ_j w_j(x) L_j per
-    point (REFERENCES.md §1: the reduced formulation).
+    point (REFERENCES.md §1: the reduced formulation). Each L_j acts on field `fields[j]`.
+
+    A constraint with a `noise_variance` σ² is a noisy observation (r = prediction − data): it
+    enters the solve as the penalty |r|²/σ² instead of a hard equation, i.e. σ² replaces the
+    nugget on its rows of the Gram matrix, and the bilevel outer loss whitens its residual by σ.
     """
 
     name: str = eqx.field(static=True)
     points: Float[Array, "n d"]
     operators: tuple[AbstractOperator, ...] = eqx.field(static=True)
+    fields: tuple[int, ...] = eqx.field(static=True)
     residual: Residual = eqx.field(static=True)
+    noise_variance: float | None = eqx.field(static=True)
 
     def __init__(
         self,
         name: str,
         points: Float[Array, "n d"],
-        operators: Sequence[AbstractOperator],
+        operators: Sequence[AbstractOperator | OnField],
         residual: Residual,
+        noise_variance: float | None = None,
     ):
         points = jnp.asarray(points)
         if points.ndim != 2 or points.shape[0] < 1:
@@ -45,13 +80,65 @@ class Constraint(eqx.Module):
         operators = tuple(operators)
         if not operators:
             raise ConfigError(f"constraint '{name}' needs at least one operator")
+        bare, fields = [], []
         for operator in operators:
+            if isinstance(operator, OnField):
+                bare.append(operator.operator)
+                fields.append(operator.field)
+            elif isinstance(operator, AbstractOperator):
+                bare.append(operator)
+                fields.append(0)
+            else:
+                raise ConfigError(
+                    f"constraint '{name}': {operator!r} is not an operator; use δ, ∂_i, Δ, … or OnField(operator, field)"
+                )
+        for operator in bare:
             operator.check_dimension(points.shape[1])
+        if noise_variance is not None:
+            noise_variance = float(noise_variance)
+            if not (np.isfinite(noise_variance) and noise_variance > 0):
+                raise ConfigError(
+                    f"constraint '{name}': noise_variance must be finite and > 0 (the observation noise σ²), "
+                    f"got {noise_variance}; leave it out for an exact equation"
+                )
         self.name = name
         self.points = points
-        self.operators = operators
+        self.operators = tuple(bare)
+        self.fields = tuple(fields)
         self.residual = residual
+        self.noise_variance = noise_variance
 
     @property
     def size(self) -> int:
         return self.points.shape[0]
+
+    def rows(self, field: int) -> tuple[int, ...]:
+        """Positions (in `operators`) of the operators that act on `field`."""
+        return tuple(j for j, f in enumerate(self.fields) if f == field)
+
+
+def field_kernels(
+    kernel: AbstractKernel | Sequence[AbstractKernel], constraints: Sequence[Constraint]
+) -> tuple[AbstractKernel, ...]:
+    """The kernels as a tuple (one per field), checked against the fields the constraints use:
+    ConfigError if a constraint names a field without a kernel, or a kernel has no constraint."""
+    kernels = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+    if not kernels:
+        raise ConfigError("give one kernel per unknown field, got none")
+    for k in kernels:
+        if not isinstance(k, AbstractKernel):
+            raise ConfigError(f"expected a kernel (or a tuple of kernels, one per field), got {k!r}")
+    used = {f for c in constraints for f in c.fields}
+    missing = sorted(f for f in used if f >= len(kernels))
+    if missing:
+        raise ConfigError(
+            f"constraints act on field(s) {missing} but only {len(kernels)} kernel(s) were given; "
+            "pass a tuple with one kernel per field"
+        )
+    unused = sorted(set(range(len(kernels))) - used)
+    if unused:
+        raise ConfigError(
+            f"kernel(s) for field(s) {unused} were given but no constraint acts on them; "
+            "wrap operators as OnField(operator, field) or drop those kernels"
+        )
+    return kernels

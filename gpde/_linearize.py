@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from kernels import AbstractKernel
@@ -29,28 +30,49 @@ STEP_NONFINITE_LINEARIZATION = 3
 
 
 class OperatorBlocks(eqx.Module):
-    """Per-operator Gram blocks between all constraints, and k(x, x) at each constraint's points."""
+    """Per-field, per-operator Gram blocks between all constraints, and the point-value variance
+    at each constraint's points.
 
-    blocks: tuple[tuple[Float[Array, "mg mh ng nh"], ...], ...]
+    blocks[f][g][h][j, l, a, b] = L_jˣ L_lʸ k_f(x_{g,a}, x_{h,b}) over the operators of constraint g
+    and h that act on field f (rows[f][g] and rows[f][h]); None where either has none. Blocks
+    between different fields are zero (independent GPs) and are never stored.
+    """
+
+    blocks: tuple[tuple[tuple[Float[Array, "mgf mhf ng nh"] | None, ...], ...], ...]
     value_diagonal: tuple[Float[Array, " ng"], ...]
+    rows: tuple[tuple[tuple[int, ...], ...], ...] = eqx.field(static=True)
+    noise: tuple[float | None, ...] = eqx.field(static=True)
 
 
-def operator_blocks(kernel: AbstractKernel, constraints: Sequence[Constraint]) -> OperatorBlocks:
-    """Assemble blocks[g][h][j, l, a, b] = L_{g,j}ˣ L_{h,l}ʸ k(x_{g,a}, x_{h,b})."""
-    jets = [feature_jets(kernel, c.points) for c in constraints]
+def operator_blocks(
+    kernel: AbstractKernel | Sequence[AbstractKernel], constraints: Sequence[Constraint]
+) -> OperatorBlocks:
+    """Assemble the blocks of every field (`kernel`: one kernel, or a tuple with one per field)."""
+    kernels = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+    rows = tuple(tuple(c.rows(f) for c in constraints) for f in range(len(kernels)))
     blocks = []
-    for g, cg in enumerate(constraints):
-        row = []
-        for h, ch in enumerate(constraints):
-            if h < g:  # symmetric: K(L_g, L_h) = K(L_h, L_g)ᵀ
-                row.append(jnp.transpose(blocks[h][g], (1, 0, 3, 2)))
-            else:
-                row.append(
-                    operator_gram(kernel, cg.operators, cg.points, ch.operators, ch.points, jets[g], jets[h])
-                )
-        blocks.append(tuple(row))
-    value_diagonal = tuple(jax.vmap(lambda x: kernel(x, x))(c.points) for c in constraints)
-    return OperatorBlocks(tuple(blocks), value_diagonal)
+    for f, k in enumerate(kernels):
+        operators = [tuple(c.operators[j] for j in r) for c, r in zip(constraints, rows[f])]
+        jets = [feature_jets(k, c.points) if r else None for c, r in zip(constraints, rows[f])]
+        field_blocks = []
+        for g, cg in enumerate(constraints):
+            row = []
+            for h, ch in enumerate(constraints):
+                if not (rows[f][g] and rows[f][h]):
+                    row.append(None)
+                elif h < g:  # symmetric: K(L_g, L_h) = K(L_h, L_g)ᵀ
+                    row.append(jnp.transpose(field_blocks[h][g], (1, 0, 3, 2)))
+                else:
+                    row.append(operator_gram(k, operators[g], cg.points, operators[h], ch.points, jets[g], jets[h]))
+            field_blocks.append(tuple(row))
+        blocks.append(tuple(field_blocks))
+    # The point-value variance of a constraint: the mean of k_f(x, x) over the fields it acts on.
+    value_diagonal = []
+    for g, c in enumerate(constraints):
+        used = [k for f, k in enumerate(kernels) if rows[f][g]]
+        value_diagonal.append(sum(jax.vmap(lambda x, k=k: k(x, x))(c.points) for k in used) / len(used))
+    noise = tuple(c.noise_variance for c in constraints)
+    return OperatorBlocks(tuple(blocks), tuple(value_diagonal), rows, noise)
 
 
 class Linearization(eqx.Module):
@@ -73,10 +95,22 @@ def linearize(constraints: Sequence[Constraint], values: Sequence[Float[Array, "
 
 
 def reduced_gram(blocks: OperatorBlocks, weights: Sequence[Float[Array, "mg ng"]]) -> Float[Array, "N N"]:
-    """K(φ, φ) for φ_a = Σ_j w_j(x_a) L_j: one row and column per collocation point."""
+    """K(φ, φ) for φ_a = Σ_j w_j(x_a) L_j: one row and column per collocation point. With several
+    fields it is the sum over fields of each field's weighted block sum (the cross-field blocks
+    are zero)."""
     rows = []
     for g, wg in enumerate(weights):
-        rows.append([_weighted_block(wg, blocks.blocks[g][h], wh) for h, wh in enumerate(weights)])
+        row = []
+        for h, wh in enumerate(weights):
+            total = 0.0
+            for field_blocks, field_rows in zip(blocks.blocks, blocks.rows):
+                block = field_blocks[g][h]
+                if block is not None:
+                    left = [wg[j] for j in field_rows[g]]
+                    right = [wh[j] for j in field_rows[h]]
+                    total = total + _weighted_block(left, block, right)
+            row.append(jnp.broadcast_to(total, (wg.shape[1], wh.shape[1])))
+        rows.append(row)
     return jnp.block(rows)
 
 
@@ -100,15 +134,19 @@ def nugget_diagonal(
     """The regularization added to K(φ, φ). The adaptive nugget (REFERENCES.md §1) scales η on the
     rows of constraint g by trace K(φ_g, φ_g) / trace K(δ_g, δ_g): derivative functionals have a
     variance orders of magnitude above point values, and one η for both either under-regularizes
-    the former or swamps the latter. A pure point-value constraint gets ratio 1."""
+    the former or swamps the latter. A pure point-value constraint gets ratio 1. The rows of a
+    noisy observation constraint get its noise variance σ² instead (the misfit penalty /σ²)."""
     sizes = [w.shape[1] for w in weights]
-    if not adaptive:
-        return jnp.full(sum(sizes), nugget)
     diagonal = jnp.diagonal(reduced)
     parts, start = [], 0
     for g, size in enumerate(sizes):
-        ratio = jnp.sum(diagonal[start : start + size]) / jnp.sum(blocks.value_diagonal[g])
-        parts.append(jnp.full(size, nugget * ratio))
+        if blocks.noise[g] is not None:
+            parts.append(jnp.full(size, blocks.noise[g]))
+        elif adaptive:
+            ratio = jnp.sum(diagonal[start : start + size]) / jnp.sum(blocks.value_diagonal[g])
+            parts.append(jnp.full(size, nugget * ratio))
+        else:
+            parts.append(jnp.full(size, nugget))
         start += size
     return jnp.concatenate(parts)
 
@@ -126,18 +164,42 @@ def operator_values(
     weights: Sequence[Float[Array, "mg ng"]],
     coefficients: Sequence[Float[Array, " ng"]],
 ) -> tuple[Float[Array, "mg ng"], ...]:
-    """z_g[j, a] = (L_{g,j} u)(x_{g,a}) for u = Σ_h Σ_b coefficients_h[b] φ_{h,b}."""
+    """z_g[j, a] = (L_{g,j} u)(x_{g,a}) for u = Σ_h Σ_b coefficients_h[b] φ_{h,b} (each operator
+    applied to its own field)."""
     values = []
     for g in range(len(weights)):
-        # Multiply-and-sum reads the stored blocks in place; the equivalent einsum made XLA copy
-        # every block into a transposed layout on each step.
-        values.append(
-            sum(
-                jnp.sum(blocks.blocks[g][h] * (weights[h] * coefficients[h][None, :])[None, :, None, :], axis=(1, 3))
+        per_field = []
+        for field_blocks, field_rows in zip(blocks.blocks, blocks.rows):
+            if not field_rows[g]:
+                continue
+            # Multiply-and-sum reads the stored blocks in place; the equivalent einsum made XLA
+            # copy every block into a transposed layout on each step.
+            total = sum(
+                jnp.sum(
+                    field_blocks[g][h]
+                    * (_select(weights[h], field_rows[h]) * coefficients[h][None, :])[None, :, None, :],
+                    axis=(1, 3),
+                )
                 for h in range(len(weights))
+                if field_blocks[g][h] is not None
             )
-        )
+            per_field.append((field_rows[g], total))
+        values.append(_in_operator_order(per_field, weights[g].shape[0]))
     return tuple(values)
+
+
+def _select(w, rows):
+    """The rows `rows` of w (w itself when that is all of them: the single-field case)."""
+    return w if tuple(rows) == tuple(range(w.shape[0])) else w[np.asarray(rows)]
+
+
+def _in_operator_order(per_field, count):
+    """Stack per-field operator values [(rows, values (len(rows), n)), …] back into the order of
+    the constraint's operators."""
+    if len(per_field) == 1 and per_field[0][0] == tuple(range(count)):
+        return per_field[0][1]
+    by_row = {j: part[i] for rows, part in per_field for i, j in enumerate(rows)}
+    return jnp.stack([by_row[j] for j in range(count)])
 
 
 def solve_linearized(
@@ -168,26 +230,35 @@ def _symmetric_solve(matrix, factor, rhs):
 
 
 def values_at(
-    kernel: AbstractKernel,
+    kernel: AbstractKernel | Sequence[AbstractKernel],
     targets: Sequence[Constraint],
     constraints: Sequence[Constraint],
     weights: Sequence[Float[Array, "mg ng"]],
     coefficients: Sequence[Float[Array, " ng"]],
 ) -> tuple[Float[Array, "mt nt"], ...]:
     """Operator values of u = Σ c φ at the points of other constraints (e.g. validation points):
-    out_t[j, a] = (L_{t,j} u)(x_{t,a})."""
-    jets = [feature_jets(kernel, c.points) for c in constraints]
-    out = []
-    for target in targets:
-        target_jets = feature_jets(kernel, target.points)
-        total = 0.0
-        for constraint, jet, w, c in zip(constraints, jets, weights, coefficients):
-            cross = operator_gram(
-                kernel, target.operators, target.points, constraint.operators, constraint.points, target_jets, jet
-            )
-            total = total + jnp.einsum("jlab,lb->ja", cross, w * c[None, :])
-        out.append(total)
-    return tuple(out)
+    out_t[j, a] = (L_{t,j} u)(x_{t,a}), each operator applied to its own field."""
+    kernels = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+    per_target = [[] for _ in targets]
+    for f, k in enumerate(kernels):
+        sources = [(c, c.rows(f), w, coefficient) for c, w, coefficient in zip(constraints, weights, coefficients)]
+        sources = [(c, rows, feature_jets(k, c.points), _select(w, rows) * coefficient[None, :])
+                   for c, rows, w, coefficient in sources if rows]
+        for t, target in enumerate(targets):
+            target_rows = target.rows(f)
+            if not target_rows:
+                continue
+            target_operators = tuple(target.operators[j] for j in target_rows)
+            target_jets = feature_jets(k, target.points)
+            total = jnp.zeros((len(target_rows), target.size))
+            for constraint, rows, jet, weighted in sources:
+                cross = operator_gram(
+                    k, target_operators, target.points, tuple(constraint.operators[j] for j in rows),
+                    constraint.points, target_jets, jet,
+                )
+                total = total + jnp.einsum("jlab,lb->ja", cross, weighted)
+            per_target[t].append((target_rows, total))
+    return tuple(_in_operator_order(parts, len(t.operators)) for parts, t in zip(per_target, targets))
 
 
 class StepOutcome(eqx.Module):

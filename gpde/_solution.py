@@ -1,5 +1,7 @@
-"""The collocation solution: the posterior mean u = Σ_g Σ_b c_{g,b} φ_{g,b}ʸ k(·, y)."""
+"""The collocation solution: the posterior mean of each field f,
+u_f = Σ_g Σ_b c_{g,b} Σ_{j on f} w_{g,j}(x_{g,b}) L_{g,j}ʸ k_f(·, y)."""
 
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -8,7 +10,8 @@ from jaxtyping import Array, Float
 
 from kernels import AbstractKernel
 
-from ._constraint import Constraint
+from ._constraint import Constraint, OnField
+from ._errors import ConfigError
 from ._gram import feature_jets, operator_gram
 from ._operators import AbstractOperator, Evaluation
 
@@ -18,38 +21,64 @@ _EVALUATION_BATCH = 512
 
 
 class CollocationSolution(eqx.Module):
-    """A function given by its kernel expansion over the functionals of a set of constraints.
+    """Functions (one per field) given by their kernel expansion over the functionals of a set of
+    constraints.
 
+    `kernel` is the kernel of a single-field problem or the tuple of per-field kernels;
     `weights[g][j, b]` is the weight of operator L_{g,j} in the functional φ_{g,b} at point
     x_{g,b}, and `coefficients[g][b]` that functional's representer coefficient.
     """
 
-    kernel: AbstractKernel
+    kernel: AbstractKernel | tuple[AbstractKernel, ...]
     constraints: tuple[Constraint, ...]
     weights: tuple[Float[Array, "mg ng"], ...]
     coefficients: tuple[Float[Array, " ng"], ...]
 
-    def apply(self, operator: AbstractOperator, points: Float[Array, "n d"]) -> Float[Array, " n"]:
-        """(L u)(x) at each point, for any operator L."""
-        return _apply(self, operator, jnp.asarray(points))
+    @property
+    def kernels(self) -> tuple[AbstractKernel, ...]:
+        """One kernel per field."""
+        return tuple(self.kernel) if isinstance(self.kernel, (tuple, list)) else (self.kernel,)
 
-    def __call__(self, points: Float[Array, "n d"]) -> Float[Array, " n"]:
-        """u at each point."""
-        return self.apply(Evaluation(), points)
+    def apply(
+        self, operator: AbstractOperator | OnField, points: Float[Array, "n d"], field: int = 0
+    ) -> Float[Array, " n"]:
+        """(L u_f)(x) at each point, for any operator L and field f (an OnField operator names its
+        own field)."""
+        if isinstance(operator, OnField):
+            operator, field = operator.operator, operator.field
+        if not (isinstance(field, int) and 0 <= field < len(self.kernels)):
+            raise ConfigError(f"field must be an integer in [0, {len(self.kernels)}), got {field!r}")
+        return _apply(self, operator, jnp.asarray(points), field)
+
+    def __call__(self, points: Float[Array, "n d"], field: int = 0) -> Float[Array, " n"]:
+        """u_f at each point (field 0 by default)."""
+        return self.apply(Evaluation(), points, field)
 
 
 @eqx.filter_jit
-def _apply(solution: CollocationSolution, operator: AbstractOperator, points):
-    kernel = solution.kernel
-    jets = [feature_jets(kernel, c.points) for c in solution.constraints]
-    weighted = [w * c[None, :] for w, c in zip(solution.weights, solution.coefficients)]
+def _apply(solution: CollocationSolution, operator: AbstractOperator, points, field: int):
+    kernel = solution.kernels[field]
+    terms = _field_terms(solution.constraints, solution.weights, solution.coefficients, field)
+    jets = [feature_jets(kernel, c.points) for c, _, _ in terms]
 
     def at_point(x):
         x = x[None, :]
         total = 0.0
-        for constraint, jet, coefficient in zip(solution.constraints, jets, weighted):
-            block = operator_gram(kernel, (operator,), x, constraint.operators, constraint.points, None, jet)
+        for (constraint, operators, coefficient), jet in zip(terms, jets):
+            block = operator_gram(kernel, (operator,), x, operators, constraint.points, None, jet)
             total = total + jnp.einsum("lb,lb->", block[0, :, 0, :], coefficient)
         return total
 
     return jax.lax.map(at_point, points, batch_size=_EVALUATION_BATCH)
+
+
+def _field_terms(constraints: Sequence[Constraint], weights, coefficients, field: int):
+    """(constraint, its operators on `field`, their weights × coefficients) for each constraint
+    that acts on `field`."""
+    terms = []
+    for constraint, w, c in zip(constraints, weights, coefficients):
+        rows = constraint.rows(field)
+        if rows:
+            operators = tuple(constraint.operators[j] for j in rows)
+            terms.append((constraint, operators, jnp.stack([w[j] for j in rows]) * c[None, :]))
+    return terms

@@ -10,7 +10,7 @@ import numpy as np
 
 from kernels import AbstractKernel
 
-from ._constraint import Constraint
+from ._constraint import Constraint, field_kernels
 from ._errors import ConfigError, SolverError
 from ._linearize import (
     STEP_CHOLESKY_FAILED,
@@ -86,17 +86,21 @@ class GaussNewton(eqx.Module):
 
     def solve(
         self,
-        kernel: AbstractKernel,
+        kernel: AbstractKernel | Sequence[AbstractKernel],
         constraints: Sequence[Constraint],
         callback: Callable[[StepRecord], None] | None = None,
     ) -> tuple[CollocationSolution, SolveHistory]:
         """Solve the constraints; return the solution and the per-step history.
 
-        Raises SolverError (naming the step and the fix) if a step fails numerically.
+        `kernel` is one kernel, or a tuple with one kernel per unknown field (the fields that the
+        constraints' OnField operators name). Raises SolverError (naming the step and the fix) if a
+        step fails numerically, ConfigError if kernels and fields do not match.
         """
         require_float64()
         constraints = tuple(constraints)
         _check_dimensions(constraints)
+        kernels = field_kernels(kernel, constraints)
+        kernel = kernels if isinstance(kernel, (tuple, list)) else kernel
         history = SolveHistory()
 
         start = time.perf_counter()
