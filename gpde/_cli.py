@@ -82,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("file")
     plot.add_argument("--out", required=True, help="figure file, e.g. fig.png")
 
+    bljes = commands.add_parser(
+        "bljes", help="bilevel Bayesian optimization study: methods × benchmarks × seeds, on Dask")
+    bljes.add_argument("benchmark", help="benchmark name(s), comma separated, or 'all'; see `gpde list`")
+    bljes.add_argument("--method", default="bljes",
+                       help="method(s), comma separated, or 'all': bljes, random, trusted-random, bilbo")
+    bljes.add_argument("--setting", default="coupled", help="coupled, decoupled, comma separated, or 'all'")
+    bljes.add_argument("--iters", type=int, default=60, help="evaluations per run, the initial ones included")
+    bljes.add_argument("--init", type=int, default=3, help="initial uniform random evaluations")
+    bljes.add_argument("--seeds", type=int, default=10, help="seeds 0 … N−1 per method and benchmark")
+    bljes.add_argument("--noise", type=float, default=0.0, help="observation noise standard deviation")
+    bljes.add_argument("--out", default="bljes-study.h5", help="study file; finished runs in it are skipped")
+    bljes.add_argument("--scheduler", help="Dask: none (this process), 'local' (a LocalCluster of processes) "
+                                           "or a scheduler address such as tcp://host:8786")
+
     commands.add_parser("list", help="list problems and kernels")
     return parser
 
@@ -179,6 +193,10 @@ def _learn(args) -> int:
 
 def _show(args) -> int:
     from . import _store as store
+    from .bljes._study import is_study
+
+    if is_study(args.file):
+        return _show_study(args)
 
     run = store.read_run(args.file)
     errors = run.group_attrs.get(store.ERRORS, {})
@@ -209,11 +227,56 @@ def _show(args) -> int:
 
 def _plot(args) -> int:
     from . import _store as store
+    from .bljes._study import is_study
+
+    if is_study(args.file):
+        from .bljes._plots import plot_study
+
+        store.check_writable(args.out)
+        print(f"wrote {plot_study(args.file, args.out)}")
+        return 0
     from ._plotting import plot_fields
 
     store.check_writable(args.out)
     path = plot_fields(store.read_run(args.file), args.out)
     print(f"wrote {path}")
+    return 0
+
+
+def _bljes(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+    from . import _store as store
+    from .bljes import _study as study
+
+    specs = study.plan_study(args.benchmark, args.method, args.setting, args.seeds, args.iters, args.init, args.noise)
+    out = store.check_writable(args.out)
+    print(f"gpde bljes: {len(specs)} runs ({args.iters} evaluations, {args.init} initial, noise {args.noise:g}) "
+          f"on {args.scheduler or 'this process'} → {out}", flush=True)
+    report = study.run_study(specs, out, scheduler=args.scheduler)
+    wanted = [spec.config() for spec in specs]
+    runs = [run for run in study.read_study(out) if run.config in wanted]
+    print(f"ran {len(report.ran)}, skipped {len(report.skipped)} already finished")
+    print("median final regret (seeds):")
+    print(study.format_table(study.final_regret_table(runs)))
+    print(f"wrote {out}")
+    return 0
+
+
+def _show_study(args) -> int:
+    from .bljes._study import final_regret_table, format_table, read_study
+
+    runs = read_study(args.file)
+    table = final_regret_table(runs)
+    if args.json:
+        print(json.dumps([{"benchmark": b, "method": m, "setting": s, **cell} for (b, m, s), cell in table.items()],
+                         indent=2))
+        return 0
+    print(f"{args.file}: BLJES study, {len(runs)} runs")
+    print("median final regret (seeds):")
+    print(format_table(table))
     return 0
 
 
@@ -230,13 +293,20 @@ def _list(args) -> int:
               f"({d.layout}), nugget {d.nugget:g}, {d.steps} steps")
     print("kernels:")
     print("  " + ", ".join(KERNELS))
+    from problems.bilevel import catalogue as bilevel_catalogue
+
+    print("bilevel benchmarks (gpde bljes):")
+    for name, factory in bilevel_catalogue().items():
+        benchmark = factory()
+        print(f"  {name:<12}{benchmark.x_dim} + {benchmark.theta_dim}  {benchmark.summary}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    handlers = {"solve": _solve, "learn": _learn, "show": _show, "plot": _plot, "list": _list}
+    handlers = {"solve": _solve, "learn": _learn, "show": _show, "plot": _plot, "list": _list,
+                "bljes": _bljes}
     try:
         return handlers[args.command](args)
     except ConfigError as error:

@@ -122,7 +122,7 @@ class SMD6(AbstractBilevelBenchmark):
     s: int = 0
 
     name: ClassVar[str] = "smd6"
-    summary: ClassVar[str] = "SMD6 (2 + 2): conflicting, quadratic; θ*(x) = (0, x₂), F* = 0 at x = 0"
+    summary: ClassVar[str] = "SMD6: conflicting, quadratic; θ*(x) = (0, …, 0, x_u2) (optimistic), F* = 0 at x = 0"
 
     def __check_init__(self):
         if min(self.p, self.q, self.r, self.s) < 0 or self.s % 2 or self.p + self.r == 0:

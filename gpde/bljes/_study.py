@@ -1,0 +1,428 @@
+"""BLJES studies: methods × benchmarks × settings × seeds, run on Dask, stored in one HDF5 file.
+
+    gpde bljes smoke-1+1,smd1 --method random,bljes --seeds 10 --iters 60 --init 3 --out study.h5
+
+Every run is independent, so the runner submits them to a `dask.distributed` client:
+- default (`scheduler=None`): a client inside this process (one worker thread; no cluster),
+- `"local"`: a LocalCluster of one single-threaded worker PROCESS per CPU core,
+- an address (`"tcp://host:8786"`): an existing Dask cluster.
+Workers receive only a `RunSpec` (names and numbers) and build the benchmark and the method
+themselves, so nothing large or unpicklable travels. Only the driver writes the study file.
+
+Study file (HDF5). Root attributes: `kind` = "gpde-bljes-study", gpde_version, created, config
+(JSON). One group per run, `runs/<benchmark>/<method>/<setting>/seed<k>`, holding the arrays of
+`BilevelRun` (x, theta, observed, y_f, y_g, y_c, recommendation, regret: one row per query) and a
+subgroup `seconds` (one dataset per timed phase); its attributes hold the run's configuration
+(JSON `config` and each field), the benchmark's F* and the run's wall time.
+
+Durability. Each finished run is added by copying the study file to a temporary file in the same
+directory, appending the group there and renaming it over the study (under an exclusive lock
+file, so concurrent invocations with the same `--out` cannot lose each other's runs). A study
+killed at any moment therefore keeps every run finished before the kill, and the file is never
+half-written. On restart, runs whose group exists are skipped; several invocations with the same
+`--out` add their runs to the same file. A group that exists with a different configuration
+(other budget or noise) is an error, not silently mixed.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._errors import ConfigError, GpdeError
+
+KIND = "kind"
+STUDY_KIND = "gpde-bljes-study"
+RUNS = "runs"
+SECONDS = "seconds"
+CONFIG = "config"
+ARRAYS = ("x", "theta", "observed", "y_f", "y_g", "y_c", "recommendation", "regret")
+SETTINGS = ("coupled", "decoupled")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: everything a worker needs, as plain values."""
+
+    benchmark: str
+    method: str
+    setting: str
+    seed: int
+    evaluations: int
+    initial: int
+    noise: float
+
+    @property
+    def path(self) -> str:
+        return f"{RUNS}/{self.benchmark}/{self.method}/{self.setting}/seed{self.seed}"
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class StudyRun:
+    """One run read back from a study file."""
+
+    config: dict
+    arrays: dict[str, np.ndarray]
+    seconds: dict[str, np.ndarray]
+    attrs: dict
+
+
+def _names(text: str | Sequence[str], known: Iterable[str], what: str) -> list[str]:
+    """A comma list (or 'all') of names, checked against `known`."""
+    known = list(known)
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    parts = [part.strip() for part in parts if part.strip()]
+    if not parts:
+        raise ConfigError(f"no {what} given; choose from: {', '.join(known)} (or 'all')")
+    if parts == ["all"]:
+        return known
+    unknown = [part for part in parts if part not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what} '{unknown[0]}'; choose from: {', '.join(known)} (or 'all')")
+    return list(dict.fromkeys(parts))
+
+
+def _positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def plan_study(
+    benchmarks: str | Sequence[str],
+    methods: str | Sequence[str] = "bljes",
+    settings: str | Sequence[str] = "coupled",
+    seeds: int = 10,
+    evaluations: int = 60,
+    initial: int = 3,
+    noise: float = 0.0,
+) -> list[RunSpec]:
+    """The runs of a study, checked: benchmark, method and setting names (comma lists or 'all'),
+    seeds 0 … seeds − 1, `evaluations` queries per run of which `initial` are the random initial
+    design. Builds every benchmark and method once, so that a bad combination fails here, before
+    any run starts. Raises ConfigError naming the problem and the fix."""
+    from problems.bilevel import catalogue, get_benchmark
+
+    from ._methods import METHODS, make_method
+
+    benchmark_names = _names(benchmarks, catalogue(), "benchmark")
+    method_names = _names(methods, METHODS, "method")
+    setting_names = _names(settings, SETTINGS, "setting")
+    seeds = _positive("--seeds", seeds)
+    evaluations = _positive("--iters (evaluations per run)", evaluations)
+    initial = _positive("--init (initial random evaluations)", initial)
+    if initial > evaluations:
+        raise ConfigError(f"--init ({initial}) must not exceed --iters ({evaluations}): the initial "
+                          "evaluations count toward the budget")
+    if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
+        raise ConfigError(f"--noise must be a finite standard deviation >= 0, got {noise!r}")
+    for name in benchmark_names:
+        get_benchmark(name)
+    for name in method_names:
+        make_method(name)
+    return [RunSpec(b, m, s, seed, evaluations, initial, float(noise))
+            for b in benchmark_names for m in method_names for s in setting_names for seed in range(seeds)]
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Execute one run (on a worker): arrays of the `BilevelRun`, its phase timings and wall time."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the surrogates need float64; workers start fresh
+
+    from problems.bilevel import get_benchmark
+
+    from ._loop import run_optimization
+    from ._methods import make_method
+
+    benchmark = get_benchmark(spec.benchmark)
+    start = time.perf_counter()
+    run = run_optimization(benchmark, make_method(spec.method), coupled=spec.setting == "coupled",
+                           evaluations=spec.evaluations, initial=spec.initial, noise=spec.noise, seed=spec.seed)
+    return {
+        "arrays": {name: np.asarray(getattr(run, name)) for name in ARRAYS},
+        "seconds": {phase: np.asarray(values) for phase, values in run.seconds.items()},
+        "wall_seconds": time.perf_counter() - start,
+        "optimum": float(benchmark.optimum[1]),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The study file
+# --------------------------------------------------------------------------------------------
+
+
+def is_study(path: str | os.PathLike) -> bool:
+    """Whether `path` is a BLJES study file (as opposed to a solve/learn result)."""
+    try:
+        with h5py.File(path, "r") as source:
+            return source.attrs.get(KIND) == STUDY_KIND
+    except OSError:
+        return False
+
+
+def _open_existing(path: Path):
+    try:
+        source = h5py.File(path, "r")
+    except OSError as error:
+        raise ConfigError(f"{path} exists but is not a readable HDF5 file ({error}); choose another --out") from None
+    if source.attrs.get(KIND) != STUDY_KIND:
+        source.close()
+        raise ConfigError(f"{path} is not a BLJES study file (a solve/learn result?); choose another --out")
+    return source
+
+
+def finished_runs(path: str | os.PathLike) -> dict[str, dict]:
+    """Run group path → stored configuration, for the runs already in the study file (none if
+    the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    found = {}
+    with _open_existing(path) as source:
+        def visit(name, item):
+            if isinstance(item, h5py.Group) and CONFIG in item.attrs:
+                found[name] = json.loads(item.attrs[CONFIG])
+
+        source.visititems(visit)
+    return found
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Exclusive lock on `<path>.lock` (other invocations writing the same study wait)."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_run(path: str | os.PathLike, spec: RunSpec, result: dict) -> bool:
+    """Add one finished run to the study file atomically (copy, append, rename). False if the
+    run was already there (written meanwhile by another invocation)."""
+    from .. import __version__
+
+    path = Path(path)
+    with _locked(path):
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+        os.close(handle)
+        try:
+            if path.exists():
+                _open_existing(path).close()
+                shutil.copyfile(path, temporary)
+            with h5py.File(temporary, "a" if path.exists() else "w") as out:
+                if KIND not in out.attrs:
+                    out.attrs[KIND] = STUDY_KIND
+                    out.attrs["gpde_version"] = __version__
+                    out.attrs[CONFIG] = json.dumps({"kind": STUDY_KIND})
+                    out.attrs["created"] = _now()
+                if spec.path in out:
+                    return False
+                group = out.create_group(spec.path)
+                for name, values in result["arrays"].items():
+                    group.create_dataset(name, data=values)
+                timings = group.create_group(SECONDS)
+                for phase, values in result["seconds"].items():
+                    timings.create_dataset(phase, data=values)
+                group.attrs[CONFIG] = json.dumps(spec.config(), sort_keys=True)
+                for key, value in spec.config().items():
+                    group.attrs[key] = value
+                group.attrs["optimum"] = result["optimum"]
+                group.attrs["wall_seconds"] = result["wall_seconds"]
+                group.attrs["finished"] = _now()
+                group.attrs["gpde_version"] = __version__
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+            return True
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def read_study(path: str | os.PathLike) -> list[StudyRun]:
+    """Every run of a study file, sorted by benchmark, method, setting, seed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no study file at {path}")
+    runs = []
+    with _open_existing(path) as source:
+        for name in finished_runs(path):
+            group = source[name]
+            runs.append(StudyRun(
+                config=json.loads(group.attrs[CONFIG]),
+                arrays={key: group[key][()] for key in ARRAYS if key in group},
+                seconds={key: value[()] for key, value in group[SECONDS].items()} if SECONDS in group else {},
+                attrs={key: _plain(value) for key, value in group.attrs.items()},
+            ))
+    return sorted(runs, key=lambda r: (r.config["benchmark"], r.config["method"], r.config["setting"], r.config["seed"]))
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def final_regret_table(runs: Sequence[StudyRun]) -> dict[tuple[str, str, str], dict]:
+    """(benchmark, method, setting) → median, quartiles of the final regret over seeds, number of
+    seeds and of evaluations (the smallest, if runs of one cell differ)."""
+    cells: dict[tuple[str, str, str], list[StudyRun]] = {}
+    for run in runs:
+        cells.setdefault((run.config["benchmark"], run.config["method"], run.config["setting"]), []).append(run)
+    table = {}
+    for key, members in sorted(cells.items()):
+        final = np.array([run.arrays["regret"][-1] for run in members])
+        q1, median, q3 = np.quantile(final, [0.25, 0.5, 0.75])
+        table[key] = {"median": float(median), "q1": float(q1), "q3": float(q3), "seeds": len(members),
+                      "evaluations": min(len(run.arrays["regret"]) for run in members),
+                      "seconds": float(np.median([run.attrs.get("wall_seconds", np.nan) for run in members]))}
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Running a study
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None):
+    """A dask.distributed client for `scheduler` (None: in this process; "local": a LocalCluster
+    of processes; otherwise the address of a running scheduler)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("the study runner needs dask.distributed: pip install 'dask[distributed]'") from None
+    quiet = {"silence_logs": logging.ERROR, "dashboard_address": None}
+    cluster = None
+    if scheduler is None:
+        client = Client(processes=False, n_workers=1, threads_per_worker=1, **quiet)
+    elif scheduler == "local":
+        cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True, **quiet)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as error:
+            raise ConfigError(f"cannot reach the Dask scheduler at '{scheduler}' ({error}); start one "
+                              "(`dask scheduler` + `dask worker ADDRESS`) or use --scheduler local") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line per run when stderr is not a terminal)."""
+
+    def __init__(self, total: int, skipped: int, stream=None):
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.start = time.perf_counter()
+        self.interactive = getattr(self.stream, "isatty", lambda: False)()
+        if skipped:
+            print(f"bljes study: {skipped} run(s) already in the study file, skipped", file=self.stream, flush=True)
+        self.show("")
+
+    def show(self, last: str):
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        line = (f"bljes study [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} runs, "
+                f"{time.perf_counter() - self.start:6.1f} s{'  ' + last if last else ''}")
+        if self.interactive:
+            print("\r" + line, end="\n" if self.done == self.total else "", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def advance(self, last: str):
+        self.done += 1
+        self.show(last)
+
+
+@dataclasses.dataclass
+class StudyReport:
+    ran: list[RunSpec]
+    skipped: list[RunSpec]
+    out: Path
+
+
+def run_study(
+    specs: Sequence[RunSpec],
+    out: str | os.PathLike,
+    *,
+    scheduler: str | None = None,
+    progress: bool = True,
+    stream=None,
+) -> StudyReport:
+    """Run every spec not yet in `out` on Dask and add each finished run to `out` as it completes.
+
+    A run that raises is reported and left out of the file; after the others finish a GpdeError
+    names the failed runs (rerunning the same command retries only those)."""
+    out = Path(out)
+    existing = finished_runs(out)
+    for spec in specs:
+        stored = existing.get(spec.path)
+        if stored is not None and stored != spec.config():
+            differing = ", ".join(f"{k}={stored.get(k)!r} (now {v!r})" for k, v in spec.config().items()
+                                  if stored.get(k) != v)
+            raise ConfigError(f"{out} already holds run {spec.path} with other settings: {differing}; "
+                              "use the same settings or another --out")
+    todo = [spec for spec in specs if spec.path not in existing]
+    skipped = [spec for spec in specs if spec.path in existing]
+    ran, failed = [], []
+    if not todo and progress:
+        print(f"bljes study: all {len(skipped)} run(s) already in {out}; nothing to run", file=stream or sys.stderr)
+    if todo:
+        from distributed import as_completed
+
+        with _client(scheduler) as client:
+            bar = _Progress(len(todo), len(skipped), stream) if progress else None
+            futures = {client.submit(run_one, spec, pure=False, key=f"bljes-{spec.path}-{time.time_ns()}"): spec
+                       for spec in todo}
+            for future in as_completed(futures):
+                spec = futures[future]
+                label = f"{spec.benchmark}/{spec.method}/{spec.setting}/seed{spec.seed}"
+                if future.status == "error":
+                    failed.append((spec, future.exception()))
+                    if bar:
+                        bar.advance(f"{label} FAILED: {failed[-1][1]}")
+                    continue
+                result = future.result()
+                append_run(out, spec, result)
+                ran.append(spec)
+                if bar:
+                    bar.advance(f"{label}: final regret {result['arrays']['regret'][-1]:.3g}")
+    if failed:
+        spec, error = failed[0]
+        raise GpdeError(f"{len(failed)} of {len(todo)} runs failed (first: {spec.path}: {error}); the "
+                        f"{len(ran)} finished runs are in {out}; rerun the same command to retry the failed ones")
+    return StudyReport(ran=ran, skipped=skipped, out=out)
+
+
+def format_table(table: dict, value: Callable[[dict], str] | None = None) -> str:
+    """The final-regret table as text: one row per benchmark, one column per method/setting."""
+    value = value or (lambda cell: f"{cell['median']:.3g} ({cell['seeds']})")
+    columns = sorted({(m, s) for (_, m, s) in table})
+    benchmarks = sorted({b for (b, _, _) in table})
+    headers = ["benchmark"] + [f"{m}/{s}" for m, s in columns]
+    rows = [[b] + [value(table[(b, m, s)]) if (b, m, s) in table else "—" for m, s in columns] for b in benchmarks]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [headers, *rows])
