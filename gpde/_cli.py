@@ -147,7 +147,7 @@ def _solve(args) -> int:
     store.write_run(out, run.record)
     history = run.history
     step_times = sorted(s.seconds for s in history.steps)
-    print(f"{'converged' if history.converged else 'stopped at the step limit'} after {len(history.steps)} steps")
+    print(f"{history.stop_reason} after {len(history.steps)} steps")
     print(f"  {'RMS error':<22}{run.errors['rms']:.3e}")
     print(f"  {'relative L2 error':<22}{run.errors['l2_relative']:.3e}")
     print(f"  {'L∞ error':<22}{run.errors['linf']:.3e}")

@@ -113,6 +113,7 @@ def run_solve(
                 "compile_seconds": history.compile_seconds,
                 "evaluation_seconds": evaluation_seconds,
                 "converged": int(history.converged),
+                "stalled": int(history.stalled),
             },
         },
     )

@@ -43,6 +43,14 @@ class SolveHistory:
     assembly_seconds: float = 0.0
     compile_seconds: float = 0.0
     converged: bool = False
+    #: True when the iteration stopped because it stalled (see GaussNewton.stall_steps).
+    stalled: bool = False
+
+    @property
+    def stop_reason(self) -> str:
+        if self.converged:
+            return "converged"
+        return "stalled" if self.stalled else "stopped at the step limit"
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         """Per-step columns as numpy arrays (for the HDF5 history group)."""
@@ -69,12 +77,20 @@ _FAILURE_ADVICE = {
 
 class GaussNewton(eqx.Module):
     """Gauss-Newton settings: nugget η (scaled per constraint when `adaptive_nugget`), step limit,
-    and the tolerance on the relative update of the operator values that stops the iteration."""
+    and the tolerance on the relative update of the operator values that stops the iteration.
+
+    Stall rule: on the harder problems (Burgers, Eikonal) the update levels off near 1e-7 (the
+    nugget and round-off floor) and the residual stops improving long before the 1e-8 tolerance;
+    the iteration then stops when, for `stall_steps` consecutive steps, the update is below
+    `stall_update` and the residual RMS has not improved by 1 % on the best earlier value.
+    `stall_steps = 0` turns the rule off."""
 
     nugget: float = 1e-10
     adaptive_nugget: bool = True
     max_steps: int = 10
     tolerance: float = 1e-8
+    stall_steps: int = 3
+    stall_update: float = 1e-5
 
     def __check_init__(self):
         if not (np.isfinite(self.nugget) and self.nugget > 0):
@@ -83,6 +99,8 @@ class GaussNewton(eqx.Module):
             raise ConfigError(f"max_steps must be an integer >= 1, got {self.max_steps}")
         if not (np.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")
+        if not (isinstance(self.stall_steps, int) and self.stall_steps >= 0):
+            raise ConfigError(f"stall_steps must be an integer >= 0 (0: off), got {self.stall_steps}")
 
     def solve(
         self,
@@ -136,8 +154,19 @@ class GaussNewton(eqx.Module):
             if update <= self.tolerance:
                 history.converged = True
                 break
+            if self._stalled(history.steps):
+                history.stalled = True
+                break
         solution = CollocationSolution(kernel, constraints, outcome.weights, outcome.coefficients)
         return solution, history
+
+
+    def _stalled(self, steps: list[StepRecord]) -> bool:
+        recent, earlier = steps[-self.stall_steps :], steps[: -self.stall_steps]
+        if self.stall_steps == 0 or not earlier:
+            return False
+        best_before = min(s.residual_rms for s in earlier)
+        return all(s.update < self.stall_update and s.residual_rms > 0.99 * best_before for s in recent)
 
 
 _blocks = eqx.filter_jit(operator_blocks)
