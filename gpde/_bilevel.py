@@ -56,7 +56,7 @@ def linearized_validation_loss(
     new_values = values_at(kernel, validation, train, linear.weights, coefficients)
     loss = 0.0
     for constraint, old, new in zip(validation, validation_values, new_values):
-        residual, weight = jax.vmap(jax.value_and_grad(constraint.residual, argnums=1))(constraint.points, old.T)
+        residual, weight = constraint.residuals_and_weights(old)
         linearized = residual + jnp.sum(weight * (new - old).T, axis=1)
         if constraint.noise_variance is not None:
             linearized = linearized / np.sqrt(constraint.noise_variance)
@@ -219,7 +219,7 @@ class BilevelLearner(eqx.Module):
 
 
 def _subset(constraints, indices):
-    return tuple(eqx.tree_at(lambda c: c.points, c, c.points[i]) for c, i in zip(constraints, indices))
+    return tuple(c.subset(i) for c, i in zip(constraints, indices))
 
 
 def _subset_values(values, indices):

@@ -30,6 +30,13 @@ def _parameter(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"parameter {name} needs a number, got '{value}'") from None
 
 
+def _field_lengthscale(text: str) -> tuple[str, tuple[float, ...]]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected FIELD=LENGTHSCALE(S), e.g. a=0.14, got '{text}'")
+    return name.strip(), _lengthscales(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpde", description="Gaussian-process collocation for nonlinear PDEs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     solve.add_argument("--grid", type=int, help="evaluation grid nodes per side (default 100)")
     solve.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE",
                        help="problem parameter, e.g. epsilon=0.1 or viscosity=0.01")
+    solve.add_argument("--field-lengthscale", type=_field_lengthscale, action="append", default=[],
+                       dest="field_lengthscales", metavar="FIELD=VALUES",
+                       help="lengthscale of another unknown field of a multi-field problem, e.g. a=0.14 (darcy)")
     solve.add_argument("--kernel-from", dest="kernel_from", metavar="RESULT.h5",
                        help="re-solve with the kernel learned by `gpde learn` (stored in RESULT.h5)")
     solve.add_argument("--config", help="TOML file with any of the settings above")
@@ -58,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--kernel", help="kernel to learn: gaussian, additive, gibbs, …")
     learn.add_argument("--lengthscale", type=_lengthscales,
                        help="initial lengthscale(s); for gibbs the output scale of the field (two values: per dimension)")
+    learn.add_argument("--field-lengthscale", type=_field_lengthscale, action="append", default=[],
+                       dest="field_lengthscales", metavar="FIELD=VALUES",
+                       help="initial lengthscale of another field of a multi-field problem, e.g. a=1.0")
     learn.add_argument("--gn-steps", type=int, dest="gn_steps", help="outer Gauss-Newton iterations")
     learn.add_argument("--inner-steps", type=int, dest="inner_steps", help="optimizer steps per outer iteration")
     learn.add_argument("--lr", type=float, dest="learning_rate", help="Adam learning rate")
@@ -123,6 +136,7 @@ def _configured(args, config_class, defaults: str, prefix: str):
     flags = {f.name: given[f.name] for f in dataclasses.fields(config_class)
              if f.name not in ("problem", "parameters") and f.name in given}
     flags["parameters"] = dict(args.param) or None
+    flags["field_lengthscales"] = dict(args.field_lengthscales) or None
     config = resolve(name, getattr(problem_class, defaults), file_settings, flags, config_class=config_class)
     out = store.check_writable(args.out or f"{prefix}{name}.h5")
     return name, problem_class, config, out
@@ -135,7 +149,8 @@ def _solve(args) -> int:
 
     name, problem_class, config, out = _configured(args, SolveConfig, "defaults", "gpde-")
 
-    print(f"gpde solve {name}: kernel {config.kernel} ℓ={list(config.lengthscale)}, "
+    others = "".join(f", ℓ_{f}={list(v)}" for f, v in config.field_lengthscales.items())
+    print(f"gpde solve {name}: kernel {config.kernel} ℓ={list(config.lengthscale)}{others}, "
           f"{config.n_interior} interior + {config.n_boundary} boundary points ({config.layout}), "
           f"nugget {config.nugget:g}, ≤ {config.steps} Gauss-Newton steps, seed {config.seed}", flush=True)
 
@@ -151,6 +166,10 @@ def _solve(args) -> int:
     print(f"  {'RMS error':<22}{run.errors['rms']:.3e}")
     print(f"  {'relative L2 error':<22}{run.errors['l2_relative']:.3e}")
     print(f"  {'L∞ error':<22}{run.errors['linf']:.3e}")
+    for field in problem_class.fields[1:]:
+        errors = run.record.group_attrs[store.field_names(field, False)[3]]
+        print(f"  {'field ' + field + ':':<22}RMS {errors['rms']:.3e}, rel. L2 {errors['l2_relative']:.3e}, "
+              f"L∞ {errors['linf']:.3e}")
     print(f"  {'assembly':<22}{history.assembly_seconds:.3f} s")
     print(f"  {'compile':<22}{history.compile_seconds:.3f} s")
     print(f"  {'median step':<22}{step_times[len(step_times) // 2]:.3f} s")
@@ -181,14 +200,27 @@ def _learn(args) -> int:
     store.write_run(out, run.record)
     print(f"stopped: {run.result.stopped_because}")
     print(f"  {'':<10}{'RMS':>11}{'rel. L2':>11}{'L∞':>11}")
-    for label, errors in (("before", run.before), ("after", run.after)):
-        print(f"  {label:<10}{errors['rms']:11.3e}{errors['l2_relative']:11.3e}{errors['linf']:11.3e}")
+    for index, field in enumerate(problem_class.fields):
+        group = store.field_names(field, index == 0)[3]
+        for label, errors in (("before", run.before_fields[group]), ("after", run.after_fields[group])):
+            label = label if len(problem_class.fields) == 1 else f"{field} {label}"
+            print(f"  {label:<10}{errors['rms']:11.3e}{errors['l2_relative']:11.3e}{errors['linf']:11.3e}")
     for key, value in (run.result.records[-1].hyperparameters.items() if run.result.records else []):
         if "log_" in key:
-            print(f"  learned {key.replace('log_', '').lstrip('.')}: {float(np.exp(value)):.6g}")
+            print(f"  learned {_parameter_name(key, problem_class.fields)}: {float(np.exp(value)):.6g}")
     print(f"  learning time {run.record.group_attrs['history']['learn_seconds']:.1f} s")
     print(f"wrote {out}")
     return 0
+
+
+def _parameter_name(key: str, fields) -> str:
+    """'.log_lengthscale' → 'lengthscale'; '[1].log_lengthscale' → 'lengthscale of a' (multi-field)."""
+    name = key.replace("log_", "")
+    if name.startswith("[") and "]" in name:
+        index, _, rest = name[1:].partition("]")
+        if index.isdigit() and int(index) < len(fields):
+            return f"{rest.lstrip('.')} of {fields[int(index)]}"
+    return name.lstrip(".")
 
 
 def _show(args) -> int:
@@ -206,6 +238,10 @@ def _show(args) -> int:
         for label in ("before", "after"):
             if f"{label}/{store.ERRORS}" in run.group_attrs:
                 summary[f"errors_{label}"] = run.group_attrs[f"{label}/{store.ERRORS}"]
+        # Further fields of a multi-field problem (errors_a, before/errors_a, …).
+        for group, row in run.group_attrs.items():
+            if group.startswith(f"{store.ERRORS}_") or "/errors_" in group:
+                summary[group.replace("/", "_") if "/" in group else group] = row
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
     print(f"{args.file}: problem {run.problem}, seed {run.seed}, gpde {run.gpde_version}, created {run.created}")
@@ -218,10 +254,16 @@ def _show(args) -> int:
     for key in ("rms", "l2_relative", "linf"):
         if key in errors:
             print(f"  error {key:<12}{errors[key]:.3e}")
+    for group in sorted(g for g in run.group_attrs if g.startswith(f"{store.ERRORS}_")):
+        row = run.group_attrs[group]
+        print(f"  field {group[len(store.ERRORS) + 1:]}: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, "
+              f"L∞ {row['linf']:.3e}")
     for label in ("before", "after"):
-        row = run.group_attrs.get(f"{label}/{store.ERRORS}")
-        if row:
-            print(f"  {label:<7} learning: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, L∞ {row['linf']:.3e}")
+        for group in sorted(g for g in run.group_attrs if g.startswith(f"{label}/{store.ERRORS}")):
+            row = run.group_attrs[group]
+            field = group[len(f"{label}/{store.ERRORS}") + 1:]
+            what = f"{label:<7} learning" + (f" ({field})" if field else "")
+            print(f"  {what}: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, L∞ {row['linf']:.3e}")
     return 0
 
 

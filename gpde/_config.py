@@ -31,6 +31,9 @@ class SolveConfig:
     parameters: dict = field(default_factory=dict)
     #: A learning result file whose learned kernel replaces `kernel`/`lengthscale`.
     kernel_from: str | None = None
+    #: Lengthscales of a multi-field problem's other fields by name, e.g. {"a": (0.14,)};
+    #: fields not named use `lengthscale`.
+    field_lengthscales: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check_common(self)
@@ -64,6 +67,8 @@ class LearnConfig:
     seed: int = 0
     grid: int = 100
     parameters: dict = field(default_factory=dict)
+    #: Initial lengthscales of a multi-field problem's other fields by name (default `lengthscale`).
+    field_lengthscales: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check_common(self)
@@ -103,6 +108,11 @@ def _check_common(config):
         raise ConfigError(f"grid must be >= 2 nodes per side, got {config.grid}")
     if not config.lengthscale or not all(_positive(v) for v in config.lengthscale):
         raise ConfigError(f"lengthscale must be one or more finite values > 0, got {config.lengthscale}")
+    if not isinstance(config.field_lengthscales, dict):
+        raise ConfigError(f"field_lengthscales must map field names to lengthscales, got {config.field_lengthscales!r}")
+    for name, values in config.field_lengthscales.items():
+        if not values or not all(_positive(v) for v in values):
+            raise ConfigError(f"lengthscale of field '{name}' must be one or more finite values > 0, got {values}")
     if not _positive(config.nugget):
         raise ConfigError(f"nugget must be finite and > 0 (typical 1e-13 … 1e-5), got {config.nugget}")
     if not isinstance(config.adaptive_nugget, bool):
@@ -135,6 +145,11 @@ def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
         raise ConfigError(f"config file {path} is not valid TOML (not UTF-8 text)") from None
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    if "field_lengthscales" in table and not isinstance(table["field_lengthscales"], dict):
+        raise ConfigError(
+            f"config file {path}: 'field_lengthscales' must be a table of lengthscales by field name, "
+            "e.g. a section '[field_lengthscales]' with a line 'a = 0.14'"
+        )
     if "parameters" in table and not isinstance(table["parameters"], dict):
         raise ConfigError(
             f"config file {path}: 'parameters' must be a table of problem parameters, "
@@ -156,13 +171,18 @@ def resolve(problem: str, defaults: SolveDefaults | LearnDefaults, *overrides: d
         for key, value in override.items():
             if value is None:
                 continue
-            if key == "parameters":
-                values["parameters"] = {**values.get("parameters", {}), **value}
+            if key in ("parameters", "field_lengthscales"):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"'{key}' must be a table (name = value), got {value!r}")
+                values[key] = {**values.get(key, {}), **value}
             else:
                 values[key] = value
     if isinstance(values.get("lengthscale"), (int, float)):
         values["lengthscale"] = (values["lengthscale"],)
     values["lengthscale"] = tuple(values["lengthscale"])
+    values["field_lengthscales"] = {
+        name: (ls,) if isinstance(ls, (int, float)) else tuple(ls) for name, ls in values.get("field_lengthscales", {}).items()
+    }
     try:
         return config_class(**values)
     except TypeError as error:

@@ -12,6 +12,7 @@ the residual still sees one flat vector z of operator values in the order the op
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -49,9 +50,11 @@ class Constraint(eqx.Module):
     linearizes r in z, which turns the constraint into ONE linear functional Σ_j w_j(x) L_j per
     point (REFERENCES.md §1: the reduced formulation). Each L_j acts on field `fields[j]`.
 
-    A constraint with a `noise_variance` σ² is a noisy observation (r = prediction − data): it
-    enters the solve as the penalty |r|²/σ² instead of a hard equation, i.e. σ² replaces the
-    nugget on its rows of the Gram matrix, and the bilevel outer loss whitens its residual by σ.
+    With `observations` y (one value per point) the equation is r(x_a, z_a) = y_a: data rows,
+    e.g. r = z[0] with the operator δ on the observed field. A constraint with a `noise_variance`
+    σ² is a noisy observation: it enters the solve as the penalty |r − y|²/σ² instead of a hard
+    equation, i.e. σ² replaces the nugget on its rows of the Gram matrix, and the bilevel outer
+    loss whitens its residual by σ.
     """
 
     name: str = eqx.field(static=True)
@@ -60,6 +63,7 @@ class Constraint(eqx.Module):
     fields: tuple[int, ...] = eqx.field(static=True)
     residual: Residual = eqx.field(static=True)
     noise_variance: float | None = eqx.field(static=True)
+    observations: Float[Array, " n"] | None
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class Constraint(eqx.Module):
         operators: Sequence[AbstractOperator | OnField],
         residual: Residual,
         noise_variance: float | None = None,
+        observations: Float[Array, " n"] | None = None,
     ):
         points = jnp.asarray(points)
         if points.ndim != 2 or points.shape[0] < 1:
@@ -101,16 +106,45 @@ class Constraint(eqx.Module):
                     f"constraint '{name}': noise_variance must be finite and > 0 (the observation noise σ²), "
                     f"got {noise_variance}; leave it out for an exact equation"
                 )
+        if observations is not None:
+            observations = jnp.asarray(observations, dtype=points.dtype)
+            if observations.shape != (points.shape[0],):
+                raise ConfigError(
+                    f"constraint '{name}': observations must have one value per point, shape "
+                    f"({points.shape[0]},), got {observations.shape}"
+                )
+            if not np.all(np.isfinite(np.asarray(observations))):
+                raise ConfigError(f"constraint '{name}': observations contain NaN or inf")
         self.name = name
         self.points = points
         self.operators = tuple(bare)
         self.fields = tuple(fields)
         self.residual = residual
         self.noise_variance = noise_variance
+        self.observations = observations
 
     @property
     def size(self) -> int:
         return self.points.shape[0]
+
+    def residuals(self, values: Float[Array, "m n"]) -> Float[Array, " n"]:
+        """r(x_a, z_a) − y_a at every point, from the operator values z (one row per operator)."""
+        return self._minus_observations(jax.vmap(self.residual)(self.points, values.T))
+
+    def residuals_and_weights(self, values: Float[Array, "m n"]) -> tuple[Float[Array, " n"], Float[Array, "n m"]]:
+        """The residuals and their gradients ∂r/∂z at every point (the linearization weights)."""
+        r, w = jax.vmap(jax.value_and_grad(self.residual, argnums=1))(self.points, values.T)
+        return self._minus_observations(r), w
+
+    def subset(self, indices) -> "Constraint":
+        """The same constraint at the points `indices` only (with their observations)."""
+        subset = eqx.tree_at(lambda c: c.points, self, self.points[indices])
+        if self.observations is not None:
+            subset = eqx.tree_at(lambda c: c.observations, subset, self.observations[indices])
+        return subset
+
+    def _minus_observations(self, r):
+        return r if self.observations is None else r - self.observations
 
     def rows(self, field: int) -> tuple[int, ...]:
         """Positions (in `operators`) of the operators that act on `field`."""

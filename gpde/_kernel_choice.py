@@ -85,3 +85,25 @@ def kernel_with_arrays(skeleton: AbstractKernel, arrays: dict) -> AbstractKernel
         else:
             replaced.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, replaced)
+
+
+def make_field_kernels(
+    name: str,
+    lengthscale: Sequence[float],
+    field_lengthscales: dict[str, Sequence[float]],
+    fields: Sequence[str],
+    dim: int,
+    seed: int = 0,
+) -> AbstractKernel | tuple[AbstractKernel, ...]:
+    """The kernel of each unknown field (all of type `name`): field f gets
+    `field_lengthscales[f]` if given, else `lengthscale`. One field: the kernel itself (the
+    single-field API); several: a tuple in the order of `fields`."""
+    unknown = sorted(set(field_lengthscales) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"field_lengthscales names unknown field(s) {unknown}; this problem's fields are: {', '.join(fields)}"
+        )
+    kernels = tuple(
+        make_kernel(name, tuple(field_lengthscales.get(f, lengthscale)), dim, seed + i) for i, f in enumerate(fields)
+    )
+    return kernels[0] if len(kernels) == 1 else kernels

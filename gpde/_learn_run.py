@@ -2,6 +2,7 @@
 learn θ on training + validation points, then freeze θ and re-solve by plain Gauss-Newton on
 training ∪ validation points; the same re-solve with the initial θ gives the "before" row."""
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +18,16 @@ from kernels import AbstractKernel, Gibbs
 from . import _store as store
 from ._bilevel import BilevelLearner, LearnResult, OuterRecord
 from ._config import LearnConfig
-from ._kernel_choice import kernel_arrays, make_kernel
-from ._metrics import error_metrics
+from ._kernel_choice import kernel_arrays
 from ._precision import require_float64
 from ._problem import AbstractProblem
-from ._run import LEARNED_KERNEL, build_problem
+from ._run import (
+    LEARNED_KERNEL,
+    build_problem,
+    evaluate_fields,
+    kernel_settings,
+    problem_kernel,
+)
 from ._solver import GaussNewton
 
 KERNEL = LEARNED_KERNEL
@@ -48,6 +54,9 @@ class LearnRun:
     before: dict[str, float]
     after: dict[str, float]
     record: store.RunFile
+    #: Errors of every field before and after learning, by errors group (errors, errors_a, …).
+    before_fields: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    after_fields: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def learning_points(problem: AbstractProblem, config: LearnConfig):
@@ -59,11 +68,17 @@ def learning_points(problem: AbstractProblem, config: LearnConfig):
     return interior, boundary, validation
 
 
-def evaluate_kernel(problem, kernel, interior, boundary, validation, config, grid_points):
-    """The protocol's re-solve: plain Gauss-Newton on training ∪ validation points."""
+def resolve(problem, kernel, interior, boundary, validation, config):
+    """The protocol's re-solve: plain Gauss-Newton on training ∪ validation points (and all the
+    problem's data); returns the solution and its history."""
     solver = GaussNewton(nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.eval_steps,
                          tolerance=config.tolerance)
-    solution, history = solver.solve(kernel, problem.constraints(jnp.concatenate([interior, validation]), boundary))
+    return solver.solve(kernel, problem.constraints(jnp.concatenate([interior, validation]), boundary))
+
+
+def evaluate_kernel(problem, kernel, interior, boundary, validation, config, grid_points):
+    """The protocol's re-solve (`resolve`): u (field 0) on the grid points, and the history."""
+    solution, history = resolve(problem, kernel, interior, boundary, validation, config)
     return np.asarray(solution(grid_points)), history
 
 
@@ -82,25 +97,28 @@ def run_learn(
     require_float64()
     problem = build_problem(problem_class, config.parameters)
     interior, boundary, validation = learning_points(problem, config)
-    dim = problem.domain.dim
-    initial = make_kernel(config.kernel, config.lengthscale, dim, config.seed)
+    initial = problem_kernel(problem, config)
     grid_points, grid_shape = problem.domain.grid(config.grid)
-    u_ref = np.asarray(problem.reference(np.asarray(grid_points)))
 
-    u_before, _ = evaluate_kernel(problem, initial, interior, boundary, validation, config, grid_points)
-    before = error_metrics(u_before, u_ref)
+    fields_before, errors_before = evaluate_fields(
+        problem, resolve(problem, initial, interior, boundary, validation, config)[0], grid_points, grid_shape
+    )
+    before = errors_before[store.ERRORS]
 
     learner = BilevelLearner(
         optimizer=optax.adam(config.learning_rate), gn_steps=config.gn_steps, inner_steps=config.inner_steps,
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, batch_size=config.batch_size,
         loss_tolerance=config.loss_tolerance,
     )
-    per_iteration = {"rms": [], "l2_relative": [], "linf": [], "lengthscale_field": []}
+    per_iteration = {"lengthscale_field": []}
 
     def on_iteration(record: OuterRecord, solution):
-        errors = error_metrics(np.asarray(solution(grid_points)), u_ref)
-        for key, value in errors.items():
-            per_iteration[key].append(value)
+        _, field_errors = evaluate_fields(problem, solution, grid_points, grid_shape)
+        for group, metrics in field_errors.items():
+            suffix = group[len(store.ERRORS):]  # "" for the first field, "_a" for field a, …
+            for key, value in metrics.items():
+                per_iteration.setdefault(key + suffix, []).append(value)
+        errors = field_errors[store.ERRORS]
         field = lengthscale_field(solution.kernel, grid_points)
         if field is not None:
             per_iteration["lengthscale_field"].append(field.reshape(*grid_shape, -1))
@@ -109,23 +127,23 @@ def run_learn(
 
     start = time.perf_counter()
     result = learner.learn(
-        initial, problem.constraints(interior, boundary), problem.validation_constraints(validation, boundary),
+        initial, problem.training_constraints(interior, boundary), problem.validation_constraints(validation, boundary),
         trainable=trainable_filter(initial, config.trainable), seed=config.seed, callback=on_iteration,
     )
     learn_seconds = time.perf_counter() - start
 
-    u_after, _ = evaluate_kernel(problem, result.kernel, interior, boundary, validation, config, grid_points)
-    after = error_metrics(u_after, u_ref)
+    fields_after, errors_after = evaluate_fields(
+        problem, resolve(problem, result.kernel, interior, boundary, validation, config)[0], grid_points, grid_shape
+    )
+    after = errors_after[store.ERRORS]
 
     history = {
         "iteration": np.array([r.iteration for r in result.records]),
         "loss": np.array([r.loss for r in result.records]),
         "optimizer_steps": np.array([r.optimizer_steps for r in result.records]),
         "seconds": np.array([r.seconds for r in result.records]),
-        "rms": np.array(per_iteration["rms"]),
-        "l2_relative": np.array(per_iteration["l2_relative"]),
-        "linf": np.array(per_iteration["linf"]),
         "optimizer_loss": np.array(result.losses),
+        **{key: np.array(values) for key, values in per_iteration.items() if key != "lengthscale_field"},
     }
     for name in (result.records[0].hyperparameters if result.records else {}):
         history[f"parameter{name}"] = np.array([r.hyperparameters[name] for r in result.records])
@@ -134,19 +152,15 @@ def run_learn(
 
     resolved = config.as_dict()
     resolved["parameters"] = problem.parameters()
-    fields = {
-        store.GRID_POINTS: np.asarray(grid_points),
-        store.U: u_after.reshape(grid_shape),
-        store.U_REF: u_ref.reshape(grid_shape),
-        store.ERROR: (u_after - u_ref).reshape(grid_shape),
-    }
+    fields = {store.GRID_POINTS: np.asarray(grid_points), **fields_after}
     groups = {
         store.POINTS: {"interior": np.asarray(interior), "boundary": np.asarray(boundary),
-                       "validation": np.asarray(validation)},
+                       "validation": np.asarray(validation), **problem.data_points()},
         store.FIELDS: fields,
         store.HISTORY: history,
-        f"{BEFORE}/{store.FIELDS}": {store.U: u_before.reshape(grid_shape),
-                                     store.ERROR: (u_before - u_ref).reshape(grid_shape)},
+        # The re-solve with the initial kernel: solution and error fields (references are above).
+        f"{BEFORE}/{store.FIELDS}": {key: value for key, value in fields_before.items()
+                                     if not key.endswith("_ref")},
         KERNEL: kernel_arrays(result.kernel),
     }
     field = lengthscale_field(result.kernel, grid_points)
@@ -159,13 +173,12 @@ def run_learn(
         groups=groups,
         group_attrs={
             store.FIELDS: {store.GRID_SHAPE: np.asarray(grid_shape)},
-            store.ERRORS: after,
-            f"{BEFORE}/{store.ERRORS}": before,
-            f"{AFTER}/{store.ERRORS}": after,
+            **errors_after,
+            **{f"{BEFORE}/{group}": metrics for group, metrics in errors_before.items()},
+            **{f"{AFTER}/{group}": metrics for group, metrics in errors_after.items()},
             store.HISTORY: {"learn_seconds": learn_seconds, "compile_seconds": result.compile_seconds,
                             "stopped_because": result.stopped_because},
-            KERNEL: {"name": config.kernel, "lengthscale": np.asarray(config.lengthscale), "dim": dim,
-                     "seed": config.seed},
+            KERNEL: kernel_settings(config, problem),
         },
     )
-    return LearnRun(result, before, after, record)
+    return LearnRun(result, before, after, record, errors_before, errors_after)

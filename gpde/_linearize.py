@@ -87,7 +87,7 @@ def linearize(constraints: Sequence[Constraint], values: Sequence[Float[Array, "
     """Linearize every constraint around the operator values `values` of the current iterate."""
     weights, targets, residuals = [], [], []
     for constraint, z in zip(constraints, values):
-        r, w = jax.vmap(jax.value_and_grad(constraint.residual, argnums=1))(constraint.points, z.T)
+        r, w = constraint.residuals_and_weights(z)
         weights.append(w.T)
         residuals.append(r)
         targets.append(jnp.sum(w * z.T, axis=1) - r)
@@ -287,9 +287,7 @@ def gauss_newton_step(
     gram, factor, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
     targets = jnp.concatenate(linear.targets)
     new_values = operator_values(blocks, linear.weights, coefficients)
-    new_residuals = tuple(
-        jax.vmap(c.residual)(c.points, z.T) for c, z in zip(constraints, new_values)
-    )
+    new_residuals = tuple(c.residuals(z) for c, z in zip(constraints, new_values))
     # O(N) checks: a NaN anywhere in the Gram matrix reaches the factor's diagonal, and a failed
     # factorization fills the factor with NaN.
     linearization_finite = jnp.all(jnp.isfinite(jnp.diagonal(gram))) & jnp.all(jnp.isfinite(targets))

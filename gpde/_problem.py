@@ -7,6 +7,7 @@ module-level `PROBLEM = ThatClass`; the catalogue finds it by itself.
 import abc
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import equinox as eqx
 import numpy as np
@@ -29,6 +30,8 @@ class SolveDefaults:
     nugget: float
     steps: int
     tolerance: float = 1e-8
+    #: Lengthscales of the fields after the first, by field name (default: `lengthscale`).
+    field_lengthscales: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class LearnDefaults:
     inner_steps: int
     learning_rate: float
     eval_steps: int
+    #: Initial lengthscales of the fields after the first, by field name (default: `lengthscale`).
+    field_lengthscales: dict = dataclasses.field(default_factory=dict)
 
 
 class AbstractProblem(eqx.Module):
@@ -58,6 +63,9 @@ class AbstractProblem(eqx.Module):
     learn_defaults: eqx.AbstractClassVar[LearnDefaults]
     #: Faces of the domain that carry boundary points; None for all of them.
     boundary_faces: eqx.AbstractClassVar[tuple[Face, ...] | None]
+    #: Names of the unknown fields, in the order of their kernels (field 0 is the solution u,
+    #: compared with `reference`; a multi-field problem names more and gives `field_reference`).
+    fields: ClassVar[tuple[str, ...]] = ("u",)
 
     @property
     @abc.abstractmethod
@@ -71,6 +79,22 @@ class AbstractProblem(eqx.Module):
     @abc.abstractmethod
     def reference(self, points: np.ndarray) -> np.ndarray:
         """The independent reference solution at points of shape (n, d)."""
+
+    def field_reference(self, field: str, points: np.ndarray) -> np.ndarray:
+        """The independent reference of the field called `field` at points of shape (n, d)."""
+        if field == self.fields[0]:
+            return self.reference(points)
+        raise NotImplementedError(f"problem '{self.name}' has no reference for field '{field}'")
+
+    def data_points(self) -> dict[str, np.ndarray]:
+        """Point sets the problem carries itself (e.g. observation locations), by name, for
+        result files and plots; none by default."""
+        return {}
+
+    def training_constraints(self, interior: Float[Array, "ni d"], boundary: Float[Array, "nb d"]):
+        """The constraints that kernel learning solves (the inner problem): all of `constraints`
+        by default; a problem with data may hold some of it out for the outer loss."""
+        return self.constraints(interior, boundary)
 
     def validation_constraints(self, validation: Float[Array, "nv d"], boundary: Float[Array, "nb d"]):
         """The constraints whose residual is the outer loss of kernel learning: the interior PDE

@@ -1,6 +1,7 @@
 """A whole solve run: points from the seed, kernel, Gauss-Newton, evaluation grid, errors, and the
 result file contents. The CLI, the benchmarks and the notebooks all go through here."""
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from kernels import AbstractKernel
 from . import _store as store
 from ._config import SolveConfig
 from ._errors import ConfigError
-from ._kernel_choice import kernel_with_arrays, make_kernel
+from ._kernel_choice import kernel_with_arrays, make_field_kernels
 from ._metrics import error_metrics
 from ._precision import require_float64
 from ._problem import AbstractProblem
@@ -45,15 +46,48 @@ def build_problem(problem_class: type[AbstractProblem], parameters: dict) -> Abs
         raise ConfigError(str(error)) from None
 
 
-def learned_kernel(path) -> AbstractKernel:
-    """The kernel stored by `gpde learn` in a result file."""
+def learned_kernel(path) -> AbstractKernel | tuple[AbstractKernel, ...]:
+    """The kernel (a tuple of per-field kernels for a multi-field problem) stored by `gpde learn`
+    in a result file."""
     run = store.read_run(path)
     if LEARNED_KERNEL not in run.groups:
         raise ConfigError(f"{path} holds no learned kernel (it was not written by `gpde learn`)")
     settings = run.group_attrs[LEARNED_KERNEL]
-    skeleton = make_kernel(settings["name"], tuple(np.atleast_1d(settings["lengthscale"])), int(settings["dim"]),
-                           int(settings["seed"]))
+    skeleton = make_field_kernels(
+        settings["name"], tuple(np.atleast_1d(settings["lengthscale"])),
+        json.loads(settings.get("field_lengthscales", "{}")), json.loads(settings.get("fields", '["u"]')),
+        int(settings["dim"]), int(settings["seed"]),
+    )
     return kernel_with_arrays(skeleton, run.groups[LEARNED_KERNEL])
+
+
+def kernel_settings(config, problem: AbstractProblem) -> dict:
+    """Attributes of the stored learned kernel: how `learned_kernel` rebuilds its skeleton."""
+    return {"name": config.kernel, "lengthscale": np.asarray(config.lengthscale), "dim": problem.domain.dim,
+            "seed": config.seed, "fields": json.dumps(list(problem.fields)),
+            "field_lengthscales": json.dumps({k: list(v) for k, v in config.field_lengthscales.items()})}
+
+
+def problem_kernel(problem: AbstractProblem, config) -> AbstractKernel | tuple[AbstractKernel, ...]:
+    """The configured kernel of each of the problem's fields (one kernel for one field)."""
+    return make_field_kernels(config.kernel, config.lengthscale, config.field_lengthscales, problem.fields,
+                              problem.domain.dim, config.seed)
+
+
+def evaluate_fields(problem: AbstractProblem, solution: CollocationSolution, grid_points, grid_shape):
+    """Every field of the solution and its reference on the grid: ({dataset: array shaped like the
+    grid} in /fields naming, {errors group: error metrics})."""
+    grid = np.asarray(grid_points)
+    fields, errors = {}, {}
+    for index, name in enumerate(problem.fields):
+        value_key, reference_key, error_key, errors_key = store.field_names(name, index == 0)
+        value = np.asarray(solution(grid_points, field=index))
+        reference = np.asarray(problem.field_reference(name, grid))
+        fields[value_key] = value.reshape(grid_shape)
+        fields[reference_key] = reference.reshape(grid_shape)
+        fields[error_key] = (value - reference).reshape(grid_shape)
+        errors[errors_key] = error_metrics(value, reference)
+    return fields, errors
 
 
 def collocation_points(problem: AbstractProblem, config: SolveConfig):
@@ -72,11 +106,7 @@ def run_solve(
     require_float64()
     problem = build_problem(problem_class, config.parameters)
     interior, boundary = collocation_points(problem, config)
-    kernel = (
-        learned_kernel(config.kernel_from)
-        if config.kernel_from
-        else make_kernel(config.kernel, config.lengthscale, problem.domain.dim, config.seed)
-    )
+    kernel = learned_kernel(config.kernel_from) if config.kernel_from else problem_kernel(problem, config)
     solver = GaussNewton(
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance
     )
@@ -84,10 +114,9 @@ def run_solve(
 
     grid_points, grid_shape = problem.domain.grid(config.grid)
     start = time.perf_counter()
-    u = np.asarray(solution(grid_points))
+    fields, field_errors = evaluate_fields(problem, solution, grid_points, grid_shape)
     evaluation_seconds = time.perf_counter() - start
-    u_ref = np.asarray(problem.reference(np.asarray(grid_points)))
-    errors = error_metrics(u, u_ref)
+    errors = field_errors[store.ERRORS]
 
     resolved = config.as_dict()
     resolved["parameters"] = problem.parameters()
@@ -96,18 +125,14 @@ def run_solve(
         seed=config.seed,
         config=resolved,
         groups={
-            store.POINTS: {"interior": np.asarray(interior), "boundary": np.asarray(boundary)},
-            store.FIELDS: {
-                store.GRID_POINTS: np.asarray(grid_points),
-                store.U: u.reshape(grid_shape),
-                store.U_REF: u_ref.reshape(grid_shape),
-                store.ERROR: (u - u_ref).reshape(grid_shape),
-            },
+            store.POINTS: {"interior": np.asarray(interior), "boundary": np.asarray(boundary),
+                           **problem.data_points()},
+            store.FIELDS: {store.GRID_POINTS: np.asarray(grid_points), **fields},
             store.HISTORY: history.as_arrays(),
         },
         group_attrs={
             store.FIELDS: {store.GRID_SHAPE: np.asarray(grid_shape)},
-            store.ERRORS: errors,
+            **field_errors,
             store.HISTORY: {
                 "assembly_seconds": history.assembly_seconds,
                 "compile_seconds": history.compile_seconds,

@@ -6,6 +6,9 @@ Layout (names are the constants below):
     /fields/          points (n, d) of the evaluation grid (attr grid_shape); u, u_ref, error
                       shaped like the grid
     /errors/          attrs rms, l2_relative, linf
+    Multi-field problems (e.g. Darcy's u and a) store each further field f as fields/f,
+    fields/f_ref, fields/error_f and its errors in /errors_f (`field_names`); the first field keeps
+    the names above. Point sets that the problem carries (observations) go to /points/.
     /history/         one dataset per column, one entry per Gauss-Newton step
                       (step, residual_rms, residual_max, update, seconds); attrs with timings
 Files are written to a temporary file in the target directory and renamed, so an interrupted or
@@ -40,6 +43,15 @@ GRID_SHAPE = "grid_shape"
 U = "u"
 U_REF = "u_ref"
 ERROR = "error"
+
+
+def field_names(field: str, primary: bool) -> tuple[str, str, str, str]:
+    """(value, reference, error) dataset names in /fields and the errors group of a field: the
+    legacy names u, u_ref, error, errors for the primary (first) field; f, f_ref, error_f,
+    errors_f for another field f."""
+    if primary:
+        return U, U_REF, ERROR, ERRORS
+    return field, f"{field}_ref", f"{ERROR}_{field}", f"{ERRORS}_{field}"
 
 
 @dataclass

@@ -167,7 +167,7 @@ BAD_TOML = "n_interior = [\n"
 @pytest.mark.parametrize(
     "argv, fragments",
     [
-        (["solve", "nope"], ["unknown problem 'nope'", "burgers, eikonal, elliptic"]),
+        (["solve", "nope"], ["unknown problem 'nope'", "burgers", "eikonal", "elliptic"]),
         (["solve", "elliptic", "--kernel", "nope"], ["unknown kernel 'nope'", "gaussian", "matern52", "gibbs"]),
         (["solve", "elliptic", "--n-interior", "0"], ["n_interior must be a positive integer", "0"]),
         (["solve", "elliptic", "--n-boundary", "-3"], ["n_boundary must be a positive integer"]),
