@@ -196,7 +196,7 @@ def _grid(run: store.RunFile, group: str):
 
 def plot_error_map(ax, run: store.RunFile, which: str = store.ERROR, group: str = store.FIELDS,
                    limit: float | None = None):
-    """Map of the field `which` ('error', 'u' or 'u_ref') of `group` ('fields', or
+    """Map of the field `which` ('error', 'u', 'u_ref', or 'error_a', 'a', … of a further field) of `group` ('fields', or
     'before/fields' of a learning run) on the run's 2-D evaluation grid (shape (m, m)), with a
     colorbar. Errors use a symmetric diverging colour scale on [−limit, limit] (default: the
     largest |error|; pass one limit to compare maps). Returns the mesh."""
@@ -204,7 +204,7 @@ def plot_error_map(ax, run: store.RunFile, which: str = store.ERROR, group: str 
     if which not in fields:
         raise ValueError(f"group '{group}' holds {sorted(fields)}, not '{which}'")
     values = fields[which]
-    if which == store.ERROR:
+    if which.startswith(store.ERROR):  # 'error', or 'error_a' of a further field
         limit = limit or float(np.max(np.abs(values))) or 1.0
         mesh = ax.pcolormesh(x, y, values, cmap="RdBu_r", vmin=-limit, vmax=limit, shading="auto")
     else:

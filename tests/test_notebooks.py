@@ -73,6 +73,14 @@ def test_learning_notebook(tmp_path, monkeypatch):
     assert figures == {"learning-history-quick.png", "learning-error-maps-quick.png"}
 
 
+def test_inverse_notebook(tmp_path, monkeypatch):
+    results = _execute("inverse.py", tmp_path, monkeypatch)
+    files = sorted(path.name for path in (results / "inverse" / "quick").glob("*.h5"))
+    assert files == ["darcy-learn.h5", "darcy-solve.h5"]
+    figures = {path.name for path in (results / "figures").glob("*.png")}
+    assert figures == {"inverse-permeability-quick.png", "inverse-learning-quick.png"}
+
+
 def test_convergence_rate_recovers_a_power_law():
     n_points = np.array([100.0, 200.0, 400.0, 800.0])
     assert analysis.convergence_rate(n_points, 3.0 * n_points**-1.5) == pytest.approx(1.5)
