@@ -19,10 +19,14 @@ from dataclasses import dataclass
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
+from scipy.stats import qmc
 
 from .._errors import ConfigError
+from ._acquisition import condition_on, information_gain, lower_bounds_at
+from ._sample_optimum import SolverOptions, solve_bilevel_batch
 from ._state import SearchState
 
 #: Which levels a query evaluates.
@@ -77,7 +81,201 @@ class RandomSearch(AbstractBilevelMethod):
         return Query(x, theta, level)
 
 
-METHODS: dict[str, type[AbstractBilevelMethod]] = {"random": RandomSearch}
+def _pairs(xs, thetas):
+    """All (x, θ) pairs of a candidate grid, flattened: (n_x · n_θ, dx + dθ)."""
+    n_x, n_t = xs.shape[0], thetas.shape[-2]
+    thetas = jnp.broadcast_to(thetas, (n_x, n_t, thetas.shape[-1]))
+    grid = jnp.concatenate([jnp.broadcast_to(xs[:, None, :], (n_x, n_t, xs.shape[1])), thetas], axis=2)
+    return grid.reshape(n_x * n_t, -1)
+
+
+def _mean_std(gp, points):
+    mean, variance = jax.vmap(gp.mean_and_variance)(points)
+    return mean, jnp.sqrt(variance)
+
+
+@eqx.filter_jit
+def _trusted(state: SearchState, xs, thetas, beta):
+    """Mask (n_x, n_θ) of the trusted pairs LCB_g(x, θ) ≤ min_θ' UCB_g(x, θ') (min over the grid),
+    and the standardized means and standard deviations of f, g (and c) on the grid."""
+    points = _pairs(xs, thetas)
+    shape = (xs.shape[0], thetas.shape[-2])
+    g_mean, g_std = _mean_std(state.lower, points)
+    lcb = (g_mean - beta * g_std).reshape(shape)
+    ucb = (g_mean + beta * g_std).reshape(shape)
+    trusted = lcb <= jnp.min(ucb, axis=1, keepdims=True)
+    f_mean, f_std = _mean_std(state.upper, points)
+    feasible = jnp.ones(shape, dtype=bool)
+    if state.constraints is not None:
+        c_mean, c_std = jax.vmap(_mean_std, in_axes=(0, None))(state.constraints, points)
+        feasible = jnp.all(c_mean + beta * c_std >= 0.0, axis=0).reshape(shape)
+    return trusted, (f_mean - beta * f_std).reshape(shape), feasible, f_std.reshape(shape), g_std.reshape(shape)
+
+
+def _check_positive(owner: str, **values):
+    for name, value in values.items():
+        if not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"{owner}: {name} must be > 0, got {value!r}")
+
+
+def _check_count(owner: str, **values):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+class TrustedRandom(AbstractBilevelMethod):
+    """Uniform among the trusted pairs of a fresh random grid (n_x random x × n_θ random θ)."""
+
+    name = "trusted-random"
+    beta: float = 2.0
+    grid_x: int = 64
+    grid_theta: int = 64
+
+    def __check_init__(self):
+        _check_positive("trusted-random", beta=self.beta)
+        _check_count("trusted-random", grid_x=self.grid_x, grid_theta=self.grid_theta)
+
+    def propose(self, state, key, *, coupled, timer):
+        with timer("acquisition"):
+            x_key, theta_key, pick_key = jax.random.split(key, 3)
+            xs = jax.random.uniform(x_key, (self.grid_x, state.x_dim))
+            thetas = jax.random.uniform(theta_key, (self.grid_theta, state.theta_dim))
+            trusted, _, _, f_std, g_std = _trusted(state, xs, thetas, self.beta)
+            trusted = np.asarray(trusted)
+            rows, cols = np.nonzero(trusted)
+            index = int(jax.random.randint(pick_key, (), 0, rows.size))
+            i, j = rows[index], cols[index]
+            level = BOTH if coupled else (UPPER if f_std[i, j] >= g_std[i, j] else LOWER)
+        return Query(np.asarray(xs[i]), np.asarray(thetas[j]), level)
+
+
+class BILBO(AbstractBilevelMethod):
+    """BILBO-style baseline (after Chew, Nguyen, Low, ICML 2025) on a fixed discrete grid.
+
+    What gpde assumes where the published description leaves room: the domain is a fixed grid of
+    `grid_x` × `grid_theta` scrambled-Sobol points (seed 0, the same for every run); the trusted
+    set is {(x, θ): LCB_g(x, θ) ≤ min_θ' UCB_g(x, θ')}, the optimistically feasible pairs have
+    UCB_c ≥ 0; the query is the trusted, optimistically feasible pair with the smallest LCB_f
+    (optimism in the upper level over the plausible lower-level optima), β = `beta` standard
+    deviations. Decoupled: the level with the larger standardized posterior standard deviation
+    at that pair. No theoretical β schedule and no discretization of the recommendation: the
+    recommendation is the common rule of all methods (bilevel optimum of the posterior means).
+    """
+
+    name = "bilbo"
+    beta: float = 2.0
+    grid_x: int = 64
+    grid_theta: int = 64
+
+    def __check_init__(self):
+        _check_positive("bilbo", beta=self.beta)
+        _check_count("bilbo", grid_x=self.grid_x, grid_theta=self.grid_theta)
+
+    def propose(self, state, key, *, coupled, timer):
+        with timer("acquisition"):
+            xs = qmc.Sobol(state.x_dim, seed=0).random(self.grid_x)
+            thetas = qmc.Sobol(state.theta_dim, seed=1).random(self.grid_theta)
+            trusted, f_lcb, feasible, f_std, g_std = _trusted(state, jnp.asarray(xs), jnp.asarray(thetas), self.beta)
+            allowed = np.asarray(trusted & feasible)
+            if not allowed.any():
+                allowed = np.asarray(trusted)
+            score = np.where(allowed, np.asarray(f_lcb), np.inf)
+            i, j = np.unravel_index(np.argmin(score), score.shape)
+            level = BOTH if coupled else (UPPER if f_std[i, j] >= g_std[i, j] else LOWER)
+        return Query(xs[i], thetas[j], level)
+
+
+class BLJES(AbstractBilevelMethod):
+    """Bilevel joint entropy search (REFERENCES.md §4; the acquisition in `_acquisition.py`).
+
+    paths K posterior sample paths of every surrogate from `features` random Fourier features;
+    their bilevel optima by `solver`; the acquisition maximized over candidates (x, θ) with x among
+    the K sample optima and `x_candidates` uniform points, and for each x, θ among the K path-wise
+    lower minimizers θ̃*_k(x) and `theta_candidates` uniform points. `tau` is the lower-optimality
+    tolerance in standardized units of g (τ = max(tau, 2 σ_n,g)); `costs` the costs of an upper
+    and a lower query in the decoupled setting.
+    """
+
+    name = "bljes"
+    paths: int = 30
+    features: int = 1000
+    tau: float = 0.01
+    costs: tuple[float, float] = (1.0, 1.0)
+    x_candidates: int = 16
+    theta_candidates: int = 16
+    solver: SolverOptions = SolverOptions()
+
+    def __check_init__(self):
+        _check_count("bljes", paths=self.paths, x_candidates=self.x_candidates, theta_candidates=self.theta_candidates)
+        _check_count("bljes", features=self.features)
+        if self.features < 2 or self.features % 2:
+            raise ConfigError(f"bljes: features must be an even number >= 2 (cosine and sine pairs), got {self.features}")
+        _check_positive("bljes", tau=self.tau)
+        if len(self.costs) != 2:
+            raise ConfigError(f"bljes: costs must be (cost of an upper query, cost of a lower query), got {self.costs!r}")
+        _check_positive("bljes", upper_cost=self.costs[0], lower_cost=self.costs[1])
+
+    def propose(self, state, key, *, coupled, timer):
+        path_key, optima_key, candidate_key = jax.random.split(key, 3)
+        with timer("paths"):
+            models = jax.block_until_ready(_sample_models(state, path_key, self.paths, self.features))
+        with timer("optima"):
+            optima = jax.block_until_ready(_sample_optima(models, optima_key, self.solver))
+        with timer("acquisition"):
+            values, xs, thetas = _acquire(state, models, optima, candidate_key, self)
+            values = jax.tree.map(np.asarray, values)
+            if coupled:
+                level, score = BOTH, values.coupled
+            else:
+                upper = values.upper / self.costs[0]
+                lower = values.lower / self.costs[1]
+                level, score = (UPPER, upper) if upper.max() >= lower.max() else (LOWER, lower)
+            i, j = np.unravel_index(np.argmax(score), score.shape)
+        return Query(np.asarray(xs[i]), np.asarray(thetas[i, j]), level)
+
+
+@eqx.filter_jit
+def _sample_models(state, key, paths, features):
+    return state.sample_models(key, paths, features)
+
+
+@eqx.filter_jit
+def _sample_optima(models, key, solver):
+    return solve_bilevel_batch(models, jax.random.split(key, models.lower.coef.shape[0]), solver)
+
+
+@eqx.filter_jit
+def _acquire(state: SearchState, models, optima, key, method: BLJES):
+    """The acquisition on the candidate grid: (Acquisition of shape (n_x, n_θ), xs, θs per x)."""
+    x_key, theta_key, lower_key = jax.random.split(key, 3)
+    xs = jnp.concatenate([optima.x, jax.random.uniform(x_key, (method.x_candidates, state.x_dim))])
+    dense = jax.random.uniform(lower_key, (method.solver.theta_candidates, state.theta_dim))
+    path_thetas, lower_bounds = lower_bounds_at(models, xs, dense, method.solver.newton_steps)  # (k, n_x, ·)
+    uniform = jax.random.uniform(theta_key, (method.theta_candidates, state.theta_dim))
+    thetas = jnp.concatenate(
+        [jnp.swapaxes(path_thetas, 0, 1), jnp.broadcast_to(uniform, (xs.shape[0], *uniform.shape))], axis=1
+    )  # (n_x, n_θ, dθ)
+    tau = jnp.maximum(method.tau, 2.0 * jnp.sqrt(state.lower.noise))
+    anchors = condition_on(state.upper, state.lower, state.constraints, optima)
+
+    def at(x, x_thetas, bounds):
+        def one(theta):
+            z = jnp.concatenate([x, theta])
+            return information_gain(state.upper, state.lower, state.constraints, anchors, optima.f, z, bounds, tau)
+
+        return jax.vmap(one)(x_thetas)
+
+    values = jax.vmap(at)(xs, thetas, lower_bounds.T)
+    return values, xs, thetas
+
+
+METHODS: dict[str, type[AbstractBilevelMethod]] = {
+    "bljes": BLJES,
+    "random": RandomSearch,
+    "trusted-random": TrustedRandom,
+    "bilbo": BILBO,
+}
 
 
 def make_method(name: str, **options) -> AbstractBilevelMethod:

@@ -4,7 +4,7 @@ For a model (f̃, g̃[, c̃]) — a posterior sample path of each surrogate, or 
 solve  min_x F̃(x) = f̃(x, θ̃*(x)),  θ̃*(x) = argmin_θ g̃(x, θ)  over [0, 1]^dx × [0, 1]^dθ:
 
 * Lower level at fixed x: g̃ on `theta_candidates` uniform points, then projected damped Newton
-  steps from the best one (Hessian eigenvalues replaced by their absolute values, a five-point
+  steps from the best one (Hessian eigenvalues replaced by their absolute values, a four-point
   backtracking line search, so every step decreases g̃).
 * Upper level: F̃ on `x_candidates` uniform points (each with its own dense lower solve); the best
   `starts` of them descend by projected Adam with the hypergradient of the implicit function
@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._features import SamplePath
 
 # Step lengths tried by the lower-level line search (0 keeps the current point).
-_LINE_SEARCH = (1.0, 0.5, 0.25, 0.1, 0.0)
+_LINE_SEARCH = (1.0, 0.5, 0.2, 0.0)
 # The longest Newton step, as a fraction of the unit box: Newton on a sample path is only a local model.
 _MAX_STEP = 0.25
 
@@ -53,6 +53,10 @@ class BilevelModel(eqx.Module):
     def g(self, x, theta):
         return self.lower(jnp.concatenate([x, theta]))
 
+    def g_jet(self, x, theta):
+        """g̃, its gradient and Hessian in z = (x, θ)."""
+        return self.lower.jet(jnp.concatenate([x, theta]))
+
     def c(self, x, theta):
         if self.constraints is None:
             return jnp.zeros((0,))
@@ -62,13 +66,13 @@ class BilevelModel(eqx.Module):
 class SolverOptions(eqx.Module):
     """Sizes of the bilevel solver (static: changing one recompiles)."""
 
-    x_candidates: int = eqx.field(static=True, default=64)
-    theta_candidates: int = eqx.field(static=True, default=64)
+    x_candidates: int = eqx.field(static=True, default=32)
+    theta_candidates: int = eqx.field(static=True, default=32)
     starts: int = eqx.field(static=True, default=4)
-    steps: int = eqx.field(static=True, default=30)
-    learning_rate: float = eqx.field(static=True, default=0.03)
-    newton_steps: int = eqx.field(static=True, default=4)
-    tracking_steps: int = eqx.field(static=True, default=2)
+    steps: int = eqx.field(static=True, default=20)
+    learning_rate: float = eqx.field(static=True, default=0.04)
+    newton_steps: int = eqx.field(static=True, default=3)
+    tracking_steps: int = eqx.field(static=True, default=1)
     penalty: float = eqx.field(static=True, default=100.0)
 
 
@@ -82,12 +86,26 @@ class BilevelOptimum(eqx.Module):
     c: Float[Array, "*k nc"]
 
 
-def newton_refine(g: Callable, x, theta, steps: int):
+def autodiff_jet(g: Callable) -> Callable:
+    """(x, θ) ↦ (g, ∇_z g, ∇²_z g) by autodiff, for a g without a closed-form jet."""
+
+    def jet(x, theta):
+        def joint(z):
+            return g(z[: x.shape[0]], z[x.shape[0] :])
+
+        z = jnp.concatenate([x, theta])
+        return joint(z), jax.grad(joint)(z), jax.hessian(joint)(z)
+
+    return jet
+
+
+def newton_refine(g: Callable, g_jet: Callable, x, theta, steps: int):
     """`steps` projected, damped Newton steps on θ ↦ g(x, θ) in [0, 1]^dθ; never increases g."""
+    n = x.shape[0]
 
     def step(theta, _):
-        grad = jax.grad(g, argnums=1)(x, theta)
-        hessian = jax.hessian(g, argnums=1)(x, theta)
+        _, grad, hessian = g_jet(x, theta)
+        grad, hessian = grad[n:], hessian[n:, n:]
         eigenvalues, vectors = jnp.linalg.eigh(hessian)
         scale = jnp.max(jnp.abs(eigenvalues))
         curvature = jnp.maximum(jnp.abs(eigenvalues), 1e-6 * scale + 1e-12)
@@ -103,18 +121,19 @@ def newton_refine(g: Callable, x, theta, steps: int):
     return theta
 
 
-def lower_minimize(g: Callable, x, theta_candidates, newton_steps: int):
-    """θ̃*(x) and g̃(x, θ̃*): the best of the candidates, refined by Newton steps."""
-    values = jax.vmap(g, in_axes=(None, 0))(x, theta_candidates)
-    theta = newton_refine(g, x, theta_candidates[jnp.argmin(values)], newton_steps)
-    return theta, g(x, theta)
+def lower_minimize(model: BilevelModel, xs, theta_candidates, newton_steps: int):
+    """θ̃*(x) and g̃(x, θ̃*) for every x of `xs` (n, dx): the best candidate on the grid
+    xs × theta_candidates, refined by Newton steps. Shapes (n, dθ) and (n,)."""
+    starts = theta_candidates[jnp.argmin(model.lower.grid(xs, theta_candidates), axis=1)]
+    thetas = jax.vmap(lambda x, t: newton_refine(model.g, model.g_jet, x, t, newton_steps))(xs, starts)
+    return thetas, jax.vmap(model.g)(xs, thetas)
 
 
-def implicit_jacobian(g: Callable, x, theta) -> Float[Array, "dtheta dx"]:
+def implicit_jacobian(g_jet: Callable, x, theta) -> Float[Array, "dtheta dx"]:
     """dθ*/dx = −[∇²_θθ g]⁻¹ ∇²_θx g at a lower minimum θ, with actively bound components fixed."""
-    grad = jax.grad(g, argnums=1)(x, theta)
-    h_tt = jax.hessian(g, argnums=1)(x, theta)
-    h_tx = jax.jacfwd(jax.grad(g, argnums=1), argnums=0)(x, theta)
+    n = x.shape[0]
+    _, grad, hessian = g_jet(x, theta)
+    grad, h_tt, h_tx = grad[n:], hessian[n:, n:], hessian[n:, :n]
     active = ((theta <= 0.0) & (grad > 0.0)) | ((theta >= 1.0) & (grad < 0.0))
     free = jnp.where(active, 0.0, 1.0)
     system = free[:, None] * h_tt * free[None, :] + jnp.diag(1.0 - free)
@@ -122,10 +141,10 @@ def implicit_jacobian(g: Callable, x, theta) -> Float[Array, "dtheta dx"]:
     return -jnp.linalg.solve(system, free[:, None] * h_tx)
 
 
-def implicit_value_and_grad(h: Callable, g: Callable, x, theta):
+def implicit_value_and_grad(h: Callable, g_jet: Callable, x, theta):
     """H(x) = h(x, θ*(x)) and dH/dx by the implicit function theorem, at θ = θ*(x)."""
     value, (h_x, h_t) = jax.value_and_grad(h, argnums=(0, 1))(x, theta)
-    return value, h_x + implicit_jacobian(g, x, theta).T @ h_t
+    return value, h_x + implicit_jacobian(g_jet, x, theta).T @ h_t
 
 
 def _penalized(model: BilevelModel, penalty: float) -> Callable:
@@ -144,20 +163,20 @@ def solve_bilevel(model: BilevelModel, key: PRNGKeyArray, options: SolverOptions
     theta_candidates = jax.random.uniform(theta_key, (options.theta_candidates, theta_dim))
     h = _penalized(model, options.penalty)
 
-    def dense(x):
-        theta, _ = lower_minimize(model.g, x, theta_candidates, options.newton_steps)
-        return theta, h(x, theta)
+    def dense(xs):
+        thetas, _ = lower_minimize(model, xs, theta_candidates, options.newton_steps)
+        values = jax.vmap(h)(xs, thetas)
+        return thetas, jnp.where(jnp.isfinite(values), values, jnp.inf)
 
-    thetas, values = jax.vmap(dense)(x_candidates)
-    values = jnp.where(jnp.isfinite(values), values, jnp.inf)
+    thetas, values = dense(x_candidates)
     order = jnp.argsort(values)[: options.starts]
     optimizer = optax.adam(options.learning_rate)
 
     def descend(x, theta):
         def step(carry, _):
             x, theta, state = carry
-            theta = newton_refine(model.g, x, theta, options.tracking_steps)
-            _, grad = implicit_value_and_grad(h, model.g, x, theta)
+            theta = newton_refine(model.g, model.g_jet, x, theta, options.tracking_steps)
+            _, grad = implicit_value_and_grad(h, model.g_jet, x, theta)
             grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
             updates, state = optimizer.update(grad, state)
             return (jnp.clip(x + updates, 0.0, 1.0), theta, state), None
@@ -166,8 +185,7 @@ def solve_bilevel(model: BilevelModel, key: PRNGKeyArray, options: SolverOptions
         return x
 
     ends = jax.vmap(descend)(x_candidates[order], thetas[order])
-    end_thetas, end_values = jax.vmap(dense)(ends)
-    end_values = jnp.where(jnp.isfinite(end_values), end_values, jnp.inf)
+    end_thetas, end_values = dense(ends)
     xs = jnp.concatenate([x_candidates[order], ends])
     all_thetas = jnp.concatenate([thetas[order], end_thetas])
     best = jnp.argmin(jnp.concatenate([values[order], end_values]))
