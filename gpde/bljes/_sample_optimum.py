@@ -7,7 +7,7 @@ solve  min_x F̃(x) = f̃(x, θ̃*(x)),  θ̃*(x) = argmin_θ g̃(x, θ)  over [
   steps from the best one (Hessian eigenvalues replaced by their absolute values, a four-point
   backtracking line search, so every step decreases g̃).
 * Upper level: F̃ on `x_candidates` uniform points (each with its own dense lower solve); the best
-  `starts` of them descend by projected Adam with the hypergradient of the implicit function
+  `starts` of them descend by projected Adam (cosine-decayed step) with the hypergradient of the implicit function
   theorem: at an interior lower minimum ∇_θ g̃(x, θ*(x)) = 0, hence
       dθ*/dx = −[∇²_θθ g̃]⁻¹ ∇²_θx g̃,      dF̃/dx = ∇_x f̃ + (dθ*/dx)ᵀ ∇_θ f̃.
   Components of θ* on an active bound (at the bound, gradient pushing outward) do not move with
@@ -20,6 +20,7 @@ solve  min_x F̃(x) = f̃(x, θ̃*(x)),  θ̃*(x) = argmin_θ g̃(x, θ)  over [
 Everything is pure JAX with static sizes: `jax.vmap` over models solves K paths at once.
 """
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -36,16 +37,39 @@ _LINE_SEARCH = (1.0, 0.5, 0.2, 0.0)
 _MAX_STEP = 0.25
 
 
-class BilevelModel(eqx.Module):
-    """f̃, g̃ and (optionally) the constraints c̃ as functions of (x, θ) in the unit box.
+class AbstractBilevelModel(eqx.Module):
+    """f̃, g̃ and c̃ as functions of (x, θ) in the unit box: what the bilevel solver needs."""
 
-    `constraints` is one SamplePath batched along a leading axis (one entry per constraint).
-    """
+    x_dim: eqx.AbstractVar[int]
+    theta_dim: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def f(self, x, theta) -> Float[Array, ""]: ...
+
+    @abc.abstractmethod
+    def g(self, x, theta) -> Float[Array, ""]: ...
+
+    @abc.abstractmethod
+    def c(self, x, theta) -> Float[Array, " nc"]: ...
+
+    def g_jet(self, x, theta):
+        """g̃, its gradient and Hessian in z = (x, θ) (autodiff unless overridden)."""
+        return autodiff_jet(self.g)(x, theta)
+
+    def g_grid(self, xs: Float[Array, "a dx"], thetas: Float[Array, "b dt"]) -> Float[Array, "a b"]:
+        """g̃ on all pairs (xs[i], thetas[j])."""
+        return jax.vmap(lambda x: jax.vmap(lambda t: self.g(x, t))(thetas))(xs)
+
+
+class BilevelModel(AbstractBilevelModel):
+    """Sample paths (or posterior means) of the surrogates; `constraints` is one SamplePath
+    batched along a leading axis (one entry per constraint), or None."""
 
     upper: SamplePath
     lower: SamplePath
     constraints: SamplePath | None
     x_dim: int = eqx.field(static=True)
+    theta_dim: int = eqx.field(static=True)
 
     def f(self, x, theta):
         return self.upper(jnp.concatenate([x, theta]))
@@ -54,8 +78,10 @@ class BilevelModel(eqx.Module):
         return self.lower(jnp.concatenate([x, theta]))
 
     def g_jet(self, x, theta):
-        """g̃, its gradient and Hessian in z = (x, θ)."""
         return self.lower.jet(jnp.concatenate([x, theta]))
+
+    def g_grid(self, xs, thetas):
+        return self.lower.grid(xs, thetas)
 
     def c(self, x, theta):
         if self.constraints is None:
@@ -121,10 +147,10 @@ def newton_refine(g: Callable, g_jet: Callable, x, theta, steps: int):
     return theta
 
 
-def lower_minimize(model: BilevelModel, xs, theta_candidates, newton_steps: int):
+def lower_minimize(model: AbstractBilevelModel, xs, theta_candidates, newton_steps: int):
     """θ̃*(x) and g̃(x, θ̃*) for every x of `xs` (n, dx): the best candidate on the grid
     xs × theta_candidates, refined by Newton steps. Shapes (n, dθ) and (n,)."""
-    starts = theta_candidates[jnp.argmin(model.lower.grid(xs, theta_candidates), axis=1)]
+    starts = theta_candidates[jnp.argmin(model.g_grid(xs, theta_candidates), axis=1)]
     thetas = jax.vmap(lambda x, t: newton_refine(model.g, model.g_jet, x, t, newton_steps))(xs, starts)
     return thetas, jax.vmap(model.g)(xs, thetas)
 
@@ -147,17 +173,16 @@ def implicit_value_and_grad(h: Callable, g_jet: Callable, x, theta):
     return value, h_x + implicit_jacobian(g_jet, x, theta).T @ h_t
 
 
-def _penalized(model: BilevelModel, penalty: float) -> Callable:
+def _penalized(model: AbstractBilevelModel, penalty: float) -> Callable:
     def h(x, theta):
         return model.f(x, theta) + penalty * jnp.sum(jnp.minimum(model.c(x, theta), 0.0) ** 2)
 
     return h
 
 
-def solve_bilevel(model: BilevelModel, key: PRNGKeyArray, options: SolverOptions) -> BilevelOptimum:
+def solve_bilevel(model: AbstractBilevelModel, key: PRNGKeyArray, options: SolverOptions) -> BilevelOptimum:
     """The bilevel optimum of one model (see the module docstring)."""
-    x_dim = model.x_dim
-    theta_dim = model.lower.inputs.shape[1] - x_dim
+    x_dim, theta_dim = model.x_dim, model.theta_dim
     x_key, theta_key = jax.random.split(key)
     x_candidates = jax.random.uniform(x_key, (options.x_candidates, x_dim))
     theta_candidates = jax.random.uniform(theta_key, (options.theta_candidates, theta_dim))
@@ -170,7 +195,7 @@ def solve_bilevel(model: BilevelModel, key: PRNGKeyArray, options: SolverOptions
 
     thetas, values = dense(x_candidates)
     order = jnp.argsort(values)[: options.starts]
-    optimizer = optax.adam(options.learning_rate)
+    optimizer = optax.adam(optax.cosine_decay_schedule(options.learning_rate, options.steps, alpha=0.01))
 
     def descend(x, theta):
         def step(carry, _):

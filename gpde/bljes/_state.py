@@ -30,7 +30,7 @@ class SearchState(eqx.Module):
     def mean_model(self) -> BilevelModel:
         """The posterior means as a BilevelModel."""
         constraints = None if self.constraints is None else jax.vmap(lambda gp: mean_path(gp, 2))(self.constraints)
-        return BilevelModel(mean_path(self.upper, 2), mean_path(self.lower, 2), constraints, self.x_dim)
+        return BilevelModel(mean_path(self.upper, 2), mean_path(self.lower, 2), constraints, self.x_dim, self.theta_dim)
 
     def sample_models(self, key: PRNGKeyArray, n_paths: int, n_features: int) -> BilevelModel:
         """`n_paths` joint posterior sample paths (independent across f, g, c), batched."""
@@ -41,7 +41,7 @@ class SearchState(eqx.Module):
         if self.constraints is not None:
             keys = jax.random.split(c_key, self.constraints.mask.shape[0])
             constraints = jax.vmap(lambda gp, k: posterior_paths(gp, k, n_paths, n_features), out_axes=1)(self.constraints, keys)
-        return BilevelModel(upper, lower, constraints, self.x_dim)
+        return BilevelModel(upper, lower, constraints, self.x_dim, self.theta_dim)
 
 
 @eqx.filter_jit
