@@ -198,6 +198,8 @@ def _learn(args) -> int:
 
     run = run_learn(problem_class, config, progress)
     store.write_run(out, run.record)
+    if run.result.start_note:
+        print(f"note: {run.result.start_note}")
     print(f"stopped: {run.result.stopped_because}")
     print(f"  {'':<10}{'RMS':>11}{'rel. L2':>11}{'L∞':>11}")
     for index, field in enumerate(problem_class.fields):

@@ -1,62 +1,25 @@
 """Gram blocks of a kernel under linear operators: K(L₁, L₂)[a, b] = L₁ˣ L₂ʸ k(x_a, y_b).
 
-Every operator acts by autodiff on the pointwise kernel, so every kernel gets every operator.
-The per-point part of the kernel (its `features`: for the Gibbs kernel the network ℓ(x)) is
-evaluated and differentiated ONCE PER POINT: each pair then differentiates the kernel through the
-second-order Taylor polynomial of the features around its two points. Derivatives of order ≤ 2 in
-each argument of the composition depend only on derivatives of order ≤ 2 of the features, so this is
-exact for all operators in `_operators.py`, and no network runs per pair of points.
+Stationary kernels are differentiated in closed form; every other kernel by autodiff of its pointwise
+`pair` function in feature space (`_feature_gram.py`), so every kernel gets every operator. The
+per-point part of the kernel (its `features`: for the Gibbs kernel the network ℓ(x)) is evaluated
+and differentiated ONCE PER POINT, and no network runs per pair of points.
 """
 
 from collections.abc import Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
+import numpy as np
 from jaxtyping import Array, Float
 
-import numpy as np
+from kernels import AbstractKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum
 
-from kernels import AbstractKernel, AbstractPointKernel, AbstractStationaryKernel, Scaled, Sum
-
+from ._feature_gram import FeatureJets, feature_gram, feature_jets
+from ._gibbs_gram import gibbs_gram
 from ._operators import AbstractOperator
 
-
-class FeatureJets(eqx.Module):
-    """Per-point features of a kernel and their first and second derivatives (flattened)."""
-
-    value: Float[Array, "n p"]
-    jacobian: Float[Array, "n p d"]
-    hessian: Float[Array, "n p d d"]
-
-
-def feature_jets(kernel: AbstractKernel, points: Float[Array, "n d"]) -> FeatureJets | None:
-    """Second-order jets of the kernel features at each point; None when the features are the
-    point itself (then the Taylor polynomial is the identity and nothing needs storing)."""
-    if isinstance(kernel, AbstractPointKernel):
-        return None
-
-    def flat(x):
-        return ravel_pytree(kernel.features(x))[0]
-
-    value = jax.vmap(flat)(points)
-    jacobian = jax.vmap(jax.jacfwd(flat))(points)
-    hessian = jax.vmap(jax.jacfwd(jax.jacfwd(flat)))(points)
-    return FeatureJets(value, jacobian, hessian)
-
-
-def _local_features(kernel, jets, unravel, point, index):
-    """x ↦ features(x) near `point`: exact for point kernels, the Taylor polynomial otherwise."""
-    if jets is None:
-        return kernel.features
-    value, jacobian, hessian = jets.value[index], jets.jacobian[index], jets.hessian[index]
-
-    def taylor(x):
-        step = x - point
-        return unravel(value + jacobian @ step + 0.5 * jnp.einsum("pij,i,j->p", hessian, step, step))
-
-    return taylor
+__all__ = ["FeatureJets", "feature_jets", "operator_gram"]
 
 
 def operator_gram(
@@ -70,9 +33,9 @@ def operator_gram(
 ) -> Float[Array, "mx my nx ny"]:
     """All Gram blocks between the operator lists: out[j, l, a, b] = L_jˣ L_lʸ k(x_a, y_b).
 
-    Stationary kernels are differentiated in closed form, sums and scalings by linearity, every
-    other kernel by autodiff. Pass `jets_x`/`jets_y` (from `feature_jets`) to reuse per-point
-    work of the autodiff path across calls.
+    Stationary and Gibbs kernels are differentiated in closed form, sums and scalings by linearity,
+    every other kernel by directional derivatives in feature space (`feature_gram`). Pass `jets_x`/`jets_y`
+    (from `feature_jets`) to reuse per-point work across calls.
     """
     if isinstance(kernel, AbstractStationaryKernel):
         return _stationary_gram(kernel, operators_x, points_x, operators_y, points_y)
@@ -80,40 +43,9 @@ def operator_gram(
         return sum(operator_gram(part, operators_x, points_x, operators_y, points_y) for part in kernel.parts)
     if isinstance(kernel, Scaled):
         return kernel.variance * operator_gram(kernel.kernel, operators_x, points_x, operators_y, points_y)
-    return _autodiff_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
-
-
-def _autodiff_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y):
-    if jets_x is None:
-        jets_x = feature_jets(kernel, points_x)
-    if jets_y is None:
-        jets_y = feature_jets(kernel, points_y)
-
-    # The feature pytree's structure, traced once here (not once per pair and derivative level,
-    # which would trace the kernel's network inside every nested derivative).
-    unravel = ravel_pytree(kernel.features(points_x[0]))[1]
-
-    def one_pair(a, b):
-        x0, y0 = points_x[a], points_y[b]
-        features_x = _local_features(kernel, jets_x, unravel, x0, a)
-        features_y = _local_features(kernel, jets_y, unravel, y0, b)
-
-        def k(x, y):
-            return kernel.pair(features_x(x), features_y(y))
-
-        def along_y(x):
-            return jnp.stack([op.apply(lambda y: k(x, y), y0) for op in operators_y])
-
-        return jnp.stack([op.apply(along_y, x0) for op in operators_x])
-
-    # Reverse-mode differentiation (hyperparameter learning) would otherwise keep every
-    # intermediate of every pair's nested derivatives; checkpointing keeps only the outputs and
-    # recomputes a pair's derivatives in the backward pass. No effect on forward evaluation.
-    one_pair = jax.checkpoint(one_pair)
-    rows = jnp.arange(points_x.shape[0])
-    cols = jnp.arange(points_y.shape[0])
-    blocks = jax.vmap(jax.vmap(one_pair, (None, 0)), (0, None))(rows, cols)
-    return jnp.moveaxis(blocks, (2, 3), (0, 1))
+    if isinstance(kernel, Gibbs):
+        return gibbs_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
+    return feature_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
 
 
 def _profile_derivatives(profile, s, order):
@@ -126,7 +58,7 @@ def _profile_derivatives(profile, s, order):
 
 
 def _order(coefficients):
-    c0, c1, c2 = coefficients
+    _, c1, c2 = coefficients
     return 2 if np.any(c2) else 1 if np.any(c1) else 0
 
 

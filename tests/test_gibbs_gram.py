@@ -1,0 +1,169 @@
+"""Gram blocks of non-stationary kernels by directional derivatives in feature space
+(gpde/_feature_gram.py), against an independent reference: plain nested autodiff of the pointwise
+kernel k(x, y) (network included, no jets, no directions), contracted with operator coefficients
+written out by hand here (not taken from the operator classes)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
+from kernels import Gaussian, Gibbs, Polynomial, Product, Sum
+
+_HALF = np.array([[0.0, 0.5], [0.5, 0.0]])
+
+#: operator, and its (c₀, c₁, C₂) in L f = c₀ f + c₁·∇f + ⟨C₂, ∇²f⟩, by hand.
+OPERATORS = (
+    (Evaluation(), (1.0, np.zeros(2), np.zeros((2, 2)))),
+    (Partial(0), (0.0, np.array([1.0, 0.0]), np.zeros((2, 2)))),
+    (Partial(1), (0.0, np.array([0.0, 1.0]), np.zeros((2, 2)))),
+    (SecondPartial(0, 1), (0.0, np.zeros(2), _HALF)),
+    (SecondPartial(0, 0), (0.0, np.zeros(2), np.diag([1.0, 0.0]))),
+    (SecondPartial(1, 1), (0.0, np.zeros(2), np.diag([0.0, 1.0]))),
+    (Laplacian(), (0.0, np.zeros(2), np.eye(2))),
+    (Laplacian(coordinates=(1,)), (0.0, np.zeros(2), np.diag([0.0, 1.0]))),
+)
+
+
+def _gibbs(per_dimension=False, seed=3):
+    # Width 16 and a lengthscale scale near the published ones give a visibly curved ℓ(x).
+    return Gibbs(2, key=jax.random.PRNGKey(seed), width=16, depth=2, per_dimension=per_dimension, scale=0.3)
+
+
+def _points(seed, nx=4, ny=5, shared=2):
+    """x, y in [0, 1]²; the first `shared` y points coincide with x points (the r = 0 diagonal)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (nx, 2))
+    y = np.concatenate([x[:shared], rng.uniform(0.0, 1.0, (ny - shared, 2))])
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def _derivative_stack(function):
+    """x ↦ (f, ∇f, ∇²f)(x) for f: R^d → R^m, by plain nested forward-mode autodiff."""
+    return lambda x: (function(x), jax.jacfwd(function)(x), jax.jacfwd(jax.jacfwd(function))(x))
+
+
+def _apply(coefficients, stack):
+    c0, c1, c2 = coefficients
+    value, gradient, hessian = stack
+    return c0 * value + jnp.tensordot(gradient, c1, axes=([-1], [0])) + jnp.tensordot(hessian, c2, axes=([-2, -1], [0, 1]))
+
+
+def reference_gram(kernel, operators_x, points_x, operators_y, points_y):
+    """out[j, l, a, b] = L_jˣ L_lʸ k(x_a, y_b) by nested autodiff of kernel(x, y) itself."""
+    coefficients_x = [c for _, c in operators_x]
+    coefficients_y = [c for _, c in operators_y]
+
+    def one(x, y):
+        def along_y(x):
+            stack = _derivative_stack(lambda y: kernel(x, y))(y)
+            return jnp.stack([_apply(c, stack) for c in coefficients_y])
+
+        stack = _derivative_stack(along_y)(x)
+        return jnp.stack([_apply(c, stack) for c in coefficients_x])
+
+    blocks = jax.vmap(jax.vmap(one, (None, 0)), (0, None))(points_x, points_y)
+    return jnp.moveaxis(blocks, (0, 1), (2, 3))
+
+
+_gram = eqx.filter_jit(operator_gram)
+_reference = eqx.filter_jit(reference_gram)
+
+
+def _check(kernel, seed, operators_x=OPERATORS, operators_y=OPERATORS):
+    x, y = _points(seed)
+    got = _gram(kernel, tuple(o for o, _ in operators_x), x, tuple(o for o, _ in operators_y), y)
+    want = _reference(kernel, operators_x, x, operators_y, y)
+    assert got.shape == want.shape == (len(operators_x), len(operators_y), 4, 5)
+    # Both are exact up to rounding; entries reach ~1e3 (Δ×Δ with ℓ ≈ 0.2), so compare per block
+    # relative to the block's scale.
+    scale = np.max(np.abs(np.asarray(want)), axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, rtol=0, atol=1e-11)
+    return got
+
+
+def test_shared_lengthscale_gibbs_every_operator_pair():
+    _check(_gibbs(), seed=0)
+
+
+def test_per_dimension_gibbs_every_operator_pair():
+    # Burgers' kernel: separate ℓ_t, ℓ_x from one network.
+    _check(_gibbs(per_dimension=True), seed=1)
+
+
+def test_lengthscale_field_is_not_constant():
+    # The checks above are only meaningful if ℓ(x) varies: the feature Hessian terms (H : C₂)
+    # and the ℓ-Jacobian parts of the directions must matter.
+    kernel = _gibbs()
+    x, _ = _points(0)
+    ell = jax.vmap(kernel.lengthscale)(x)[:, 0]
+    gradient = jax.vmap(jax.grad(lambda p: kernel.lengthscale(p)[0]))(x)
+    assert np.ptp(np.asarray(ell)) > 1e-3 and np.min(np.abs(np.asarray(gradient))) > 1e-4
+
+
+def test_composites_and_point_kernels():
+    # A Sum (split by linearity), a Product (one kernel whose features are a tuple, flattened into
+    # one jet) and a non-stationary point kernel (features = x, no jets).
+    _check(Sum(_gibbs(seed=5), Gaussian(0.3)), seed=2, operators_x=OPERATORS[:3], operators_y=OPERATORS[5:7])
+    _check(Product(_gibbs(seed=5), Gaussian(0.3)), seed=2, operators_x=OPERATORS[1:4], operators_y=OPERATORS[6:])
+    _check(Polynomial(2.0, 1.0, 3), seed=3)
+
+
+def test_gibbs_reduces_to_gaussian_for_constant_lengthscale():
+    # Zero network weights: ℓ = scale · softplus(bias) everywhere, and k is exp(−|x−y|²/(2ℓ²)),
+    # whose Gram blocks come from the separate closed-form stationary path.
+    kernel = _gibbs()
+    kernel = jax.tree_util.tree_map(lambda leaf: jnp.zeros_like(leaf) if eqx.is_inexact_array(leaf) else leaf, kernel)
+    ell = float(kernel.lengthscale(jnp.zeros(2))[0])
+    operators = tuple(o for o, _ in OPERATORS)
+    x, y = _points(4)
+    got = _gram(kernel, operators, x, operators, y)
+    want = _gram(Gaussian(ell), operators, x, operators, y)
+    scale = np.max(np.abs(np.asarray(want)), axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(np.asarray(got) / scale, np.asarray(want) / scale, rtol=0, atol=1e-12)
+
+
+def _weighted_sum(gram):
+    """A scalar functional of Gram blocks, with fixed pseudo-random weights (like a loss)."""
+
+    def total(params, static, x, y, operators_x, operators_y):
+        blocks = gram(eqx.combine(params, static), operators_x, x, operators_y, y)
+        weights = jnp.cos(jnp.arange(blocks.size, dtype=blocks.dtype).reshape(blocks.shape))
+        return jnp.sum(weights * blocks / (1.0 + jnp.abs(jax.lax.stop_gradient(blocks))))
+
+    return total
+
+
+@pytest.mark.parametrize("per_dimension", [False, True])
+def test_network_gradients(per_dimension):
+    # Reverse-mode gradients w.r.t. the network parameters (what the bilevel learner needs):
+    # against reverse mode through the plain reference, and along one random parameter direction
+    # against central finite differences of the new path itself.
+    kernel = _gibbs(per_dimension)
+    params, static = eqx.partition(kernel, eqx.is_inexact_array)
+    selected = (OPERATORS[0], OPERATORS[1], OPERATORS[2], OPERATORS[3], OPERATORS[6])
+    operators = tuple(o for o, _ in selected)
+    x, y = _points(6)
+    new = _weighted_sum(operator_gram)
+    old = _weighted_sum(reference_gram)
+    value, gradient = eqx.filter_jit(jax.value_and_grad(new))(params, static, x, y, operators, operators)
+    ref_value, ref_gradient = eqx.filter_jit(jax.value_and_grad(old))(params, static, x, y, selected, selected)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    flat, _ = jax.flatten_util.ravel_pytree(gradient)
+    ref_flat, unravel = jax.flatten_util.ravel_pytree(ref_gradient)
+    assert np.max(np.abs(np.asarray(ref_flat))) > 1e-3
+    np.testing.assert_allclose(flat, ref_flat, rtol=0, atol=1e-10 * np.max(np.abs(np.asarray(ref_flat))))
+
+    direction = jax.random.normal(jax.random.PRNGKey(11), ref_flat.shape)
+    step = 1e-6
+    shifted = eqx.filter_jit(lambda p: new(p, static, x, y, operators, operators))
+    params_flat = jax.flatten_util.ravel_pytree(params)[0]
+    difference = (shifted(unravel(params_flat + step * direction)) - shifted(unravel(params_flat - step * direction))) / (
+        2 * step
+    )
+    # Central differences: truncation ~ step²·|f'''| and rounding ~ 1e-16·|f|/step ≈ 1e-9 here.
+    np.testing.assert_allclose(difference, jnp.dot(flat, direction), rtol=1e-6)
