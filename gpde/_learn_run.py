@@ -177,7 +177,7 @@ def run_learn(
             **{f"{BEFORE}/{group}": metrics for group, metrics in errors_before.items()},
             **{f"{AFTER}/{group}": metrics for group, metrics in errors_after.items()},
             store.HISTORY: {"learn_seconds": learn_seconds, "compile_seconds": result.compile_seconds,
-                            "stopped_because": result.stopped_because},
+                            "stopped_because": result.stopped_because, "start_note": result.start_note},
             KERNEL: kernel_settings(config, problem),
         },
     )

@@ -84,6 +84,21 @@ def test_learning_moves_lengthscale_toward_better_value_and_lowers_error():
     assert result.losses[-1] < result.losses[0]
 
 
+def test_lengthscale_scan_escapes_the_short_lengthscale_barrier():
+    # With these 144 + 48 points and u_0 = 0 the outer loss is 4.6e5 at σ = 0.01, 4.7e5 at 0.02 and
+    # 0.04, then 9.3e4 at 0.08 and 5.7e3 at 0.16: from σ₀ = 0.01 gradient steps go the wrong way.
+    problem, train, validation = _small_elliptic(n_interior=144, n_boundary=48, n_validation=100)
+    settings = dict(optimizer=optax.adam(0.05), gn_steps=2, inner_steps=10, nugget=1e-10)
+    stuck = BilevelLearner(lengthscale_scan=False, **settings).learn(Gaussian(0.01), train, validation)
+    assert float(stuck.kernel.lengthscale) < 0.02 and stuck.start_note == ""
+    scanned = BilevelLearner(**settings).learn(Gaussian(0.01), train, validation)
+    assert "lengthscale scan" in scanned.start_note
+    assert 0.08 < float(scanned.kernel.lengthscale) < 0.5
+    assert scanned.losses[-1] < 1e-2 * stuck.losses[-1]
+    # A start that is not behind a barrier is left alone.
+    assert BilevelLearner(**settings).learn(Gaussian(0.3), train, validation).start_note == ""
+
+
 def _learn_config(**overrides):
     settings = dict(n_interior=64, n_boundary=32, n_validation=40, gn_steps=2, inner_steps=5, eval_steps=6,
                     grid=20, lengthscale=(0.5,), learning_rate=0.05)
