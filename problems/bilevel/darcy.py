@@ -204,6 +204,7 @@ def build_table(nodes: int = 5, path: Path = TABLE_FILE, log=print) -> dict:
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "w") as out:
         json.dump(table, out, indent=1)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return table
 

@@ -204,6 +204,7 @@ def write_optima(path: Path = OPTIMA_FILE) -> dict:
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "w") as out:
         json.dump(optima, out, indent=1)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return optima
 
