@@ -86,8 +86,8 @@ class Darcy(AbstractProblem):
     boundary_faces: ClassVar = None
     fields: ClassVar[tuple[str, ...]] = ("u", "a")
     defaults: ClassVar[SolveDefaults] = SolveDefaults(
-        kernel="gaussian", lengthscale=(0.2,), field_lengthscales={"a": (0.14,)}, n_interior=400, n_boundary=100,
-        layout="random", nugget=1e-10, steps=20,
+        kernel="gaussian", lengthscale=(0.3,), field_lengthscales={"a": (0.3,)}, n_interior=400, n_boundary=100,
+        layout="random", nugget=1e-10, steps=30,
     )
     learn_defaults: ClassVar[LearnDefaults] = LearnDefaults(
         kernel="gaussian", lengthscale=(1.0,), n_interior=400, n_boundary=100, n_validation=400, layout="random",
