@@ -7,6 +7,11 @@ b_a = w·z_a − r(x_a, z_a), w = ∂r/∂z. The next iterate is the minimum-nor
 targets: u = K(·, φ) (K(φ, φ) + nugget)⁻¹ b. K(φ, φ) is a weighted sum of the per-operator Gram
 blocks, which do not change between steps; so each step costs one weighted sum of stored blocks,
 one Cholesky factorization and a few matrix-vector products.
+
+Several unknown fields (one kernel each, independent GPs): the blocks are stored per field, only
+between operators on that field; K(φ, φ) is the sum over fields of the per-field weighted sums, the
+zero cross-field blocks are never formed. Noisy observation constraints get their noise variance
+on the diagonal instead of the nugget.
 """
 
 from collections.abc import Sequence

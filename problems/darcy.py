@@ -20,6 +20,15 @@ that the inner solve has fitted says little about the lengthscales (a shorter le
 better, noise included), while held-out data measures how well u predicts between the
 observations, and the PDE residual couples that to a. The re-solve of the evaluation protocol
 uses all observations.
+
+Measured (seed 0, 400 + 100 random points, 100×100 grid; `gpde solve darcy`, `gpde learn darcy`):
+with the specified noise σ = 1e-3 (about 30 % of max u) the data, not the solver, limit a:
+  solve, ℓ_u = ℓ_a = 0.3 (defaults):  u rel. L2 0.27, a rel. L2 0.34 (RMS 1.20, L∞ 3.9)
+  solve, ℓ_u = 0.2, ℓ_a = 0.14:       u rel. L2 0.36, a rel. L2 0.42
+  learn from ℓ = 1.0 (10 × 50 Adam):  ℓ_u → 0.61, ℓ_a → 0.36; a rel. L2 0.42 → 0.38
+With nearly exact data (`--param noise=1e-5`) the same machinery recovers a:
+  solve, ℓ_u = 0.2, ℓ_a = 0.14:       u rel. L2 0.014, a rel. L2 0.041
+  learn from ℓ = 1.0 (5 × 30 Adam):   ℓ_u → 0.14, ℓ_a → 0.19; a rel. L2 0.37 → 0.037
 """
 
 import functools
