@@ -125,6 +125,12 @@ def autodiff_jet(g: Callable) -> Callable:
     return jet
 
 
+def _free(theta, grad):
+    """1 for the components of θ not held by an active bound of [0, 1], else 0."""
+    active = ((theta <= 0.0) & (grad > 0.0)) | ((theta >= 1.0) & (grad < 0.0))
+    return jnp.where(active, 0.0, 1.0)
+
+
 def newton_refine(g: Callable, g_jet: Callable, x, theta, steps: int):
     """`steps` projected, damped Newton steps on θ ↦ g(x, θ) in [0, 1]^dθ; never increases g."""
     n = x.shape[0]
@@ -132,6 +138,11 @@ def newton_refine(g: Callable, g_jet: Callable, x, theta, steps: int):
     def step(theta, _):
         _, grad, hessian = g_jet(x, theta)
         grad, hessian = grad[n:], hessian[n:, n:]
+        # Components held by an active bound (at the bound, gradient pushing outward) do not move;
+        # Newton runs on the free ones (otherwise the step cap would shrink their steps too).
+        free = _free(theta, grad)
+        grad = free * grad
+        hessian = free[:, None] * hessian * free[None, :] + jnp.diag(1.0 - free)
         eigenvalues, vectors = jnp.linalg.eigh(hessian)
         scale = jnp.max(jnp.abs(eigenvalues))
         curvature = jnp.maximum(jnp.abs(eigenvalues), 1e-6 * scale + 1e-12)
@@ -160,8 +171,7 @@ def implicit_jacobian(g_jet: Callable, x, theta) -> Float[Array, "dtheta dx"]:
     n = x.shape[0]
     _, grad, hessian = g_jet(x, theta)
     grad, h_tt, h_tx = grad[n:], hessian[n:, n:], hessian[n:, :n]
-    active = ((theta <= 0.0) & (grad > 0.0)) | ((theta >= 1.0) & (grad < 0.0))
-    free = jnp.where(active, 0.0, 1.0)
+    free = _free(theta, grad)
     system = free[:, None] * h_tt * free[None, :] + jnp.diag(1.0 - free)
     system = system + 1e-12 * (1.0 + jnp.trace(jnp.abs(h_tt))) * jnp.eye(theta.shape[0])
     return -jnp.linalg.solve(system, free[:, None] * h_tx)

@@ -44,6 +44,10 @@ class SearchState(eqx.Module):
         return BilevelModel(upper, lower, constraints, self.x_dim, self.theta_dim)
 
 
+#: The recommendation solves one model, not K: it affords a finer search (x̂ to ~1e-3 of the box).
+RECOMMENDATION_SOLVER = SolverOptions(x_candidates=64, theta_candidates=64, starts=8, steps=80, newton_steps=6, tracking_steps=2)
+
+
 @eqx.filter_jit
 def _recommend(state: SearchState, key, options):
     return solve_bilevel(state.mean_model(), key, options)
@@ -51,7 +55,7 @@ def _recommend(state: SearchState, key, options):
 
 def recommend(state: SearchState, key: PRNGKeyArray, options: SolverOptions | None = None) -> BilevelOptimum:
     """x̂ = the bilevel optimum of the posterior means (in the unit box)."""
-    return _recommend(state, key, SolverOptions() if options is None else options)
+    return _recommend(state, key, RECOMMENDATION_SOLVER if options is None else options)
 
 
 class SurrogateFitter:

@@ -1,0 +1,119 @@
+"""BLJES speed per iteration (split by phase) and a first regret comparison BLJES vs random.
+
+    python benchmarks/bljes.py                       # speed on smd1 (2 + 2), K = 30, 10 iterations
+    python benchmarks/bljes.py --benchmark gp-2+2 --iterations 20 --paths 30 --out speed.md
+    python benchmarks/bljes.py --regret smoke-1+1,smd1 --seeds 3 --evaluations 20 --out regret.md
+
+Speed: one BLJES run of `initial + iterations` queries; the first BLJES iteration (which compiles
+everything: the shapes never change afterwards, the data are padded to the budget) is reported
+separately, the table shows the median over the others of each phase's wall seconds: fit (all
+surrogates), paths (K posterior sample paths), optima (K bilevel sample optima), acquisition
+(conditioning, lower bounds a_k(x), truncated moments on the candidate grid), recommendation (the
+bilevel optimum of the posterior means), evaluation (the benchmark). The load average is printed
+with the table: on a shared machine wall times grow with it; the process CPU seconds per iteration
+(summed over threads) do not, and bound the wall time on idle cores from above.
+
+Regret: final bilevel simple regret (median and quartiles over seeds) of each method after
+`evaluations` queries (3 initial), coupled, noiseless.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np
+
+from gpde.bljes import PHASES, make_method, run_optimization
+from problems.bilevel import get_benchmark
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def speed(args) -> str:
+    benchmark = get_benchmark(args.benchmark)
+    method = make_method("bljes", paths=args.paths, features=args.features)
+    cpu = [time.process_time()]
+    start = time.perf_counter()
+    run = run_optimization(
+        benchmark, method, evaluations=args.initial + args.iterations, initial=args.initial, seed=0,
+        progress=lambda _: cpu.append(time.process_time()),
+    )
+    total = time.perf_counter() - start
+    cpu_per_iteration = np.diff(cpu)[args.initial :]
+    bljes = slice(args.initial, None)
+    per_iteration = sum(run.seconds[p][bljes] for p in PHASES)
+    lines = [
+        (f"BLJES speed on {benchmark.name} ({benchmark.x_dim} + {benchmark.theta_dim} dims), K = {args.paths}, "
+        f"{args.features} features, {args.iterations} BLJES iterations after {args.initial} initial; "
+        f"{os.cpu_count()} CPUs, load average {_load()}, total {total:.0f} s"),
+        "",
+        "| phase | first iteration (compiles) [s] | median of the others [s] |",
+        "|---|---|---|",
+    ]
+    for phase in PHASES:
+        seconds = run.seconds[phase][bljes]
+        lines.append(f"| {phase} | {seconds[0]:.2f} | {np.median(seconds[1:]):.2f} |")
+    lines.append(f"| **total per iteration** | {per_iteration[0]:.2f} | {np.median(per_iteration[1:]):.2f} |")
+    lines.append(
+        f"| process CPU seconds per iteration (all threads; load-independent) | {cpu_per_iteration[0]:.2f} | "
+        f"{np.median(cpu_per_iteration[1:]):.2f} |"
+    )
+    lines.append(f"\nfinal regret {run.regret[-1]:.3g}")
+    return "\n".join(lines)
+
+
+def regret(args) -> str:
+    lines = [
+        (f"Final bilevel simple regret after {args.evaluations} queries (3 initial), coupled, noiseless, "
+        f"{args.seeds} seeds (median [25%, 75%]); load average {_load()}"),
+        "",
+        "| benchmark | " + " | ".join(args.methods) + " |",
+        "|---|" + "---|" * len(args.methods),
+    ]
+    for name in args.regret.split(","):
+        benchmark = get_benchmark(name)
+        cells = []
+        for method_name in args.methods:
+            finals = []
+            for seed in range(args.seeds):
+                start = time.perf_counter()
+                run = run_optimization(benchmark, make_method(method_name), evaluations=args.evaluations, seed=seed)
+                finals.append(run.regret[-1])
+                print(f"{name} {method_name} seed {seed}: regret {run.regret[-1]:.3g} ({time.perf_counter() - start:.0f} s)", flush=True)
+            q1, q2, q3 = np.percentile(finals, [25, 50, 75])
+            cells.append(f"{q2:.3g} [{q1:.2g}, {q3:.2g}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", default="smd1", help="benchmark of the speed measurement")
+    parser.add_argument("--iterations", type=int, default=10, help="BLJES iterations timed")
+    parser.add_argument("--initial", type=int, default=3)
+    parser.add_argument("--paths", type=int, default=30, help="K, posterior sample paths")
+    parser.add_argument("--features", type=int, default=1000, help="random Fourier features per path")
+    parser.add_argument("--regret", default=None, help="comma-separated benchmarks: run the regret comparison instead")
+    parser.add_argument("--methods", default="bljes,random", help="methods of the regret comparison")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--evaluations", type=int, default=20)
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    args.methods = args.methods.split(",")
+    table = regret(args) if args.regret else speed(args)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as out:
+            out.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
