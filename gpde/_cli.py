@@ -333,7 +333,8 @@ def _list(args) -> int:
     for name, problem in catalogue().items():
         d = problem.defaults
         print(f"  {name:<10}{problem.summary}")
-        print(f"  {'':<10}defaults: {d.kernel} ℓ={list(d.lengthscale)}, {d.n_interior}+{d.n_boundary} points "
+        others = "".join(f", ℓ_{f}={list(v)}" for f, v in d.field_lengthscales.items())
+        print(f"  {'':<10}defaults: {d.kernel} ℓ={list(d.lengthscale)}{others}, {d.n_interior}+{d.n_boundary} points "
               f"({d.layout}), nugget {d.nugget:g}, {d.steps} steps")
     print("kernels:")
     print("  " + ", ".join(KERNELS))

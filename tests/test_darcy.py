@@ -56,7 +56,8 @@ def _manufactured():
         return -jnp.trace(jax.jacfwd(lambda y: jnp.exp(a(y)) * jax.grad(u)(y))(x))
 
     def batch(g):
-        return lambda points: np.asarray(jax.vmap(g)(jnp.asarray(points)))
+        compiled = jax.jit(jax.vmap(g))
+        return lambda points: np.asarray(compiled(jnp.asarray(points)))
 
     return batch(u), batch(a), batch(f)
 
