@@ -329,3 +329,27 @@ def test_linearization_sees_observations():
     linear = linearize((data,), (jnp.array([[0.5, 0.5]]),))
     np.testing.assert_allclose(linear.residuals[0], [2 * 0.5 - 1.0, 2 * 0.5 + 3.0])
     np.testing.assert_allclose(linear.targets[0], [1.0, -3.0])  # w·z − r = y for a linear residual
+
+
+def test_darcy_run_stores_and_plots_both_fields(tmp_path):
+    from gpde import _store as store
+    from gpde._plotting import plot_fields
+    from gpde._run import learned_kernel, run_solve
+
+    config = resolve("darcy", Darcy.defaults, {"n_interior": 100, "n_boundary": 40, "steps": 2, "grid": 12},
+                     config_class=SolveConfig)
+    run = run_solve(Darcy, config)
+    back = store.read_run(store.write_run(tmp_path / "darcy.h5", run.record))
+    fields = back.groups[store.FIELDS]
+    grid = np.asarray(fields[store.GRID_POINTS])
+    np.testing.assert_allclose(fields["a_ref"].ravel(), true_log_permeability(grid), rtol=1e-14)
+    np.testing.assert_allclose(fields["error_a"], fields["a"] - fields["a_ref"], atol=1e-14)
+    np.testing.assert_allclose(fields["a"].ravel(), np.asarray(run.solution(grid, field=1)), rtol=1e-12)
+    assert back.group_attrs["errors_a"]["l2_relative"] == pytest.approx(
+        np.linalg.norm(fields["error_a"]) / np.linalg.norm(fields["a_ref"]), rel=1e-12
+    )
+    np.testing.assert_array_equal(back.groups[store.POINTS]["observations"], Darcy().observations()[0])
+    assert back.config["field_lengthscales"] == {"a": [0.3]}
+    assert plot_fields(back, tmp_path / "darcy.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="no learned kernel"):
+        learned_kernel(tmp_path / "darcy.h5")
