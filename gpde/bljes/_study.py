@@ -310,7 +310,8 @@ def _client(scheduler: str | None):
         from distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("the study runner needs dask.distributed: pip install 'dask[distributed]'") from None
-    quiet = {"silence_logs": logging.ERROR, "dashboard_address": None}
+    # ":0": any free port (None still binds the HTTP server to the default 8787, warning if taken).
+    quiet = {"silence_logs": logging.ERROR, "dashboard_address": ":0"}
     cluster = None
     if scheduler is None:
         client = Client(processes=False, n_workers=1, threads_per_worker=1, **quiet)
