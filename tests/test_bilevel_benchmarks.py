@@ -170,3 +170,42 @@ def test_catalogue_names_are_unique_and_constructible():
         benchmark = factory()
         assert benchmark.x_bounds.shape == (2, benchmark.x_dim)
         assert benchmark.theta_bounds.shape == (2, benchmark.theta_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# The Darcy PDE black box: its truth is a stored table (every evaluation is a gpde solve)
+# --------------------------------------------------------------------------------------------
+
+
+def _darcy_table():
+    from problems.bilevel import darcy
+
+    if not darcy.TABLE_FILE.exists():
+        pytest.skip("data/bljes_darcy_optimum.json not built (python -m problems.bilevel.darcy)")
+    return darcy, darcy._table()
+
+
+def test_darcy_table_is_consistent():
+    darcy, table = _darcy_table()
+    benchmark = get_benchmark("darcy")
+    x_star, f_star = benchmark.optimum
+    assert f_star == min(table["F"]) and x_star[0] == table["x"][int(np.argmin(table["F"]))]
+    assert benchmark.regret(x_star) == 0.0
+    assert all(benchmark.regret([x]) >= 0 for x in np.linspace(*darcy.LOG_LENGTHSCALE, 50))
+    np.testing.assert_allclose(benchmark.lower_optimum(x_star), table["theta_star"])
+    # The least-squares lower optimum at x* is at least as good as the θ-grid check.
+    assert table["dense_check"]["least_squares_g"] <= table["dense_check"]["best_g"] + 1e-12
+    # The calibrated permeability is close to the truth where the solver is accurate.
+    np.testing.assert_allclose(table["theta_star"], darcy.THETA_TRUE, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_darcy_stored_optimum_is_reproduced_and_lower_optimal():
+    _, table = _darcy_table()
+    benchmark = get_benchmark("darcy")
+    x_star, f_star = benchmark.optimum
+    theta = np.array(table["theta_star"])
+    assert abs(benchmark.upper(x_star, theta) - f_star) < 1e-8
+    g_star = benchmark.lower(x_star, theta)
+    for step in ([0.02, 0], [-0.02, 0], [0, 0.02], [0, -0.02]):
+        assert g_star <= benchmark.lower(x_star, np.clip(theta + step, -1, 1)) + 1e-12
