@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     bljes.add_argument("--init", type=int, default=3, help="initial uniform random evaluations")
     bljes.add_argument("--seeds", type=int, default=10, help="seeds 0 … N−1 per method and benchmark")
     bljes.add_argument("--noise", type=float, default=0.0, help="observation noise standard deviation")
+    bljes.add_argument("--options", default="", metavar="NAME=VALUE,…",
+                       help="method options, e.g. paths=10,tau=0.05 for bljes (the K and τ ablations); "
+                            "runs with options are separate cells of the study")
     bljes.add_argument("--out", default="bljes-study.h5", help="study file; finished runs in it are skipped")
     bljes.add_argument("--scheduler", help="Dask: none (this process), 'local' (a LocalCluster of processes) "
                                            "or a scheduler address such as tcp://host:8786")
@@ -295,7 +298,8 @@ def _bljes(args) -> int:
     from . import _store as store
     from .bljes import _study as study
 
-    specs = study.plan_study(args.benchmark, args.method, args.setting, args.seeds, args.iters, args.init, args.noise)
+    specs = study.plan_study(args.benchmark, args.method, args.setting, args.seeds, args.iters, args.init, args.noise,
+                             args.options)
     out = store.check_writable(args.out)
     print(f"gpde bljes: {len(specs)} runs ({args.iters} evaluations, {args.init} initial, noise {args.noise:g}) "
           f"on {args.scheduler or 'this process'} → {out}", flush=True)

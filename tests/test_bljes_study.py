@@ -118,6 +118,9 @@ def test_failed_run_is_reported_and_the_others_are_kept(tmp_path, monkeypatch):
         ({"initial": -1}, "--init"),
         ({"initial": 9, "evaluations": 4}, "must not exceed --iters"),
         ({"noise": -0.1}, "--noise"),
+        ({"methods": "bljes", "options": "paths"}, "NAME=VALUE"),
+        ({"methods": "bljes", "options": "no_such_option=3"}, "bad options"),
+        ({"methods": "bljes", "options": "paths=0"}, "paths"),
     ],
 )
 def test_plan_study_rejects_bad_arguments(kwargs, message):
@@ -125,6 +128,15 @@ def test_plan_study_rejects_bad_arguments(kwargs, message):
                      "initial": 3} | kwargs
     with pytest.raises(ConfigError, match=message):
         study.plan_study(**arguments)
+
+
+def test_method_options_make_separate_cells():
+    plain = study.plan_study("smoke-1+1", "bljes", "coupled", 1, evaluations=4, initial=3)
+    ablation = study.plan_study("smoke-1+1", "bljes", "coupled", 1, evaluations=4, initial=3, options="tau=0.05, paths=10")
+    assert ablation[0].options == "paths=10,tau=0.05"  # one spelling, whatever the order given
+    assert ablation[0].label == "bljes[paths=10,tau=0.05]"
+    assert plain[0].path != ablation[0].path and "bljes[paths=10,tau=0.05]" in ablation[0].path
+    assert study.parse_options(ablation[0].options) == {"paths": 10, "tau": 0.05}
 
 
 def test_plan_study_expands_lists_and_all():

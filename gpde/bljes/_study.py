@@ -24,6 +24,7 @@ half-written. On restart, runs whose group exists are skipped; several invocatio
 (other budget or noise) is an error, not silently mixed.
 """
 
+import ast
 import contextlib
 import dataclasses
 import datetime
@@ -63,10 +64,18 @@ class RunSpec:
     evaluations: int
     initial: int
     noise: float
+    #: Method options in canonical text form, "paths=10,tau=0.05" (sorted; "" for the defaults).
+    #: Runs with options are separate cells of the study (the K and τ ablations).
+    options: str = ""
+
+    @property
+    def label(self) -> str:
+        """The method with its options, e.g. 'bljes' or 'bljes[paths=10]'."""
+        return method_label(self.config())
 
     @property
     def path(self) -> str:
-        return f"{RUNS}/{self.benchmark}/{self.method}/{self.setting}/seed{self.seed}"
+        return f"{RUNS}/{self.benchmark}/{self.label}/{self.setting}/seed{self.seed}"
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,6 +89,33 @@ class StudyRun:
     arrays: dict[str, np.ndarray]
     seconds: dict[str, np.ndarray]
     attrs: dict
+
+
+def method_label(config: dict) -> str:
+    """'method' or 'method[options]' of a run configuration (files without options included)."""
+    options = config.get("options", "")
+    return f"{config['method']}[{options}]" if options else config["method"]
+
+
+def parse_options(text: str) -> dict:
+    """'paths=10,tau=0.05' → {'paths': 10, 'tau': 0.05} (numbers, booleans or strings)."""
+    options = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"method options must be NAME=VALUE separated by commas, got '{part}'")
+        try:
+            options[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[name.strip()] = value.strip()
+    return options
+
+
+def canonical_options(text: str) -> str:
+    """The options text in one spelling, so that equal options make equal run paths."""
+    return ",".join(f"{name}={value!r}" for name, value in sorted(parse_options(text).items()))
 
 
 def _names(text: str | Sequence[str], known: Iterable[str], what: str) -> list[str]:
@@ -111,6 +147,7 @@ def plan_study(
     evaluations: int = 60,
     initial: int = 3,
     noise: float = 0.0,
+    options: str = "",
 ) -> list[RunSpec]:
     """The runs of a study, checked: benchmark, method and setting names (comma lists or 'all'),
     seeds 0 … seeds − 1, `evaluations` queries per run of which `initial` are the random initial
@@ -133,9 +170,10 @@ def plan_study(
         raise ConfigError(f"--noise must be a finite standard deviation >= 0, got {noise!r}")
     for name in benchmark_names:
         get_benchmark(name)
+    options = canonical_options(options)
     for name in method_names:
-        make_method(name)
-    return [RunSpec(b, m, s, seed, evaluations, initial, float(noise))
+        make_method(name, **parse_options(options))
+    return [RunSpec(b, m, s, seed, evaluations, initial, float(noise), options)
             for b in benchmark_names for m in method_names for s in setting_names for seed in range(seeds)]
 
 
@@ -152,7 +190,7 @@ def run_one(spec: RunSpec) -> dict:
 
     benchmark = get_benchmark(spec.benchmark)
     start = time.perf_counter()
-    run = run_optimization(benchmark, make_method(spec.method), coupled=spec.setting == "coupled",
+    run = run_optimization(benchmark, make_method(spec.method, **parse_options(spec.options)), coupled=spec.setting == "coupled",
                            evaluations=spec.evaluations, initial=spec.initial, noise=spec.noise, seed=spec.seed)
     return {
         "arrays": {name: np.asarray(getattr(run, name)) for name in ARRAYS},
@@ -270,7 +308,7 @@ def read_study(path: str | os.PathLike) -> list[StudyRun]:
                 seconds={key: value[()] for key, value in group[SECONDS].items()} if SECONDS in group else {},
                 attrs={key: _plain(value) for key, value in group.attrs.items()},
             ))
-    return sorted(runs, key=lambda r: (r.config["benchmark"], r.config["method"], r.config["setting"], r.config["seed"]))
+    return sorted(runs, key=lambda r: (r.config["benchmark"], method_label(r.config), r.config["setting"], r.config["seed"]))
 
 
 def _plain(value):
@@ -286,7 +324,7 @@ def final_regret_table(runs: Sequence[StudyRun]) -> dict[tuple[str, str, str], d
     seeds and of evaluations (the smallest, if runs of one cell differ)."""
     cells: dict[tuple[str, str, str], list[StudyRun]] = {}
     for run in runs:
-        cells.setdefault((run.config["benchmark"], run.config["method"], run.config["setting"]), []).append(run)
+        cells.setdefault((run.config["benchmark"], method_label(run.config), run.config["setting"]), []).append(run)
     table = {}
     for key, members in sorted(cells.items()):
         final = np.array([run.arrays["regret"][-1] for run in members])
