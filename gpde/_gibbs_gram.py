@@ -15,9 +15,11 @@ directions, and the moments follow from the cumulants K(B) = D_B Φ by the recur
 M(S) = Σ_{B ⊆ S, B ∋ s₁} K(B) M(S \\ B). Because ψ is quadratic in h, a cumulant of a multiset with
 p x- and q y-directions has at most 1 + |B| + C(|B|, 2) terms: products of per-point components
 times ∂_a^p ∂_b^q G − h² ∂_a^p ∂_b^q r, −2h ∂^{…} r or −2 ∂^{…} r. Zero position components (∂₁ has
-ξ = e₁, so it does not move h₀) drop out before tracing. The result: a few hundred flops per pair
-for the whole Eikonal operator set, a small traced graph, and gradients that reach the network
-through the per-point α.
+ξ = e₁, so it does not move h₀) drop out before tracing. The result, for the Eikonal operators
+(∂₀, ∂₁, Δ) × (∂₀, ∂₁, Δ) on 900 points: ~730 flops per pair for all nine blocks (XLA cost
+analysis; the general path of `_feature_gram.py` needs ~7000), compile in ~9 s instead of minutes, and
+gradients that reach the network through the per-point α. The reverse pass costs ~6x the forward
+flops and, measured, ~15x its time: that is what a learning step spends.
 """
 
 import itertools
