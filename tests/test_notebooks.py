@@ -81,6 +81,14 @@ def test_inverse_notebook(tmp_path, monkeypatch):
     assert figures == {"inverse-permeability-quick.png", "inverse-learning-quick.png"}
 
 
+def test_bljes_notebook(tmp_path, monkeypatch):
+    results = _execute("bljes.py", tmp_path, monkeypatch)
+    files = sorted(path.name for path in (results / "bljes" / "quick").glob("*.h5"))
+    assert files == ["ablation.h5", "decoupled.h5", "main.h5"]
+    figures = {path.name for path in (results / "figures").glob("*.png")}
+    assert figures == {"bljes-main-quick.png", "bljes-decoupled-quick.png", "bljes-ablation-quick.png"}
+
+
 def test_convergence_rate_recovers_a_power_law():
     n_points = np.array([100.0, 200.0, 400.0, 800.0])
     assert analysis.convergence_rate(n_points, 3.0 * n_points**-1.5) == pytest.approx(1.5)

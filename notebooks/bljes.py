@@ -1,0 +1,163 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # BLJES: regret of bilevel Bayesian optimization
+#
+# Bilevel joint entropy search (REFERENCES.md §4, derivation in `docs/bljes.md`) against random
+# search, trusted-random search and the BILBO-style baseline on the bilevel benchmarks of
+# `problems/bilevel/`. The notebook shows
+#
+# * the median (and quartiles) over seeds of the bilevel simple regret F(x̂_t) − F(x*) after each
+#   evaluation, per benchmark and method, F evaluated with the TRUE lower-level optimum at x̂_t;
+# * the final-regret table;
+# * coupled against decoupled queries, and the ablations over the number of sample paths K and the
+#   lower-optimality tolerance τ;
+# * the time per BLJES iteration, split by phase.
+#
+# Every number and figure is read from the HDF5 study files in `RESULTS/bljes/SETTING/`; only the
+# runs that are missing are computed (`gpde.bljes.run_study` skips finished runs).
+
+# %% tags=["parameters"]
+import os
+from pathlib import Path
+
+SETTING = os.environ.get("GPDE_NOTEBOOK_SETTING", "quick")  # "quick" (tiny, for tests) or "full" (the study)
+RESULTS = Path(os.environ.get("GPDE_RESULTS", "results"))  # folder of result files and figures
+
+# %%
+import math
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # the surrogates are fitted in float64
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from gpde import _analysis as analysis
+from gpde.bljes import final_regret_table, plan_study, plot_study, read_study, run_study
+
+if SETTING not in ("quick", "full"):
+    raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")
+
+if SETTING == "quick":
+    # Tiny budgets: the pipeline end to end, not the published comparison.
+    BUDGET = dict(evaluations=5, initial=3)
+    MAIN = dict(benchmarks="smoke-1+1", methods="random,bljes", seeds=1)
+    DECOUPLED = dict(benchmarks="smoke-1+1", seeds=1)
+    ABLATION = dict(benchmarks="smoke-1+1", seeds=1, paths=(2,), taus=(0.1,))
+else:
+    # The study: 60 evaluations (3 initial), 10 seeds.
+    BUDGET = dict(evaluations=60, initial=3)
+    MAIN = dict(benchmarks="gp-1+1,gp-2+2,smd1,smd2,smd6,smoke-1+1", methods="all", seeds=10)
+    DECOUPLED = dict(benchmarks="smoke-1+1,smd1", seeds=10)
+    ABLATION = dict(benchmarks="smoke-1+1,gp-1+1", seeds=10, paths=(1, 10, 30), taus=(0.001, 0.01, 0.1))
+
+FOLDER = RESULTS / "bljes" / SETTING
+FOLDER.mkdir(parents=True, exist_ok=True)
+FIGURES = RESULTS / "figures"
+FIGURES.mkdir(parents=True, exist_ok=True)
+print(f"setting {SETTING!r}: study files in {FOLDER}, figures in {FIGURES}")
+
+# %% [markdown]
+# ## Study files
+#
+# Three studies: the method comparison (coupled queries), BLJES with decoupled queries (compared
+# with its coupled runs of the first study), and the K and τ ablations of BLJES (each option a
+# separate cell). This is the only cell that computes.
+
+# %%
+main_study, decoupled_study, ablation_study = (FOLDER / f"{name}.h5" for name in ("main", "decoupled", "ablation"))
+run_study(plan_study(MAIN["benchmarks"], MAIN["methods"], "coupled", MAIN["seeds"], **BUDGET), main_study,
+          progress=False)
+run_study(plan_study(DECOUPLED["benchmarks"], "bljes", "decoupled", DECOUPLED["seeds"], **BUDGET),
+          decoupled_study, progress=False)
+ablation_options = [f"paths={k}" for k in ABLATION["paths"]] + [f"tau={tau}" for tau in ABLATION["taus"]]
+for options in ablation_options:
+    run_study(plan_study(ABLATION["benchmarks"], "bljes", "coupled", ABLATION["seeds"], options=options, **BUDGET),
+              ablation_study, progress=False)
+runs = {name: read_study(path) for name, path in
+        (("main", main_study), ("decoupled", decoupled_study), ("ablation", ablation_study))}
+print({name: len(members) for name, members in runs.items()})
+
+# %% [markdown]
+# ## Final regret
+#
+# Median and quartiles over seeds of the regret after the last evaluation, per benchmark, method
+# (with its options) and setting.
+
+# %%
+def regret_rows(study_runs):
+    return [{"benchmark": benchmark, "method": method, "setting": setting, "seeds": cell["seeds"],
+             "evaluations": cell["evaluations"], "median": cell["median"], "q1": cell["q1"], "q3": cell["q3"]}
+            for (benchmark, method, setting), cell in final_regret_table(study_runs).items()]
+
+
+tables = {name: regret_rows(members) for name, members in runs.items()}
+# Decoupled against coupled: the coupled BLJES rows of the main study for the same benchmarks.
+decoupled_benchmarks = {row["benchmark"] for row in tables["decoupled"]}
+tables["decoupled"] += [row for row in tables["main"]
+                        if row["method"] == "bljes" and row["benchmark"] in decoupled_benchmarks]
+for name, rows in tables.items():
+    print(f"### {name}\n{analysis.markdown_table(rows)}\n")
+
+# Regret is F(x̂) − F(x*) with the true lower-level optimum: finite and never negative (up to the
+# accuracy of the stored optimum), for every run and every evaluation.
+for name, members in runs.items():
+    for run in members:
+        regret = run.arrays["regret"]
+        assert regret.shape == (BUDGET["evaluations"],), (name, run.config, regret.shape)
+        assert np.all(np.isfinite(regret)) and np.all(regret >= -1e-9), (name, run.config, regret)
+expected_cells = {
+    "main": len(MAIN["methods"].split(",")) if MAIN["methods"] != "all" else 4,
+    "decoupled": 2,  # decoupled, and coupled from the main study
+    "ablation": len(ablation_options),
+}
+for name, per_benchmark in expected_cells.items():
+    benchmarks = {row["benchmark"] for row in tables[name]}
+    assert len(tables[name]) == per_benchmark * len(benchmarks), (name, tables[name])
+
+# %% [markdown]
+# ## Regret curves
+#
+# Median over seeds (line) and quartiles (band) after each evaluation, log scale; one panel per
+# benchmark (`gpde plot STUDY.h5` draws the same figure).
+
+# %%
+for name, path in (("main", main_study), ("decoupled", decoupled_study), ("ablation", ablation_study)):
+    figure_path = plot_study(path, FIGURES / f"bljes-{name}-{SETTING}.png")
+    print(f"{name}: {figure_path}")
+figure, ax = plt.subplots(figsize=(6, 4))
+ax.imshow(plt.imread(FIGURES / f"bljes-main-{SETTING}.png"))
+ax.set_axis_off()
+
+# %% [markdown]
+# ## Time per BLJES iteration
+#
+# Median over the BLJES iterations (after the initial design) of the wall seconds of each phase:
+# surrogate fit, sample paths, sample optima, acquisition maximization, and the recommendation.
+
+# %%
+phase_rows = []
+for run in runs["main"]:
+    if run.config["method"] != "bljes":
+        continue
+    start = run.config["initial"]
+    seconds = {phase: np.asarray(values)[start:] for phase, values in run.seconds.items()}
+    total = sum(seconds.values())
+    row = {"benchmark": run.config["benchmark"], "seed": run.config["seed"], "total s": float(np.median(total))}
+    row.update({f"{phase} s": float(np.median(values)) for phase, values in seconds.items()})
+    phase_rows.append(row)
+print(analysis.markdown_table(phase_rows))
+for row in phase_rows:
+    assert all(math.isfinite(value) and value >= 0 for key, value in row.items() if key.endswith(" s")), row
