@@ -29,7 +29,11 @@ benchmark: setup
 	$(BIN)/python benchmarks/solve.py --sizes all --out benchmarks/solve-results.md
 
 # Full-setting notebook results (results/) and figures (results/figures/): minutes for
-# convergence, about an hour on two cores for learning. Existing result files are reused.
+# convergence, about an hour on two cores each for learning and the inverse problem, many hours
+# for the BLJES study (2400 runs). Existing result files and finished study runs are reused, so an
+# interrupted `make figures` continues where it stopped.
 figures: setup
 	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/convergence.py
 	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/learning.py
+	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/inverse.py
+	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/bljes.py
