@@ -251,7 +251,7 @@ def _show(args) -> int:
         return 0
     print(f"{args.file}: problem {run.problem}, seed {run.seed}, gpde {run.gpde_version}, created {run.created}")
     for key, value in sorted(run.config.items()):
-        print(f"  {key:<16}{value}")
+        print(f"  {key:<19} {value}")
     history = run.groups.get(store.HISTORY, {})
     if "step" in history:
         print(f"  Gauss-Newton steps: {len(history['step'])}, final residual rms "
