@@ -31,8 +31,6 @@ is not available and `optimum` raises a ConfigError naming the command that buil
 
 import functools
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -54,6 +52,7 @@ from gpde import (
 from gpde.bljes import AbstractBilevelBenchmark
 
 from .._darcy_reference import interior_nodes, solve_darcy_fd
+from ._tables import write_json_atomically
 
 THETA_TRUE = (0.4, -0.7)
 LOG_LENGTHSCALE = (float(np.log(0.08)), float(np.log(0.8)))
@@ -201,11 +200,7 @@ def build_table(nodes: int = 5, path: Path = TABLE_FILE, log=print) -> dict:
                 "gpde GaussNewton solve"),
         "seconds": time.perf_counter() - start,
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump(table, out, indent=1)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    write_json_atomically(path, table)
     return table
 
 

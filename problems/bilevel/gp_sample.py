@@ -24,8 +24,6 @@ products, so dense searches are cheap:
 
 import functools
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,6 +34,7 @@ import scipy.optimize
 
 from gpde import ConfigError
 from gpde.bljes import AbstractBilevelBenchmark
+from ._tables import write_json_atomically
 
 _LOWER_GRID = {1: 1001, 2: 81}  # θ-grid nodes per side for θ*(x)
 _JOINT_GRID = {1: 401, 2: 41}  # x- and θ-grid nodes per side for the search of x*
@@ -201,11 +200,7 @@ def write_optima(path: Path = OPTIMA_FILE) -> dict:
                         "method": f"joint grid {_JOINT_GRID[problem.dim]}^{problem.dim} x {_JOINT_GRID[problem.dim]}^"
                                   f"{problem.dim}, {_REFINE_UPPER} best refined (Nelder-Mead / bounded scalar); "
                                   f"theta*(x): grid {_LOWER_GRID[problem.dim]}^{problem.dim} + L-BFGS-B from 5 best"}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump(optima, out, indent=1)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    write_json_atomically(path, optima)
     return optima
 
 
