@@ -19,6 +19,7 @@ Regret: final bilevel simple regret (median and quartiles over seeds) of each me
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -29,6 +30,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 
 from gpde.bljes import PHASES, make_method, run_optimization
+from gpde.bljes._study import parse_options
 from problems.bilevel import get_benchmark
 
 
@@ -69,6 +71,12 @@ def speed(args) -> str:
     return "\n".join(lines)
 
 
+def _method(spec: str):
+    """'bljes' or 'bljes[value_bound=True,paths=10]': a method with options (an ablation)."""
+    name, _, options = spec.partition("[")
+    return make_method(name, **parse_options(options.rstrip("]")))
+
+
 def regret(args) -> str:
     lines = [
         (f"Final bilevel simple regret after {args.evaluations} queries (3 initial), coupled, noiseless, "
@@ -84,7 +92,7 @@ def regret(args) -> str:
             finals = []
             for seed in range(args.seeds):
                 start = time.perf_counter()
-                run = run_optimization(benchmark, make_method(method_name), evaluations=args.evaluations, seed=seed)
+                run = run_optimization(benchmark, _method(method_name), evaluations=args.evaluations, seed=seed)
                 finals.append(run.regret[-1])
                 print(f"{name} {method_name} seed {seed}: regret {run.regret[-1]:.3g} ({time.perf_counter() - start:.0f} s)", flush=True)
             q1, q2, q3 = np.percentile(finals, [25, 50, 75])
@@ -101,12 +109,13 @@ def main(argv=None):
     parser.add_argument("--paths", type=int, default=30, help="K, posterior sample paths")
     parser.add_argument("--features", type=int, default=1000, help="random Fourier features per path")
     parser.add_argument("--regret", default=None, help="comma-separated benchmarks: run the regret comparison instead")
-    parser.add_argument("--methods", default="bljes,random", help="methods of the regret comparison")
+    parser.add_argument("--methods", default="bljes,random",
+                        help="methods of the regret comparison; options in brackets, e.g. 'bljes[value_bound=True]'")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--evaluations", type=int, default=20)
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
-    args.methods = args.methods.split(",")
+    args.methods = [m.strip() for m in re.split(r",(?![^\[]*\])", args.methods)]
     table = regret(args) if args.regret else speed(args)
     print(table)
     if args.out:

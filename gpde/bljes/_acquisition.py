@@ -11,10 +11,17 @@ sample path k, `_sample_optimum.py`):
    decided finer than the observations can resolve.
 3. Ω_k allows the outputs at z only in the union of the disjoint boxes
        A  = {g ≥ a + τ}                                   (θ not lower-optimal at x: f, c free)
-       B  = {a ≤ g < a + τ, f ≥ f*_k}                      (lower-optimal but not better than f*)
-       C_j = {a ≤ g < a + τ, f < f*_k, c_1..c_{j−1} ≥ 0, c_j < 0}   (better, but infeasible)
-   (C_j only with constraints). Moment-match N(m_k, diag s_k²) truncated to this union
-   (`_truncation.py`): covariance Σ_k.
+       B  = {g < a + τ, f ≥ f*_k}                          (lower-optimal but not better than f*)
+       C_j = {g < a + τ, f < f*_k, c_1..c_{j−1} ≥ 0, c_j < 0}   (better, but infeasible)
+   (C_j only with constraints): the one excluded event is "θ lower-optimal at x and better than
+   f*_k (and feasible)". a_k(x) only decides what counts as lower-optimal; g is NOT bounded from
+   below by a_k(x): Ω_k bounds g from below only at x = x*_k (where the pseudo-observation already
+   pins it), and a bound g ≥ a_k(x) at every x conditions on path k's whole lower-level value
+   function x ↦ min_θ g̃_k(x, θ) as well, so the acquisition would reward learning min_θ g at every
+   x, wherever g is uncertain, rather than learning Ω (measured on SMD1: queries spread over the
+   box, far from θ*(x); docs/bljes.md). That former variant stays available as `value_bound=True`
+   (then B and C_j also require g ≥ a) for the ablation. Moment-match N(m_k, diag s_k²) truncated to
+   this union (`_truncation.py`): covariance Σ_k.
 4. Coupled (one query observes all outputs): with noise variances N = diag(σ_n²),
        α(z) = ½ log det(diag(s²(z)) + N) − (1/K) Σ_k ½ log det(Σ_k(z) + N),
    s²(z) the unconditioned predictive variances. Decoupled: the same with only the outputs of one
@@ -63,20 +70,23 @@ def conditioned_moments(gp: GaussianProcess, z: Float[Array, " d"], anchors: Anc
     return mean_z, var_z, means, variances
 
 
-def allowed_boxes(lower_bound, tau, f_star, n_constraints: int):
-    """The boxes A, B, C_1..C_J of the module docstring: (lower, upper) of shape (2 + J, 2 + J)."""
+def allowed_boxes(lower_bound, tau, f_star, n_constraints: int, value_bound: bool = False):
+    """The boxes A, B, C_1..C_J of the module docstring: (lower, upper) of shape (2 + J, 2 + J).
+    With `value_bound` the lower-optimal boxes also require g ≥ a (the path's lower-level optimal
+    value bounds g from below at every x); without it they reach down to g = −∞."""
     inf = jnp.inf
     n_out = 2 + n_constraints
     free = (jnp.full(n_out, -inf), jnp.full(n_out, inf))
+    g_low = lower_bound if value_bound else -inf
     lowers, uppers = [], []
     # A: g ≥ a + τ.
     lowers.append(free[0].at[1].set(lower_bound + tau))
     uppers.append(free[1])
-    # B: a ≤ g < a + τ, f ≥ f*.
-    lowers.append(free[0].at[1].set(lower_bound).at[0].set(f_star))
+    # B: g < a + τ (and g ≥ a with the value bound), f ≥ f*.
+    lowers.append(free[0].at[1].set(g_low).at[0].set(f_star))
     uppers.append(free[1].at[1].set(lower_bound + tau))
     for j in range(n_constraints):
-        low = free[0].at[1].set(lower_bound).at[2 : 2 + j].set(0.0)
+        low = free[0].at[1].set(g_low).at[2 : 2 + j].set(0.0)
         up = free[1].at[1].set(lower_bound + tau).at[0].set(f_star).at[2 + j].set(0.0)
         lowers.append(low)
         uppers.append(up)
@@ -106,6 +116,7 @@ def information_gain(
     z: Float[Array, " d"],
     lower_bounds: Float[Array, " k"],
     tau: Float[Array, ""],
+    value_bound: bool = False,
 ) -> Acquisition:
     """The acquisitions at one candidate z, given the anchors of every output (`condition_on`),
     f*_k and a_k(x) = lower_bounds."""
@@ -120,7 +131,7 @@ def information_gain(
     noise = jnp.stack([upper.noise, lower.noise] + [constraints.noise[j] for j in range(n_constraints)])
 
     def per_path(mean, var, a, f_k):
-        low, up = allowed_boxes(a, tau, f_k, n_constraints)
+        low, up = allowed_boxes(a, tau, f_k, n_constraints, value_bound)
         _, covariance, _ = truncated_moments(mean, jnp.sqrt(var), low, up)
         return covariance
 

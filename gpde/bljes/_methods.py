@@ -194,13 +194,16 @@ class BLJES(AbstractBilevelMethod):
     the K sample optima and `x_candidates` uniform points, and for each x, θ among the K path-wise
     lower minimizers θ̃*_k(x) and `theta_candidates` uniform points. `tau` is the lower-optimality
     tolerance in standardized units of g (τ = max(tau, 2 σ_n,g)); `costs` the costs of an upper
-    and a lower query in the decoupled setting.
+    and a lower query in the decoupled setting. `value_bound=True` restores the former truncation
+    that also bounds g from below by the path's lower-level optimal value a_k(x) at every candidate
+    x (an ablation; it rewards learning min_θ g everywhere, see `_acquisition.py`).
     """
 
     name = "bljes"
     paths: int = 30
     features: int = 1000
     tau: float = 0.01
+    value_bound: bool = False
     costs: tuple[float, float] = (1.0, 1.0)
     x_candidates: int = 16
     theta_candidates: int = 16
@@ -262,7 +265,9 @@ def _acquire(state: SearchState, models, optima, key, method: BLJES):
     def at(x, x_thetas, bounds):
         def one(theta):
             z = jnp.concatenate([x, theta])
-            return information_gain(state.upper, state.lower, state.constraints, anchors, optima.f, z, bounds, tau)
+            return information_gain(
+                state.upper, state.lower, state.constraints, anchors, optima.f, z, bounds, tau, method.value_bound
+            )
 
         return jax.vmap(one)(x_thetas)
 
