@@ -48,6 +48,11 @@ class Gibbs(AbstractKernel):
         self.scale = float(scale)
         self.dim = int(dim)
 
+    @property
+    def shared_lengthscale(self) -> bool:
+        """Whether one lengthscale field serves every input dimension."""
+        return self.network.out_size == 1
+
     def lengthscale(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
         """ℓ(x), one entry per input dimension (repeated when the field is shared)."""
         raw = self.network(x)
