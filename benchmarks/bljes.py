@@ -13,8 +13,10 @@ bilevel optimum of the posterior means), evaluation (the benchmark). The load av
 with the table: on a shared machine wall times grow with it; the process CPU seconds per iteration
 (summed over threads) do not, and bound the wall time on idle cores from above.
 
-Regret: final bilevel simple regret (median and quartiles over seeds) of each method after
-`evaluations` queries (3 initial), coupled, noiseless.
+Regret: bilevel simple regret (median and quartiles over seeds) of each method after
+`evaluations` queries (`initial` of them uniform), coupled, noiseless, and after each of the
+`--checkpoints` query counts of the same runs. Methods take options in brackets (ablations):
+    python benchmarks/bljes.py --regret smd1 --methods 'bljes,bljes[value_bound=True],random' --seeds 3
 """
 
 import argparse
@@ -78,26 +80,40 @@ def _method(spec: str):
 
 
 def regret(args) -> str:
-    lines = [
-        (f"Final bilevel simple regret after {args.evaluations} queries (3 initial), coupled, noiseless, "
-        f"{args.seeds} seeds (median [25%, 75%]); load average {_load()}"),
-        "",
-        "| benchmark | " + " | ".join(args.methods) + " |",
-        "|---|" + "---|" * len(args.methods),
-    ]
-    for name in args.regret.split(","):
+    """One table of the regret after every `--checkpoints` query count (the last: the final one)."""
+    checkpoints = sorted({int(c) for c in args.checkpoints.split(",") if c} | {args.evaluations})
+    if checkpoints[0] < 1 or checkpoints[-1] > args.evaluations:
+        raise SystemExit(f"--checkpoints must lie in 1..{args.evaluations}")
+    cells = {c: [] for c in checkpoints}
+    names = args.regret.split(",")
+    for name in names:
         benchmark = get_benchmark(name)
-        cells = []
         for method_name in args.methods:
-            finals = []
+            regrets = []
             for seed in range(args.seeds):
                 start = time.perf_counter()
-                run = run_optimization(benchmark, _method(method_name), evaluations=args.evaluations, seed=seed)
-                finals.append(run.regret[-1])
-                print(f"{name} {method_name} seed {seed}: regret {run.regret[-1]:.3g} ({time.perf_counter() - start:.0f} s)", flush=True)
-            q1, q2, q3 = np.percentile(finals, [25, 50, 75])
-            cells.append(f"{q2:.3g} [{q1:.2g}, {q3:.2g}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                run = run_optimization(
+                    benchmark, _method(method_name), evaluations=args.evaluations, initial=args.initial, seed=seed
+                )
+                regrets.append([run.regret[c - 1] for c in checkpoints])
+                history = ", ".join(f"{c}: {run.regret[c - 1]:.3g}" for c in checkpoints)
+                print(f"{name} {method_name} seed {seed}: regret after {history} ({time.perf_counter() - start:.0f} s)", flush=True)
+            for c, column in zip(checkpoints, np.transpose(regrets)):
+                q1, q2, q3 = np.percentile(column, [25, 50, 75])
+                cells[c].append(f"{q2:.3g} [{q1:.2g}, {q3:.2g}]")
+    lines = []
+    for c in checkpoints:
+        lines += [
+            "",
+            (f"Bilevel simple regret after {c} queries ({args.initial} initial), coupled, noiseless, {args.seeds} "
+             f"seeds (median [25%, 75%]); load average {_load()}"),
+            "",
+            "| benchmark | " + " | ".join(args.methods) + " |",
+            "|---|" + "---|" * len(args.methods),
+        ]
+        per_benchmark = len(args.methods)
+        for i, name in enumerate(names):
+            lines.append(f"| {name} | " + " | ".join(cells[c][i * per_benchmark : (i + 1) * per_benchmark]) + " |")
     return "\n".join(lines)
 
 
@@ -113,6 +129,7 @@ def main(argv=None):
                         help="methods of the regret comparison; options in brackets, e.g. 'bljes[value_bound=True]'")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--evaluations", type=int, default=20)
+    parser.add_argument("--checkpoints", default="", help="comma-separated query counts with a table each (and the last)")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in re.split(r",(?![^\[]*\])", args.methods)]
