@@ -69,6 +69,8 @@ class LearnConfig:
     parameters: dict = field(default_factory=dict)
     #: Initial lengthscales of a multi-field problem's other fields by name (default `lengthscale`).
     field_lengthscales: dict = field(default_factory=dict)
+    #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
+    scale_search: bool = False
 
     def __post_init__(self):
         _check_common(self)
@@ -80,6 +82,8 @@ class LearnConfig:
             raise ConfigError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"unknown trainable '{self.trainable}'; choose one of: {', '.join(TRAINABLE)}")
+        if not isinstance(self.scale_search, bool):
+            raise ConfigError(f"scale_search must be true or false, got {self.scale_search!r}")
         if not (isinstance(self.loss_tolerance, (int, float)) and self.loss_tolerance >= 0):
             raise ConfigError(f"loss_tolerance must be >= 0, got {self.loss_tolerance}")
 

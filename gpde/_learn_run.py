@@ -108,7 +108,7 @@ def run_learn(
     learner = BilevelLearner(
         optimizer=optax.adam(config.learning_rate), gn_steps=config.gn_steps, inner_steps=config.inner_steps,
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, batch_size=config.batch_size,
-        loss_tolerance=config.loss_tolerance,
+        loss_tolerance=config.loss_tolerance, scale_search=config.scale_search,
     )
     per_iteration = {"lengthscale_field": []}
 
@@ -142,6 +142,7 @@ def run_learn(
         "loss": np.array([r.loss for r in result.records]),
         "optimizer_steps": np.array([r.optimizer_steps for r in result.records]),
         "seconds": np.array([r.seconds for r in result.records]),
+        "scale_factor": np.array([r.scale_factor for r in result.records]),
         "optimizer_loss": np.array(result.losses),
         **{key: np.array(values) for key, values in per_iteration.items() if key != "lengthscale_field"},
     }

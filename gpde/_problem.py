@@ -52,6 +52,8 @@ class LearnDefaults:
     eval_steps: int
     #: Initial lengthscales of the fields after the first, by field name (default: `lengthscale`).
     field_lengthscales: dict = dataclasses.field(default_factory=dict)
+    #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
+    scale_search: bool = False
 
 
 class AbstractProblem(eqx.Module):
