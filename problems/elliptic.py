@@ -25,7 +25,7 @@ class NonlinearElliptic(AbstractProblem):
     )
     learn_defaults: ClassVar[LearnDefaults] = LearnDefaults(
         kernel="gaussian", lengthscale=(0.5,), n_interior=900, n_boundary=300, n_validation=900, layout="random",
-        nugget=1e-10, gn_steps=10, inner_steps=50, learning_rate=0.05, eval_steps=20,
+        nugget=1e-12, gn_steps=10, inner_steps=50, learning_rate=0.05, eval_steps=20, scale_search=True,
     )
 
     @property

@@ -169,8 +169,8 @@ def test_learner_rejects_bad_settings():
 def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():
     # A loss of log ℓ with two basins: a local one at ℓ = 0.113 (loss 1e-4) and the global one at
     # ℓ = 0.2 (loss 2e-5), separated by a barrier at ℓ ≈ 0.15 (the shape measured on the
-    # elliptic problem at nugget 1e-10). From ℓ = 0.113 the search must land within one grid step
-    # (2^(1/8)) of 0.2, and leave the variance leaf alone.
+    # elliptic problem at nugget 1e-10). From ℓ = 0.113 the search must land on the grid point nearest
+    # to 0.2 (grid step 2^(1/4)), and leave the variance leaf alone.
     def loss_at(params):
         t = params.kernel.log_lengthscale
         local = 1e-4 + 1e-3 * (t - np.log(0.113)) ** 2
@@ -182,7 +182,7 @@ def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():
 
     kernel = Scaled(Gaussian(0.113), 0.7)
     moved, factor = _scale_search(kernel, loss_at)
-    assert abs(np.log(float(moved.kernel.lengthscale) / 0.2)) <= np.log(2) / 16 + 1e-12
+    assert abs(np.log(float(moved.kernel.lengthscale) / 0.2)) <= np.log(2) / 8 + 1e-12
     assert factor == pytest.approx(float(moved.kernel.lengthscale) / 0.113)
     assert float(moved.variance) == pytest.approx(0.7, rel=1e-14)
     # At the global minimum nothing halves the loss: θ is kept.
@@ -193,13 +193,14 @@ def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():
         return float("nan") if float(params.kernel.lengthscale) > 0.3 else loss_at(params)
 
     moved, _ = _scale_search(kernel, with_holes)
-    assert abs(np.log(float(moved.kernel.lengthscale) / 0.2)) <= np.log(2) / 16 + 1e-12
+    assert abs(np.log(float(moved.kernel.lengthscale) / 0.2)) <= np.log(2) / 8 + 1e-12
 
 
 def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
     # 256 + 64 + 200 points, σ₀ = 0.1: Adam alone needs several outer iterations to climb to the
-    # better lengthscales (measured: 0.117, 0.160 after two iterations of 15 steps); the search
-    # jumps there at the start of the second (measured: factor 1.83, σ 0.223).
+    # better lengthscales (measured with 2 × 5 steps: σ 0.141, last outer loss 1.85); the search
+    # jumps toward them at the start of the second iteration (measured: factor 2^(1/2), σ 0.166,
+    # loss 0.13).
     problem = NonlinearElliptic()
     config = _learn_config(n_interior=256, n_boundary=64, n_validation=200)
     interior, boundary, validation = learning_points(problem, config)
@@ -208,6 +209,7 @@ def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
     settings = dict(optimizer=optax.adam(0.05), gn_steps=2, inner_steps=5, nugget=1e-10)
     plain = BilevelLearner(**settings).learn(Gaussian(0.1), train, held_out)
     searched = BilevelLearner(scale_search=True, **settings).learn(Gaussian(0.1), train, held_out)
+    assert plain.records[-1].scale_factor == 1.0
     assert searched.records[-1].scale_factor > 1.2
-    assert float(searched.kernel.lengthscale) > 0.18 > float(plain.kernel.lengthscale)
+    assert float(searched.kernel.lengthscale) > 1.1 * float(plain.kernel.lengthscale)
     assert searched.records[-1].loss < 0.2 * plain.records[-1].loss
