@@ -60,3 +60,53 @@ def tiled_vjp(block: Callable, rows: int) -> Callable:
 
     wrapped.defvjp(forward, backward)
     return wrapped
+
+
+def tiled_symmetric_vjp(block: Callable, rows: int) -> Callable:
+    """Like `tiled_vjp` for a block of a point set with itself, out = block(inputs, inputs), whose
+    entries are symmetric: out[j, l, a, b] = out[l, j, b, a]. The reverse pass then needs each
+    unordered pair of points once: with the cotangent symmetrized, tile t of the T row tiles (T
+    odd) is paired with the column tiles t, t+1, …, t+(T−1)/2 (mod T) (each other tile pair once,
+    with weight 2), about half the pairs of the plain tiled pass."""
+
+    @jax.custom_vjp
+    def wrapped(inputs):
+        return block(inputs, inputs)
+
+    def forward(inputs):
+        return block(inputs, inputs), inputs
+
+    def backward(inputs, cotangent):
+        count = inputs[0].shape[0]
+        tiles = -(-count // rows)
+        tiles += 1 - tiles % 2  # odd, so that the half-circulant pairing covers every pair once
+        pad = tiles * rows - count
+        padded = jax.tree_util.tree_map(
+            lambda v: jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad,) + v.shape[1:])]) if pad else v, inputs
+        )
+        symmetric = 0.5 * (cotangent + jnp.swapaxes(jnp.swapaxes(cotangent, 0, 1), 2, 3))
+        symmetric = jnp.pad(symmetric, [(0, 0)] * (symmetric.ndim - 2) + [(0, pad), (0, pad)])
+        half = (tiles + 1) // 2
+        offsets = jnp.arange(rows)
+        # Column weights: 1 on the tile paired with itself, 2 on the others (they stand for both
+        # orders of the pair).
+        column_weight = jnp.repeat(jnp.where(jnp.arange(half) == 0, 1.0, 2.0), rows)
+
+        def tile(accumulated, t):
+            row_index = t * rows + offsets
+            column_index = (((t + jnp.arange(half)) % tiles)[:, None] * rows + offsets[None, :]).ravel()
+            x_tile = jax.tree_util.tree_map(lambda v: v[row_index], padded)
+            y_tile = jax.tree_util.tree_map(lambda v: v[column_index], padded)
+            cot = symmetric[..., row_index, :][..., column_index] * column_weight
+            _, pullback = jax.vjp(block, x_tile, y_tile)
+            x_cot, y_cot = pullback(cot)
+            accumulated = jax.tree_util.tree_map(lambda acc, c: acc.at[column_index].add(c), accumulated, y_cot)
+            accumulated = jax.tree_util.tree_map(lambda acc, c: acc.at[row_index].add(c), accumulated, x_cot)
+            return accumulated, None
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, padded)
+        total, _ = jax.lax.scan(tile, zeros, jnp.arange(tiles))
+        return (jax.tree_util.tree_map(lambda v: v[:count], total),)
+
+    wrapped.defvjp(forward, backward)
+    return wrapped
