@@ -30,7 +30,7 @@ import numpy as np
 from kernels import Gibbs
 
 from ._feature_gram import Plan, feature_jets
-from ._tiled_vjp import tiled_symmetric_vjp, tiled_vjp
+from ._tiled_vjp import tiled_vjp
 
 
 def _pair_tables(a, b):
@@ -185,8 +185,4 @@ def gibbs_gram(kernel: Gibbs, operators_x, points_x, operators_y, points_y, jets
     x_side, y_side = (points_x, ell_x, alpha), (points_y, ell_y, beta)
     if tile_rows is None:
         return blocks(x_side, y_side)
-    if points_x is points_y and jets_x is jets_y and tuple(operators_x) == tuple(operators_y):
-        # A block of a point set with itself (the training Gram's diagonal blocks): symmetric, so the
-        # reverse pass visits each unordered pair of points once.
-        return tiled_symmetric_vjp(blocks, tile_rows)(x_side)
     return tiled_vjp(blocks, tile_rows)(x_side, y_side)
