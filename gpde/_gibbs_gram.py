@@ -18,8 +18,10 @@ times ∂_a^p ∂_b^q G − h² ∂_a^p ∂_b^q r, −2h ∂^{…} r or −2 ∂
 ξ = e₁, so it does not move h₀) drop out before tracing. The result, for the Eikonal operators
 (∂₀, ∂₁, Δ) × (∂₀, ∂₁, Δ) on 900 points: ~730 flops per pair for all nine blocks (XLA cost
 analysis; the general path of `_feature_gram.py` needs ~7000), compile in ~9 s instead of minutes, and
-gradients that reach the network through the per-point α. The reverse pass costs ~6x the forward
-flops and, measured, ~15x its time: that is what a learning step spends.
+gradients that reach the network through the per-point α. The reverse pass, what a learning step
+spends, runs over tiles of x-points (`_tiled_vjp.py`): plain reverse mode moved 33 GB through
+memory per Eikonal learning step and took 9x the forward pass; tiled, the step is ~3x faster and
+needs a third of the memory (benchmarks/learn-published.md).
 """
 
 import itertools
