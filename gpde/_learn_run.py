@@ -16,8 +16,9 @@ import optax
 from kernels import AbstractKernel, Gibbs
 
 from . import _store as store
-from ._bilevel import BilevelLearner, LearnResult, OuterRecord
+from ._bilevel import BilevelLearner, LearnResult, OuterRecord, scalar_hyperparameters
 from ._config import LearnConfig
+from ._errors import SolverError
 from ._kernel_choice import kernel_arrays
 from ._precision import require_float64
 from ._problem import AbstractProblem
@@ -132,9 +133,17 @@ def run_learn(
     )
     learn_seconds = time.perf_counter() - start
 
-    fields_after, errors_after = evaluate_fields(
-        problem, resolve(problem, result.kernel, interior, boundary, validation, config)[0], grid_points, grid_shape
-    )
+    try:
+        resolved_after = resolve(problem, result.kernel, interior, boundary, validation, config)[0]
+    except SolverError as error:
+        # A learned amplitude (a variance leaf) acts as an inverse nugget: growing it can leave the
+        # larger train ∪ validation Gram matrix of the re-solve numerically singular.
+        learned = ", ".join(f"{key} = {value:.4g}" for key, value in scalar_hyperparameters(result.kernel).items())
+        raise SolverError(
+            f"the re-solve with the learned kernel failed ({error}). Learned (log-)hyperparameters: {learned}. "
+            "Raise the nugget, or learn the lengthscales only (trainable = 'lengthscale')"
+        ) from None
+    fields_after, errors_after = evaluate_fields(problem, resolved_after, grid_points, grid_shape)
     after = errors_after[store.ERRORS]
 
     history = {

@@ -213,3 +213,21 @@ def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
     assert searched.records[-1].scale_factor > 1.2
     assert float(searched.kernel.lengthscale) > 1.1 * float(plain.kernel.lengthscale)
     assert searched.records[-1].loss < 0.2 * plain.records[-1].loss
+
+
+def test_failed_re_solve_after_learning_names_the_learned_hyperparameters(monkeypatch):
+    import gpde._learn_run as learn_run
+    from gpde import SolverError
+
+    calls = []
+    original = learn_run.resolve
+
+    def failing_second_time(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the "after" re-solve
+            raise SolverError("Gauss-Newton step 2 failed: the Cholesky factorization of the Gram matrix failed")
+        return original(*args)
+
+    monkeypatch.setattr(learn_run, "resolve", failing_second_time)
+    with pytest.raises(SolverError, match=r"re-solve with the learned kernel failed.*log_lengthscale = .*Raise the nugget"):
+        run_learn(NonlinearElliptic, _learn_config(gn_steps=1, inner_steps=2))
