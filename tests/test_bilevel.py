@@ -196,6 +196,7 @@ def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():
     assert abs(np.log(float(moved.kernel.lengthscale) / 0.2)) <= np.log(2) / 16 + 1e-12
 
 
+@pytest.mark.slow
 def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
     # 256 + 64 + 200 points, σ₀ = 0.1: Adam alone needs several outer iterations to climb to the
     # better lengthscales (measured with 2 × 5 steps: σ 0.141, last outer loss 1.85); the search
@@ -215,6 +216,7 @@ def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
     assert searched.records[-1].loss < 0.2 * plain.records[-1].loss
 
 
+@pytest.mark.slow
 def test_failed_re_solve_after_learning_names_the_learned_hyperparameters(monkeypatch):
     import gpde._learn_run as learn_run
     from gpde import SolverError
