@@ -35,8 +35,7 @@ STEP_NONFINITE_LINEARIZATION = 3
 
 
 class OperatorBlocks(eqx.Module):
-    """Per-field, per-operator Gram blocks between all constraints, and the point-value variance
-    at each constraint's points.
+    """Per-field, per-operator Gram blocks between all constraints.
 
     blocks[f][g][h][j, l, a, b] = L_jˣ L_lʸ k_f(x_{g,a}, x_{h,b}) over the operators of constraint g
     and h that act on field f (rows[f][g] and rows[f][h]); None where either has none. Blocks
@@ -44,7 +43,6 @@ class OperatorBlocks(eqx.Module):
     """
 
     blocks: tuple[tuple[tuple[Float[Array, "mgf mhf ng nh"] | None, ...], ...], ...]
-    value_diagonal: tuple[Float[Array, " ng"], ...]
     rows: tuple[tuple[tuple[int, ...], ...], ...] = eqx.field(static=True)
     noise: tuple[float | None, ...] = eqx.field(static=True)
 
@@ -71,13 +69,8 @@ def operator_blocks(
                     row.append(operator_gram(k, operators[g], cg.points, operators[h], ch.points, jets[g], jets[h]))
             field_blocks.append(tuple(row))
         blocks.append(tuple(field_blocks))
-    # The point-value variance of a constraint: the mean of k_f(x, x) over the fields it acts on.
-    value_diagonal = []
-    for g, c in enumerate(constraints):
-        used = [k for f, k in enumerate(kernels) if rows[f][g]]
-        value_diagonal.append(sum(jax.vmap(lambda x, k=k: k(x, x))(c.points) for k in used) / len(used))
     noise = tuple(c.noise_variance for c in constraints)
-    return OperatorBlocks(tuple(blocks), tuple(value_diagonal), rows, noise)
+    return OperatorBlocks(tuple(blocks), rows, noise)
 
 
 class Linearization(eqx.Module):
@@ -137,10 +130,15 @@ def nugget_diagonal(
     adaptive: bool,
 ) -> Float[Array, " N"]:
     """The regularization added to K(φ, φ). The adaptive nugget (REFERENCES.md §1) scales η on the
-    rows of constraint g by trace K(φ_g, φ_g) / trace K(δ_g, δ_g): derivative functionals have a
-    variance orders of magnitude above point values, and one η for both either under-regularizes
-    the former or swamps the latter. A pure point-value constraint gets ratio 1. The rows of a
-    noisy observation constraint get its noise variance σ² instead (the misfit penalty /σ²)."""
+    rows of constraint g by the mean variance of its functionals, trace K(φ_g, φ_g) / n_g:
+    derivative functionals have a variance orders of magnitude above point values, and one η for
+    both either under-regularizes the former or swamps the latter. For a kernel with k(x, x) = 1
+    (Gaussian, Matérn, Gibbs) this is the published trace ratio trace K(φ_g, φ_g) / trace K(δ_g, δ_g),
+    with ratio 1 on point-value rows. Unlike that ratio it also scales with the kernel's amplitude,
+    so that σ²·k is the same model at every σ²: with the ratio, the amplitude acted as an inverse
+    nugget, and learning the additive kernel's variance drove it to ~490 until the re-solve's
+    Cholesky failed (elliptic, published size). The rows of a noisy observation constraint get its
+    noise variance σ² instead (the misfit penalty /σ²)."""
     sizes = [w.shape[1] for w in weights]
     diagonal = jnp.diagonal(reduced)
     parts, start = [], 0
@@ -148,8 +146,7 @@ def nugget_diagonal(
         if blocks.noise[g] is not None:
             parts.append(jnp.full(size, blocks.noise[g]))
         elif adaptive:
-            ratio = jnp.sum(diagonal[start : start + size]) / jnp.sum(blocks.value_diagonal[g])
-            parts.append(jnp.full(size, nugget * ratio))
+            parts.append(jnp.full(size, nugget * jnp.mean(diagonal[start : start + size])))
         else:
             parts.append(jnp.full(size, nugget))
         start += size
