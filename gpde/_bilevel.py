@@ -15,9 +15,9 @@ starts by trying one common lengthscale factor 2^(k/8), k = −24 … 24, and ta
 is 30 % lower (local minima of the outer loss in σ). Both only evaluate the loss (no gradient),
 and both only move `log_lengthscale` leaves.
 
-A kernel's overall amplitude acts as an inverse nugget (scaling K by s is the nugget divided by
-s), so learning a variance (e.g. the "additive" kernel σ²·Gaussian + (α x·y + c)²) also learns the
-effective regularization; with a nugget-dominated error the outer loss favours larger amplitudes.
+The adaptive nugget is relative to the mean variance of each constraint's functionals
+(`_linearize.nugget_diagonal`), so a kernel's overall amplitude (e.g. σ² of the "additive" kernel
+σ²·Gaussian + (α x·y + c)²) does not act as an inverse nugget that the outer loss could exploit.
 """
 
 import time
