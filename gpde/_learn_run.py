@@ -136,8 +136,8 @@ def run_learn(
     try:
         resolved_after = resolve(problem, result.kernel, interior, boundary, validation, config)[0]
     except SolverError as error:
-        # A learned amplitude (a variance leaf) acts as an inverse nugget: growing it can leave the
-        # larger train ∪ validation Gram matrix of the re-solve numerically singular.
+        # The learned θ was only ever factorized on the training points: the larger train ∪
+        # validation Gram matrix of the re-solve can still be numerically singular for it.
         learned = ", ".join(f"{key} = {value:.4g}" for key, value in scalar_hyperparameters(result.kernel).items())
         raise SolverError(
             f"the re-solve with the learned kernel failed ({error}). Learned (log-)hyperparameters: {learned}. "
