@@ -71,9 +71,14 @@ class LearnConfig:
     field_lengthscales: dict = field(default_factory=dict)
     #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
     scale_search: bool = False
+    #: Validation points are drawn this far from the boundary (LearnDefaults.validation_margin).
+    validation_margin: float = 0.0
 
     def __post_init__(self):
         _check_common(self)
+        if not (isinstance(self.validation_margin, (int, float)) and math.isfinite(self.validation_margin)
+                and self.validation_margin >= 0):
+            raise ConfigError(f"validation_margin must be a finite distance >= 0, got {self.validation_margin!r}")
         for name in ("n_validation", "gn_steps", "inner_steps", "eval_steps"):
             _check_count(name, getattr(self, name))
         if self.batch_size is not None:

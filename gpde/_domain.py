@@ -39,6 +39,20 @@ class Box(eqx.Module):
     def dim(self) -> int:
         return len(self.lower)
 
+    def shrunk(self, margin: float, faces: "tuple[Face, ...] | None" = None) -> "Box":
+        """The box with each face in `faces` (all faces by default) moved inward by `margin`
+        (margin 0: the box itself)."""
+        if not (np.isfinite(margin) and margin >= 0):
+            raise ConfigError(f"a margin must be finite and >= 0, got {margin}")
+        faces = self.faces if faces is None else faces
+        lower = tuple(a + margin * ((i, 0) in faces) for i, a in enumerate(self.lower))
+        upper = tuple(b - margin * ((i, 1) in faces) for i, b in enumerate(self.upper))
+        if any(a >= b for a, b in zip(lower, upper)):
+            raise ConfigError(
+                f"a margin of {margin} leaves nothing of the box {self.lower} … {self.upper}; use a smaller margin"
+            )
+        return Box(lower, upper)
+
     @property
     def faces(self) -> tuple[Face, ...]:
         return tuple((i, side) for i in range(self.dim) for side in (0, 1))

@@ -152,11 +152,27 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_kernel():
         (dict(n_validation=0), "n_validation"),
         (dict(kernel="nope"), "unknown kernel"),
         (dict(scale_search="yes"), "scale_search"),
+        (dict(validation_margin=-0.1), "validation_margin"),
+        (dict(validation_margin=float("nan")), "validation_margin"),
     ],
 )
 def test_bad_learning_configs_are_rejected(settings, message):
     with pytest.raises(ConfigError, match=message):
         _learn_config(**settings)
+
+
+def test_validation_margin_keeps_validation_points_off_the_boundary():
+    problem = NonlinearElliptic()
+    anywhere = learning_points(problem, _learn_config())
+    inset = learning_points(problem, _learn_config(validation_margin=0.05))
+    # Training points do not depend on the margin; validation points keep their draw, squeezed inward.
+    for a, b in zip(anywhere[:2], inset[:2]):
+        np.testing.assert_array_equal(a, b)
+    validation = np.asarray(inset[2])
+    assert validation.min() >= 0.05 and validation.max() <= 0.95
+    np.testing.assert_allclose(validation, 0.05 + 0.9 * np.asarray(anywhere[2]), atol=1e-12)
+    with pytest.raises(ConfigError, match="leaves nothing"):
+        learning_points(problem, _learn_config(validation_margin=0.5))
 
 
 def test_learner_rejects_bad_settings():

@@ -424,3 +424,16 @@ def test_solution_apply_matches_finite_differences():
         for e in np.eye(2)
     )
     np.testing.assert_allclose(laplacian, fd, rtol=0, atol=5e-5 * np.max(np.abs(fd)))
+
+
+def test_box_shrunk_moves_only_the_named_faces():
+    box = gpde.Box((0.0, -1.0), (1.0, 1.0))
+    assert box.shrunk(0.0) == box
+    assert box.shrunk(0.1) == gpde.Box((0.1, -0.9), (0.9, 0.9))
+    # Burgers: boundary data on t = 0 and x = ±1, none on t = 1.
+    assert box.shrunk(0.1, ((0, 0), (1, 0), (1, 1))) == gpde.Box((0.1, -0.9), (1.0, 0.9))
+    for bad in (-0.1, float("inf")):
+        with pytest.raises(gpde.ConfigError, match="margin"):
+            box.shrunk(bad)
+    with pytest.raises(gpde.ConfigError, match="leaves nothing"):
+        box.shrunk(0.5)
