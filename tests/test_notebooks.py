@@ -68,9 +68,11 @@ def test_convergence_notebook(tmp_path, monkeypatch):
 def test_learning_notebook(tmp_path, monkeypatch):
     results = _execute("learning.py", tmp_path, monkeypatch)
     files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
-    assert files == ["elliptic-gaussian-sigma0-0.3.h5", "elliptic-gaussian-sigma0-0.5.h5"]
+    assert files == ["burgers-gibbs.h5", "eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
+                     "elliptic-gaussian-sigma0-0.5.h5"]
     figures = {path.name for path in (results / "figures").glob("*.png")}
-    assert figures == {"learning-history-quick.png", "learning-error-maps-quick.png"}
+    assert figures == {"learning-history-quick.png", "learning-error-maps-quick.png", "learning-gibbs-history-quick.png",
+                       "learning-gibbs-lengthscale-quick.png"}
 
 
 def test_inverse_notebook(tmp_path, monkeypatch):
