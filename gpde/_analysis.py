@@ -126,6 +126,25 @@ def error_table(runs: Sequence[store.RunFile], keys: Sequence[str] = ERROR_KEYS)
     return rows
 
 
+def before_after_columns(run: store.RunFile, keys: Sequence[str] = ERROR_KEYS) -> dict[str, float]:
+    """The error measures of a learning result's "before" and "after" re-solves as table columns
+    ("before RMS", …, "after L∞")."""
+    columns = {}
+    for stage in ("before", "after"):
+        errors = run.group_attrs[f"{stage}/{store.ERRORS}"]
+        columns.update({f"{stage} {ERROR_LABELS[key]}": float(errors[key]) for key in keys})
+    return columns
+
+
+def assert_finite_rows(rows: Sequence[dict], name: str) -> None:
+    """Fail, naming the row (by its `name` column) and the column, if any float in `rows` is not
+    finite: the notebooks' check that every number they display is a number."""
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AssertionError(f"{row[name]}: {key} = {value}")
+
+
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     """`rows` (dicts with the same keys) as a Markdown table; floats in 3-significant-digit
     scientific notation."""

@@ -115,20 +115,16 @@ for path in (additive_path, *gibbs_paths.values()):
 rows = []
 for sigma0, run in runs.items():
     sigmas = analysis.learned_lengthscales(run)
-    before, after = run.group_attrs["before/errors"], run.group_attrs["after/errors"]
     row = {"σ₀": f"{sigma0:g}", "learned σ": float(sigmas[-1]), "outer iterations": analysis.steps_taken(run)}
-    row.update({f"before {analysis.ERROR_LABELS[key]}": float(before[key]) for key in analysis.ERROR_KEYS})
-    row.update({f"after {analysis.ERROR_LABELS[key]}": float(after[key]) for key in analysis.ERROR_KEYS})
+    row.update(analysis.before_after_columns(run))
     rows.append(row)
 print(analysis.markdown_table(rows))
 for sigma0, run in runs.items():
     print(f"σ₀ = {sigma0:g}: stopped because {run.group_attrs['history']['stopped_because']}")
 
 # Every displayed number is finite, and σ stays positive.
+analysis.assert_finite_rows(rows, "σ₀")
 for row in rows:
-    for key, value in row.items():
-        if isinstance(value, float):
-            assert math.isfinite(value), f"σ₀ = {row['σ₀']}: {key} = {value}"
     assert row["learned σ"] > 0
 # Learning from σ₀ = 0.5 lowers the RMS error of the re-solve.
 checked = runs[CHECKED_SIGMA0].group_attrs
@@ -194,10 +190,8 @@ other_runs = {("elliptic", f"additive (ℓ₀ = {ADDITIVE_LENGTHSCALE:g})"): add
 other_runs.update({(problem, "Gibbs"): run for problem, run in gibbs_runs.items()})
 other_rows = []
 for (problem, kernel), run in other_runs.items():
-    before, after = run.group_attrs["before/errors"], run.group_attrs["after/errors"]
-    row = {"problem": problem, "kernel": kernel, "outer iterations": analysis.steps_taken(run)}
-    row.update({f"before {analysis.ERROR_LABELS[key]}": float(before[key]) for key in analysis.ERROR_KEYS})
-    row.update({f"after {analysis.ERROR_LABELS[key]}": float(after[key]) for key in analysis.ERROR_KEYS})
+    row = {"problem": f"{problem}, {kernel}", "outer iterations": analysis.steps_taken(run)}
+    row.update(analysis.before_after_columns(run))
     other_rows.append(row)
 print(analysis.markdown_table(other_rows))
 for (problem, kernel), run in other_runs.items():
@@ -209,10 +203,7 @@ for problem, field in lengthscale_fields.items():
     print(f"{problem}, Gibbs: learned ℓ(x) on the grid from {field.min():.3g} to {field.max():.3g}")
 
 # Every displayed number is finite, and the learned lengthscale fields are positive.
-for row in other_rows:
-    for key, value in row.items():
-        if isinstance(value, float):
-            assert math.isfinite(value), f"{row['problem']}, {row['kernel']}: {key} = {value}"
+analysis.assert_finite_rows(other_rows, "problem")
 for name, value in additive_learned.items():
     assert math.isfinite(value) and value > 0, f"additive kernel: {name} = {value}"
 for problem, field in lengthscale_fields.items():
