@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpde import GaussNewton, error_metrics
-from gpde._linearize import linearize, operator_blocks, solve_linearized, values_at
+from gpde._bilevel import linearized_validation_residuals
 from kernels import Gaussian
 from problems.eikonal import Eikonal
 
@@ -32,13 +32,9 @@ NUGGET = 1e-8
 def squared_validation_residuals(kernel, train, validation, train_values, validation_values):
     """The linearized residual² at every validation point for the inner solution with `kernel`
     (the terms whose mean is BilevelLearner's outer loss)."""
-    blocks = operator_blocks(kernel, train)
-    linear = linearize(train, train_values)
-    _, _, coefficients = solve_linearized(blocks, linear, NUGGET, True)
-    new = values_at(kernel, validation, train, linear.weights, coefficients)[0]
-    old = validation_values[0]
-    residual, weight = validation[0].residuals_and_weights(old)
-    return np.asarray(residual + jnp.sum(weight * (new - old).T, axis=1)) ** 2
+    (residuals,) = linearized_validation_residuals(kernel, train, validation, train_values, validation_values,
+                                                   NUGGET, True)
+    return np.asarray(residuals) ** 2
 
 
 def operator_values(solution, constraints):

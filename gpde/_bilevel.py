@@ -47,6 +47,33 @@ from ._precision import require_float64
 from ._solution import CollocationSolution
 
 
+def linearized_validation_residuals(
+    kernel: AbstractKernel | Sequence[AbstractKernel],
+    train: Sequence[Constraint],
+    validation: Sequence[Constraint],
+    train_values,
+    validation_values,
+    nugget: float,
+    adaptive_nugget: bool,
+) -> tuple[jax.Array, ...]:
+    """Per validation constraint, the residual at each of its points for the inner solution u_θ
+    (one Gauss-Newton step with `kernel` from the frozen iterate u_k), linearized around u_k
+    (whose operator values are the *_values). A noisy observation constraint's residual (the
+    misfit) is whitened by its noise σ."""
+    blocks = operator_blocks(kernel, train)
+    linear = linearize(train, train_values)
+    _, _, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
+    new_values = values_at(kernel, validation, train, linear.weights, coefficients)
+    residuals = []
+    for constraint, old, new in zip(validation, validation_values, new_values):
+        residual, weight = constraint.residuals_and_weights(old)
+        linearized = residual + jnp.sum(weight * (new - old).T, axis=1)
+        if constraint.noise_variance is not None:
+            linearized = linearized / np.sqrt(constraint.noise_variance)
+        residuals.append(linearized)
+    return tuple(residuals)
+
+
 def linearized_validation_loss(
     kernel: AbstractKernel | Sequence[AbstractKernel],
     train: Sequence[Constraint],
@@ -56,22 +83,13 @@ def linearized_validation_loss(
     nugget: float,
     adaptive_nugget: bool,
 ):
-    """Σ over validation constraints of the mean square of their residuals for the inner solution
-    u_θ, each residual linearized around the frozen iterate u_k (whose operator values are the
-    *_values). A noisy observation constraint's residual (the misfit) is whitened by its noise
-    σ, so with a PDE and a data constraint the loss is mean residual² + σ⁻² · mean misfit²."""
-    blocks = operator_blocks(kernel, train)
-    linear = linearize(train, train_values)
-    _, _, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
-    new_values = values_at(kernel, validation, train, linear.weights, coefficients)
-    loss = 0.0
-    for constraint, old, new in zip(validation, validation_values, new_values):
-        residual, weight = constraint.residuals_and_weights(old)
-        linearized = residual + jnp.sum(weight * (new - old).T, axis=1)
-        if constraint.noise_variance is not None:
-            linearized = linearized / np.sqrt(constraint.noise_variance)
-        loss = loss + jnp.mean(linearized**2)
-    return loss
+    """Σ over validation constraints of the mean square of their linearized residuals
+    (`linearized_validation_residuals`): with a PDE and a data constraint, mean residual² +
+    σ⁻² · mean misfit²."""
+    residuals = linearized_validation_residuals(
+        kernel, train, validation, train_values, validation_values, nugget, adaptive_nugget
+    )
+    return sum(jnp.mean(r**2) for r in residuals)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class LearnDefaults:
     #: Draw the validation points at least this far from the boundary (0: anywhere inside).
     #: Why: the outer loss is a mean of squared residuals, and a few validation points within a
     #: boundary-point spacing of the boundary dominate it (Eikonal, 900 + 300 + 900 points: the five
-    #: largest of 900 squared residuals are 40-80 % of the loss, all within 0.01 of the boundary),
+    #: largest of 900 squared residuals are 40-70 % of the loss, all within 0.01 of the boundary),
     #: so the loss follows how the kernel interpolates between boundary points instead of how well it
     #: solves the PDE, and it prefers the longest lengthscale (benchmarks/learn-published.md).
     validation_margin: float = 0.0
