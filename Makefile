@@ -28,12 +28,16 @@ test-all: setup
 benchmark: setup
 	$(BIN)/python benchmarks/solve.py --sizes all --out benchmarks/solve-results.md
 
-# Full-setting notebook results (results/) and figures (results/figures/): minutes for
-# convergence, about an hour on two cores each for learning and the inverse problem, many hours
-# for the BLJES study (2400 runs). Existing result files and finished study runs are reused, so an
-# interrupted `make figures` continues where it stopped.
+# Full-setting notebook results (results/) and figures (results/figures/, copied to the committed
+# docs/figures/). Wall times on the 2-core machine while sharing it with 3-4 other jobs:
+# convergence 3 min, inverse 8 min, the seven elliptic learning runs 68 min, BLJES 208 runs 4.7 h
+# summed over runs (two to three at a time); the Gibbs learning runs take 19 min (Eikonal, alone)
+# and 25 min (Burgers, sharing). Existing result files and finished study runs are reused
+# (with them `make figures` takes ~30 s), so an interrupted `make figures` continues where it
+# stopped.
 figures: setup
 	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/convergence.py
 	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/learning.py
 	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/inverse.py
 	GPDE_NOTEBOOK_SETTING=full $(BIN)/python notebooks/bljes.py
+	mkdir -p docs/figures && cp results/figures/*-full.png docs/figures/
