@@ -31,7 +31,7 @@ benchmark: setup
 # Full-setting notebook results (results/) and figures (results/figures/, copied to the committed
 # docs/figures/). Wall times on the 2-core machine while sharing it with 3-4 other jobs:
 # convergence 3 min, inverse 8 min, the seven elliptic learning runs 68 min, BLJES 208 runs 4.7 h
-# summed over runs (two to three at a time); the Gibbs learning runs take 19 min (Eikonal, alone)
+# summed over runs (two to three at a time) plus 56 runs in 22 min (idle, two at a time); the Gibbs learning runs take 19 min (Eikonal, alone)
 # and 25 min (Burgers, sharing). Existing result files and finished study runs are reused
 # (with them `make figures` takes ~30 s), so an interrupted `make figures` continues where it
 # stopped.
