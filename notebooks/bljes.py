@@ -79,19 +79,17 @@ print(f"setting {SETTING!r}: study files in {FOLDER}, figures in {FIGURES}")
 # separate cell). This is the only cell that computes.
 
 # %%
-main_study, decoupled_study, ablation_study = (FOLDER / f"{name}.h5" for name in ("main", "decoupled", "ablation"))
-for group in MAIN:
-    run_study(plan_study(group["benchmarks"], group["methods"], "coupled", group["seeds"], **BUDGET), main_study,
-              progress=False)
-for group in DECOUPLED:
-    run_study(plan_study(group["benchmarks"], group["methods"], "decoupled", group["seeds"], **BUDGET),
-              decoupled_study, progress=False)
-for group in ABLATION:
-    for options in group["options"]:
-        run_study(plan_study(group["benchmarks"], "bljes", "coupled", group["seeds"], options=options, **BUDGET),
-                  ablation_study, progress=False)
-runs = {name: read_study(path) for name, path in
-        (("main", main_study), ("decoupled", decoupled_study), ("ablation", ablation_study))}
+planned = {
+    "main": [spec for g in MAIN for spec in plan_study(g["benchmarks"], g["methods"], "coupled", g["seeds"], **BUDGET)],
+    "decoupled": [spec for g in DECOUPLED
+                  for spec in plan_study(g["benchmarks"], g["methods"], "decoupled", g["seeds"], **BUDGET)],
+    "ablation": [spec for g in ABLATION for options in g["options"]
+                 for spec in plan_study(g["benchmarks"], "bljes", "coupled", g["seeds"], options=options, **BUDGET)],
+}
+studies = {name: FOLDER / f"{name}.h5" for name in planned}
+for name, path in studies.items():
+    run_study(planned[name], path, progress=False)
+runs = {name: read_study(path) for name, path in studies.items()}
 print({name: len(members) for name, members in runs.items()})
 
 # %% [markdown]
@@ -121,17 +119,11 @@ for name, members in runs.items():
         regret = run.arrays["regret"]
         assert regret.shape == (BUDGET["evaluations"],), (name, run.config, regret.shape)
         assert np.all(np.isfinite(regret)) and np.all(regret >= -1e-9), (name, run.config, regret)
-def method_count(methods):
-    return 4 if methods == "all" else len(methods.split(","))
-
-
-# Every planned cell is in its table: each method of a group on each of its benchmarks (the
-# decoupled table also holds the matching coupled cells), each ablation option on each benchmark.
-expected_cells = {
-    "main": sum(method_count(g["methods"]) * len(g["benchmarks"].split(",")) for g in MAIN),
-    "decoupled": sum(2 * method_count(g["methods"]) * len(g["benchmarks"].split(",")) for g in DECOUPLED),
-    "ablation": sum(len(g["options"]) * len(g["benchmarks"].split(",")) for g in ABLATION),
-}
+# Every planned cell (benchmark, method with options, setting) is in its table; the decoupled table
+# also holds the matching coupled cells.
+expected_cells = {name: len({(spec.benchmark, spec.label, spec.setting) for spec in specs})
+                  for name, specs in planned.items()}
+expected_cells["decoupled"] *= 2
 for name, count in expected_cells.items():
     assert len(tables[name]) == count, (name, count, tables[name])
 
@@ -142,7 +134,7 @@ for name, count in expected_cells.items():
 # benchmark (`gpde plot STUDY.h5` draws the same figure).
 
 # %%
-for name, path in (("main", main_study), ("decoupled", decoupled_study), ("ablation", ablation_study)):
+for name, path in studies.items():
     figure_path = plot_study(path, FIGURES / f"bljes-{name}-{SETTING}.png")
     print(f"{name}: {figure_path}")
 figure, ax = plt.subplots(figsize=(6, 4))
