@@ -10,7 +10,7 @@ import pytest
 
 from gpde import ConfigError
 from problems.bilevel import catalogue, get_benchmark
-from problems.bilevel.gp_sample import GPSample, _cached_optimum, _stored_optima
+from problems.bilevel.gp_sample import MIN_LOWER_LEVEL_GAP, GPSample, _cached_optimum, _stored_optima
 
 FAST = [name for name in catalogue() if name != "darcy"]
 
@@ -114,7 +114,10 @@ def test_smd12_optimum_feasibility_and_infeasible_regret():
     assert benchmark.regret(np.array([0.0, 2.0])) == pytest.approx(334.31)
 
 
-@pytest.mark.parametrize("name", ["gp-1+1", "gp-2+2"])
+GP_SAMPLE_BENCHMARKS = ["gp-1+1", "gp-2+2", "gp-1+1-tied", "gp-2+2-tied"]
+
+
+@pytest.mark.parametrize("name", GP_SAMPLE_BENCHMARKS)
 def test_gp_sample_stored_optimum_is_consistent(name):
     benchmark = get_benchmark(name)
     entry = _stored_optima()[name]
@@ -151,8 +154,31 @@ def test_bad_benchmark_parameters_raise_config_errors():
         SMD6(s=1)
 
 
+@pytest.mark.parametrize("name", GP_SAMPLE_BENCHMARKS)
+def test_lower_level_gap_tells_a_unique_lower_optimum_from_a_tie(name):
+    """The catalogue draws have one clearly lowest basin of g(x*, ·) and F continuous at x*; the
+    "-tied" draws have two tied basins there and F jumps within 0.004 of x* (checked directly on F,
+    independently of how the gap is computed)."""
+    benchmark = get_benchmark(name)
+    x_star, f_star = benchmark.optimum
+    gap = benchmark.lower_level_gap(x_star)
+    angles = np.linspace(0.0, 2 * np.pi, 8, endpoint=False)
+    directions = np.array([[-1.0], [1.0]]) if benchmark.x_dim == 1 else np.stack([np.cos(angles), np.sin(angles)], -1)
+    rises = [benchmark.upper_at_lower_optimum(np.clip(x_star + 0.004 * d, 0.0, 1.0)) - f_star for d in directions]
+    if name.endswith("-tied"):
+        assert gap < 1e-4 and max(rises) > 0.1
+    else:
+        assert gap >= MIN_LOWER_LEVEL_GAP and max(rises) < 0.01
+
+
+def test_lower_level_gap_of_a_single_basin_is_infinite():
+    # A long lengthscale makes g(x, ·) monotone or single-welled on [0, 1].
+    benchmark = GPSample(1, 0, 5.0)
+    assert benchmark.lower_level_gap(np.array([0.5])) == np.inf
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["gp-1+1", "gp-2+2"])
+@pytest.mark.parametrize("name", GP_SAMPLE_BENCHMARKS)
 def test_gp_sample_optimum_recomputed_from_scratch_matches_the_stored_one(name):
     benchmark = get_benchmark(name)
     x, value = _cached_optimum(*benchmark._key)

@@ -8,6 +8,7 @@ class) contributes its benchmarks. Adding a benchmark is adding one file here; n
     smd1, smd2, smd6       SMD suite, 2 + 2 dimensions (closed-form optimum)   problems/bilevel/smd.py
     smd12                  SMD12, constrained, 2 + 3 dimensions                problems/bilevel/smd.py
     gp-1+1, gp-2+2         GP sample paths (optimum by dense search, cached)   problems/bilevel/gp_sample.py
+    gp-1+1-tied, gp-2+2-tied  draws whose lower-level basins tie at x*         problems/bilevel/gp_sample.py
     darcy                  PDE black box: GP solver lengthscale × permeability problems/bilevel/darcy.py
 """
 

@@ -20,6 +20,19 @@ products, so dense searches are cheap:
   This takes ~1 min for d = 2, so the result is stored in data/bljes_gp_sample_optima.json (with the
   parameters it belongs to) and memoized per process; without a matching entry it is recomputed.
   `python -m problems.bilevel.gp_sample` recomputes every entry and rewrites the file.
+
+Which draws are benchmarks: BLJES, like the bilevel methods it is compared with, assumes the
+lower-level optimum θ*(x) is unique (REFERENCES.md §4, "optimistic setting"). About four draws in
+ten violate that where it matters: the upper level's minimum sits exactly where θ*(x) jumps between
+two basins of g, the two basins tie at x* (`lower_level_gap` ≈ 1e-7 … 1e-12), and F is
+discontinuous there (F − F* of 0.2–3 within 0.005 of x*). On such a draw the regret of every
+method measures on which side of the jump its recommendation lands, not how well it optimized.
+So "gp-1+1" and "gp-2+2" are the first seeds, counting from 0, whose lower-level gap at x* is at
+least `MIN_LOWER_LEVEL_GAP` (prior sd of g: 1): seed 0 for both (gaps 1.30 and 0.36; seeds 0–9
+for d = 1 give gaps 1.3, 1.5e-7, 0.99, 3.9e-8, 1.8e-7, 0.55, 0.42, 3.3e-8, 0.72, 0.028, seeds 0–3
+for d = 2: 0.36, 1.7, 2.3e-12, 1.5e-12). The draws used before this rule, seed 1 (d = 1) and
+seed 2 (d = 2), both with tied basins at x*, stay in the catalogue as "gp-1+1-tied" and
+"gp-2+2-tied": their earlier regret tables refer to them, and they show what a tie does.
 """
 
 import functools
@@ -40,6 +53,10 @@ _LOWER_GRID = {1: 1001, 2: 81}  # θ-grid nodes per side for θ*(x)
 _JOINT_GRID = {1: 401, 2: 41}  # x- and θ-grid nodes per side for the search of x*
 _REFINE_LOWER = 5
 _REFINE_UPPER = 8
+#: Smallest admissible gap (in units of the prior sd of g) between the lowest and the second-lowest
+#: basin of g(x*, ·) for a draw to be a catalogue benchmark (see the module docstring).
+MIN_LOWER_LEVEL_GAP = 0.1
+_DISTINCT_BASIN = 0.05  # local minima of g(x, ·) closer than this (in θ) are the same basin
 OPTIMA_FILE = Path(__file__).resolve().parents[2] / "data" / "bljes_gp_sample_optima.json"
 
 
@@ -123,6 +140,31 @@ class GPSample(AbstractBilevelBenchmark):
                 best = result
         return np.clip(best.x, 0.0, 1.0)
 
+    def lower_level_gap(self, x) -> float:
+        """g of the second-lowest basin minus g of the lowest basin of g(x, ·) (inf if g(x, ·) has
+        one basin): every local minimum of the θ-grid (no axis neighbour lower) refined by L-BFGS-B,
+        minima closer than 0.05 counted once. ≈ 0 where θ*(x) is not unique."""
+        x = np.asarray(x, dtype=float).reshape(self.dim)
+        nodes = _LOWER_GRID[self.dim]
+        values = self._on_grid(1, x[None], nodes)[0].reshape((nodes,) * self.dim)
+        is_minimum = np.ones(values.shape, dtype=bool)
+        for axis in range(self.dim):
+            for shift in (1, -1):
+                neighbour = np.roll(values, shift, axis=axis)
+                wrapped = [slice(None)] * self.dim
+                wrapped[axis] = 0 if shift == 1 else -1
+                neighbour[tuple(wrapped)] = np.inf  # the box edge is a wall, not a neighbour
+                is_minimum &= values <= neighbour
+        minima = []
+        for start in _grid(nodes, self.dim)[is_minimum.ravel()]:
+            result = scipy.optimize.minimize(lambda t: self._lower_numpy(x, t), start, jac=True,
+                                             method="L-BFGS-B", bounds=[(0.0, 1.0)] * self.dim)
+            minima.append((float(result.fun), np.clip(result.x, 0.0, 1.0)))
+        minima.sort(key=lambda minimum: minimum[0])
+        lowest_value, lowest_point = minima[0]
+        others = [value for value, point in minima[1:] if np.linalg.norm(point - lowest_point) > _DISTINCT_BASIN]
+        return others[0] - lowest_value if others else np.inf
+
     def upper_at_lower_optimum(self, x) -> float:
         """F(x) = f(x, θ*(x)) with the refined θ*(x)."""
         x = np.clip(np.asarray(x, dtype=float).reshape(self.dim), 0.0, 1.0)
@@ -197,6 +239,7 @@ def write_optima(path: Path = OPTIMA_FILE) -> dict:
         x, value = _cached_optimum(*problem._key)
         optima[name] = {**_key_fields(problem._key), "x": x.tolist(), "F": value,
                         "theta": problem.lower_optimum(x).tolist(),
+                        "lower_level_gap": problem.lower_level_gap(x),
                         "method": f"joint grid {_JOINT_GRID[problem.dim]}^{problem.dim} x {_JOINT_GRID[problem.dim]}^"
                                   f"{problem.dim}, {_REFINE_UPPER} best refined (Nelder-Mead / bounded scalar); "
                                   f"theta*(x): grid {_LOWER_GRID[problem.dim]}^{problem.dim} + L-BFGS-B from 5 best"}
@@ -205,8 +248,11 @@ def write_optima(path: Path = OPTIMA_FILE) -> dict:
 
 
 BENCHMARKS = {
-    "gp-1+1": functools.partial(GPSample, dim=1, seed=1, lengthscale=0.15),
-    "gp-2+2": functools.partial(GPSample, dim=2, seed=2, lengthscale=0.25),
+    "gp-1+1": functools.partial(GPSample, dim=1, seed=0, lengthscale=0.15),
+    "gp-2+2": functools.partial(GPSample, dim=2, seed=0, lengthscale=0.25),
+    # Draws whose lower-level basins tie at x* (see the module docstring); kept for comparison.
+    "gp-1+1-tied": functools.partial(GPSample, dim=1, seed=1, lengthscale=0.15),
+    "gp-2+2-tied": functools.partial(GPSample, dim=2, seed=2, lengthscale=0.25),
 }
 
 
