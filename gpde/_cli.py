@@ -209,9 +209,15 @@ def _learn(args) -> int:
     print(f"  {'':<10}{'RMS':>11}{'rel. L2':>11}{'L∞':>11}")
     for index, field in enumerate(problem_class.fields):
         group = store.field_names(field, index == 0)[3]
-        for label, errors in (("before", run.before_fields[group]), ("after", run.after_fields[group])):
+        rows = [("before", run.before_fields[group]), ("after", run.after_fields[group])]
+        if group in run.after_from_iterate_fields:
+            rows.append(("after*", run.after_from_iterate_fields[group]))
+        for label, errors in rows:
             label = label if len(problem_class.fields) == 1 else f"{field} {label}"
             print(f"  {label:<10}{errors['rms']:11.3e}{errors['l2_relative']:11.3e}{errors['linf']:11.3e}")
+    print("  (before/after: re-solves from u = 0; after*: the same re-solve started from the learner's last iterate)")
+    if run.from_iterate_note:
+        print(f"note: {run.from_iterate_note}")
     for key, value in (run.result.records[-1].hyperparameters.items() if run.result.records else []):
         if "log_" in key:
             print(f"  learned {_parameter_name(key, problem_class.fields)}: {float(np.exp(value)):.6g}")

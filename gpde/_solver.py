@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from kernels import AbstractKernel
@@ -107,8 +108,14 @@ class GaussNewton(eqx.Module):
         kernel: AbstractKernel | Sequence[AbstractKernel],
         constraints: Sequence[Constraint],
         callback: Callable[[StepRecord], None] | None = None,
+        initial: CollocationSolution | None = None,
     ) -> tuple[CollocationSolution, SolveHistory]:
         """Solve the constraints; return the solution and the per-step history.
+
+        The iteration starts from u = 0, or from `initial` (any earlier solution with the same
+        fields, e.g. one with another kernel or on other points): the first linearization is
+        around its operator values at the constraints' points. Gauss-Newton's fixed point can
+        depend on where it starts (the Eikonal problem with a learned Gibbs kernel is an example).
 
         `kernel` is one kernel, or a tuple with one kernel per unknown field (the fields that the
         constraints' OnField operators name). Raises SolverError (naming the step and the fix) if a
@@ -125,7 +132,7 @@ class GaussNewton(eqx.Module):
         blocks = jax.block_until_ready(_blocks(kernel, constraints))
         history.assembly_seconds = time.perf_counter() - start
 
-        values = initial_values(constraints)
+        values = initial_values(constraints) if initial is None else _operator_values(initial, constraints)
         start = time.perf_counter()
         step = _step.lower(blocks, constraints, values, self.nugget, self.adaptive_nugget).compile()
         history.compile_seconds = time.perf_counter() - start
@@ -171,6 +178,11 @@ class GaussNewton(eqx.Module):
 
 _blocks = eqx.filter_jit(operator_blocks)
 _step = eqx.filter_jit(gauss_newton_step)
+
+
+def _operator_values(solution: CollocationSolution, constraints: Sequence[Constraint]):
+    """The operator values of `solution` at each constraint's points, shaped like initial_values."""
+    return tuple(jnp.stack([solution.apply(operator, c.points) for operator in c.operators]) for c in constraints)
 
 
 def _relative_change(old, new) -> float:

@@ -159,6 +159,23 @@ def test_elliptic_converges_and_refines():
     assert fine["rms"] < 1e-2 * coarse["rms"], (fine, coarse)
 
 
+def test_warm_start_from_a_converged_solution_stays_there():
+    """Started from its own converged solution, Gauss-Newton takes one step that changes nothing;
+    started from a solution on other points, it converges to the same answer
+    as from u = 0 (this problem has one fixed point)."""
+    problem, solution, cold_history = _solve_elliptic(100, 40)
+    constraints = solution.constraints
+    solver = GaussNewton(nugget=1e-12, max_steps=8)
+    again, history = solver.solve(Gaussian(0.2), constraints, initial=solution)
+    assert history.steps[0].update < 1e-6 and len(history.steps) < len(cold_history.steps)
+    grid, _ = problem.domain.grid(20)
+    np.testing.assert_allclose(np.asarray(again(grid)), np.asarray(solution(grid)), atol=1e-8)
+
+    other_problem, other, _ = _solve_elliptic(64, 32)
+    warm, _ = solver.solve(Gaussian(0.2), constraints, initial=other)
+    np.testing.assert_allclose(np.asarray(warm(grid)), np.asarray(solution(grid)), atol=1e-6)
+
+
 def test_burgers_converges():
     # 400 interior + 120 boundary random points, anisotropic Gaussian (ℓ_t, ℓ_x) = (0.3, 0.05)
     # (the published lengthscales; (0.3, 0.07) gives RMS 8.8e-2, L∞ 0.55 at this size).
