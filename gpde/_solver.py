@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kernels import AbstractKernel
@@ -20,6 +19,7 @@ from ._linearize import (
     gauss_newton_step,
     initial_values,
     operator_blocks,
+    values_at,
 )
 from ._precision import require_float64
 from ._solution import CollocationSolution
@@ -132,7 +132,9 @@ class GaussNewton(eqx.Module):
         blocks = jax.block_until_ready(_blocks(kernel, constraints))
         history.assembly_seconds = time.perf_counter() - start
 
-        values = initial_values(constraints) if initial is None else _operator_values(initial, constraints)
+        values = initial_values(constraints) if initial is None else _values_at(
+            initial.kernel, constraints, initial.constraints, initial.weights, initial.coefficients
+        )
         start = time.perf_counter()
         step = _step.lower(blocks, constraints, values, self.nugget, self.adaptive_nugget).compile()
         history.compile_seconds = time.perf_counter() - start
@@ -178,11 +180,7 @@ class GaussNewton(eqx.Module):
 
 _blocks = eqx.filter_jit(operator_blocks)
 _step = eqx.filter_jit(gauss_newton_step)
-
-
-def _operator_values(solution: CollocationSolution, constraints: Sequence[Constraint]):
-    """The operator values of `solution` at each constraint's points, shaped like initial_values."""
-    return tuple(jnp.stack([solution.apply(operator, c.points) for operator in c.operators]) for c in constraints)
+_values_at = eqx.filter_jit(values_at)
 
 
 def _relative_change(old, new) -> float:

@@ -171,7 +171,7 @@ def test_warm_start_from_a_converged_solution_stays_there():
     grid, _ = problem.domain.grid(20)
     np.testing.assert_allclose(np.asarray(again(grid)), np.asarray(solution(grid)), atol=1e-8)
 
-    other_problem, other, _ = _solve_elliptic(64, 32)
+    _, other, _ = _solve_elliptic(64, 32)
     warm, _ = solver.solve(Gaussian(0.2), constraints, initial=other)
     np.testing.assert_allclose(np.asarray(warm(grid)), np.asarray(solution(grid)), atol=1e-6)
 

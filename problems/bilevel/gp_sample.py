@@ -132,13 +132,14 @@ class GPSample(AbstractBilevelBenchmark):
         x = np.asarray(x, dtype=float).reshape(self.dim)
         grid = _grid(_LOWER_GRID[self.dim], self.dim)
         values = self._on_grid(1, x[None], _LOWER_GRID[self.dim])[0]
-        best = None
-        for start in grid[np.argsort(values)[:_REFINE_LOWER]]:
-            result = scipy.optimize.minimize(lambda t: self._lower_numpy(x, t), start, jac=True,
-                                             method="L-BFGS-B", bounds=[(0.0, 1.0)] * self.dim)
-            if best is None or result.fun < best.fun:
-                best = result
-        return np.clip(best.x, 0.0, 1.0)
+        refined = [self._refine_lower(x, start) for start in grid[np.argsort(values)[:_REFINE_LOWER]]]
+        return min(refined, key=lambda minimum: minimum[0])[1]
+
+    def _refine_lower(self, x, start) -> tuple[float, np.ndarray]:
+        """A local minimum (g value, θ in the box) of g(x, ·) by L-BFGS-B from `start`."""
+        result = scipy.optimize.minimize(lambda t: self._lower_numpy(x, t), start, jac=True,
+                                         method="L-BFGS-B", bounds=[(0.0, 1.0)] * self.dim)
+        return float(result.fun), np.clip(result.x, 0.0, 1.0)
 
     def lower_level_gap(self, x) -> float:
         """g of the second-lowest basin minus g of the lowest basin of g(x, ·) (inf if g(x, ·) has
@@ -155,12 +156,8 @@ class GPSample(AbstractBilevelBenchmark):
                 wrapped[axis] = 0 if shift == 1 else -1
                 neighbour[tuple(wrapped)] = np.inf  # the box edge is a wall, not a neighbour
                 is_minimum &= values <= neighbour
-        minima = []
-        for start in _grid(nodes, self.dim)[is_minimum.ravel()]:
-            result = scipy.optimize.minimize(lambda t: self._lower_numpy(x, t), start, jac=True,
-                                             method="L-BFGS-B", bounds=[(0.0, 1.0)] * self.dim)
-            minima.append((float(result.fun), np.clip(result.x, 0.0, 1.0)))
-        minima.sort(key=lambda minimum: minimum[0])
+        minima = sorted((self._refine_lower(x, start) for start in _grid(nodes, self.dim)[is_minimum.ravel()]),
+                        key=lambda minimum: minimum[0])
         lowest_value, lowest_point = minima[0]
         others = [value for value, point in minima[1:] if np.linalg.norm(point - lowest_point) > _DISTINCT_BASIN]
         return others[0] - lowest_value if others else np.inf
