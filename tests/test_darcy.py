@@ -35,6 +35,7 @@ from gpde._linearize import (
 )
 from gpde._run import build_problem
 from kernels import Gaussian
+from problems._darcy_identifiability import constant_basis, cramer_rao_relative_l2, fourier_basis
 from problems._darcy_reference import grid_interpolant, solve_darcy_fd
 from problems.darcy import Darcy, true_log_permeability
 
@@ -353,3 +354,25 @@ def test_darcy_run_stores_and_plots_both_fields(tmp_path):
     assert plot_fields(back, tmp_path / "darcy.png").stat().st_size > 0
     with pytest.raises(ConfigError, match="no learned kernel"):
         learned_kernel(tmp_path / "darcy.h5")
+
+
+def test_cramer_rao_bound_for_an_unknown_level_is_the_analytic_one():
+    # a → a + c scales e^{a} by e^{c}, so u by e^{−c} exactly: J = −u(x_i) and the bound is
+    # σ / sqrt(Σ u(x_i)²) / rms(a_true), independent of the finite differences.
+    problem = Darcy()
+    points, _ = problem.observations()
+    _, u = solve_darcy_fd(true_log_permeability, problem.data_grid)
+    u_observed = grid_interpolant(u, problem.data_grid)(points)  # the spline interpolates the nodes
+    grid = np.asarray(problem.domain.grid(20)[0])
+    expected = problem.noise / np.sqrt(np.sum(u_observed**2)) / np.sqrt(np.mean(true_log_permeability(grid) ** 2))
+    assert cramer_rao_relative_l2(problem, constant_basis(), grid) == pytest.approx(expected, rel=1e-6)
+    assert cramer_rao_relative_l2(problem, constant_basis(), grid, noise=1e-5) == pytest.approx(
+        expected * 1e-2, rel=1e-6)
+
+
+def test_cramer_rao_bound_is_infinite_when_the_data_cannot_separate_the_family():
+    problem = Darcy()
+    grid = np.asarray(problem.domain.grid(10)[0])
+    twice = constant_basis() * 2  # the same unknown twice: singular information
+    assert cramer_rao_relative_l2(problem, twice, grid) == float("inf")
+    assert len(fourier_basis(1)) == 9 and len(fourier_basis(2)) == 25
