@@ -40,6 +40,7 @@ from ._linearize import (
     initial_values,
     linearize,
     operator_blocks,
+    compiled_values_at,
     solve_linearized,
     values_at,
 )
@@ -182,9 +183,13 @@ class BilevelLearner(eqx.Module):
         trainable=eqx.is_inexact_array,
         seed: int = 0,
         callback: Callable[[OuterRecord, CollocationSolution], None] | None = None,
+        initial: CollocationSolution | None = None,
     ) -> LearnResult:
         """Run the schedule; stop early on a loss at or below `loss_tolerance`, on a non-finite loss
-        or gradient (keeping the last good θ), or on KeyboardInterrupt (keeping what it has)."""
+        or gradient (keeping the last good θ), or on KeyboardInterrupt (keeping what it has).
+
+        The first frozen iterate u_0 is 0, or `initial` (any earlier solution, e.g. Gauss-Newton
+        with the initial kernel): its operator values at the training and validation points."""
         require_float64()
         train, validation = tuple(train), tuple(validation)
         kernels = field_kernels(kernel, train)
@@ -194,8 +199,13 @@ class BilevelLearner(eqx.Module):
             raise ConfigError("the trainable filter selects no hyperparameter of the kernel")
         optimizer_state = self.optimizer.init(params)
         last_good = params
-        train_values = initial_values(train)
-        validation_values = initial_values(validation)
+        if initial is None:
+            train_values, validation_values = initial_values(train), initial_values(validation)
+        else:
+            train_values, validation_values = (
+                compiled_values_at(initial.kernel, targets, initial.constraints, initial.weights, initial.coefficients)
+                for targets in (train, validation)
+            )
         rng = np.random.default_rng(seed)
         result = LearnResult(kernel=kernel, solution=None)
 

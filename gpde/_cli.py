@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--batch-size", type=int, dest="batch_size", help="validation minibatch (default: all)")
     learn.add_argument("--validation-margin", type=float, dest="validation_margin",
                        help="draw validation points at least this far from the boundary")
+    learn.add_argument("--start-steps", type=int, dest="start_steps",
+                       help="Gauss-Newton steps with the initial kernel before learning (default 0: start from u = 0)")
     learn.add_argument("--nugget", type=float)
     learn.add_argument("--eval-steps", type=int, dest="eval_steps", help="Gauss-Newton steps of the re-solve")
     learn.add_argument("--seed", type=int)

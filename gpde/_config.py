@@ -73,9 +73,14 @@ class LearnConfig:
     scale_search: bool = False
     #: Validation points are drawn this far from the boundary (LearnDefaults.validation_margin).
     validation_margin: float = 0.0
+    #: Gauss-Newton steps with the initial kernel on the training points before learning; the
+    #: learner's first iterate u_0 is that solution. 0: u_0 = 0 (the published schedule).
+    start_steps: int = 0
 
     def __post_init__(self):
         _check_common(self)
+        if not (isinstance(self.start_steps, int) and not isinstance(self.start_steps, bool) and self.start_steps >= 0):
+            raise ConfigError(f"start_steps must be an integer >= 0, got {self.start_steps!r}")
         if not (isinstance(self.validation_margin, (int, float)) and math.isfinite(self.validation_margin)
                 and self.validation_margin >= 0):
             raise ConfigError(f"validation_margin must be a finite distance >= 0, got {self.validation_margin!r}")

@@ -138,10 +138,18 @@ def run_learn(
         if progress is not None:
             progress(record, errors)
 
+    train = problem.training_constraints(interior, boundary)
     start = time.perf_counter()
+    first_iterate = None
+    if config.start_steps:
+        first_iterate = GaussNewton(
+            nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.start_steps,
+            tolerance=config.tolerance,
+        ).solve(initial, train)[0]
     result = learner.learn(
-        initial, problem.training_constraints(interior, boundary), problem.validation_constraints(validation, boundary),
+        initial, train, problem.validation_constraints(validation, boundary),
         trainable=trainable_filter(initial, config.trainable), seed=config.seed, callback=on_iteration,
+        initial=first_iterate,
     )
     learn_seconds = time.perf_counter() - start
 

@@ -263,6 +263,10 @@ def values_at(
     return tuple(_in_operator_order(parts, len(t.operators)) for parts, t in zip(per_target, targets))
 
 
+#: values_at compiled (once per set of shapes): the warm starts of the solver and the learner.
+compiled_values_at = eqx.filter_jit(values_at)
+
+
 class StepOutcome(eqx.Module):
     """Everything one Gauss-Newton step produces."""
 

@@ -61,6 +61,12 @@ class LearnDefaults:
     #: so the loss follows how the kernel interpolates between boundary points instead of how well it
     #: solves the PDE, and it prefers the longest lengthscale (benchmarks/learn-published.md).
     validation_margin: float = 0.0
+    #: Gauss-Newton steps with the initial kernel before learning, whose solution is the learner's
+    #: first frozen iterate u_0 (0: u_0 = 0, as published). Why: from u_0 = 0 the first outer
+    #: iterations learn against iterates far from any solution (Eikonal: iterate RMS 3.9, 1.9, 0.83,
+    #: 0.34, 0.11 in outer iterations 1-5), and those optimizer steps move θ by a loss that says
+    #: nothing about the PDE's solution.
+    start_steps: int = 0
 
 
 class AbstractProblem(eqx.Module):

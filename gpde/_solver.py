@@ -16,10 +16,10 @@ from ._linearize import (
     STEP_CHOLESKY_FAILED,
     STEP_NONFINITE_ITERATE,
     STEP_NONFINITE_LINEARIZATION,
+    compiled_values_at,
     gauss_newton_step,
     initial_values,
     operator_blocks,
-    values_at,
 )
 from ._precision import require_float64
 from ._solution import CollocationSolution
@@ -132,7 +132,7 @@ class GaussNewton(eqx.Module):
         blocks = jax.block_until_ready(_blocks(kernel, constraints))
         history.assembly_seconds = time.perf_counter() - start
 
-        values = initial_values(constraints) if initial is None else _values_at(
+        values = initial_values(constraints) if initial is None else compiled_values_at(
             initial.kernel, constraints, initial.constraints, initial.weights, initial.coefficients
         )
         start = time.perf_counter()
@@ -180,7 +180,6 @@ class GaussNewton(eqx.Module):
 
 _blocks = eqx.filter_jit(operator_blocks)
 _step = eqx.filter_jit(gauss_newton_step)
-_values_at = eqx.filter_jit(values_at)
 
 
 def _relative_change(old, new) -> float:

@@ -157,6 +157,8 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_kernel():
         (dict(scale_search="yes"), "scale_search"),
         (dict(validation_margin=-0.1), "validation_margin"),
         (dict(validation_margin=float("nan")), "validation_margin"),
+        (dict(start_steps=-1), "start_steps"),
+        (dict(start_steps=2.5), "start_steps"),
     ],
 )
 def test_bad_learning_configs_are_rejected(settings, message):
@@ -252,3 +254,43 @@ def test_failed_re_solve_after_learning_names_the_learned_hyperparameters(monkey
     monkeypatch.setattr(learn_run, "resolve", failing_second_time)
     with pytest.raises(SolverError, match=r"re-solve with the learned kernel failed.*log_lengthscale = .*Raise the nugget"):
         run_learn(NonlinearElliptic, _learn_config(gn_steps=1, inner_steps=2))
+
+
+def test_learning_from_a_converged_first_iterate_stays_at_that_solution():
+    # With the optimizer effectively off (learning rate 1e-12), each outer iteration is one
+    # Gauss-Newton step of the initial kernel. From the converged solution that step changes
+    # nothing; from u_0 = 0 the first step of this nonlinear problem is far from it.
+    problem, train, validation = _small_elliptic()
+    kernel = Gaussian(0.2)
+    converged, history = GaussNewton(nugget=1e-10, max_steps=20).solve(kernel, train)
+    assert history.converged
+    learner = BilevelLearner(optimizer=optax.adam(1e-12), gn_steps=1, inner_steps=2, nugget=1e-10,
+                             lengthscale_scan=False)
+    points = train[0].points
+    reference = np.asarray(converged(points))
+    warm = learner.learn(kernel, train, validation, initial=converged).solution
+    cold = learner.learn(kernel, train, validation).solution
+    scale = np.max(np.abs(reference))
+    assert np.max(np.abs(np.asarray(warm(points)) - reference)) < 1e-6 * scale
+    assert np.max(np.abs(np.asarray(cold(points)) - reference)) > 1e-2 * scale
+
+
+def test_start_steps_start_the_learner_from_the_initial_kernels_solution():
+    # One outer iteration with the optimizer effectively off (and no scale search): the learner's
+    # iterate is one more Gauss-Newton step after `start_steps` of them, i.e. the converged
+    # solution of the initial kernel on the training points; one step from u = 0 is far from it.
+    settings = dict(gn_steps=1, inner_steps=1, learning_rate=1e-12, scale_search=False, lengthscale=(0.2,))
+    problem = NonlinearElliptic()
+    config = _learn_config(start_steps=8, **settings)
+    interior, boundary, _ = learning_points(problem, config)
+    converged, history = GaussNewton(nugget=config.nugget, max_steps=20).solve(
+        Gaussian(0.2), problem.training_constraints(interior, boundary))
+    assert history.converged
+    grid, _ = problem.domain.grid(config.grid)
+    from gpde import error_metrics
+
+    expected = error_metrics(converged(grid), problem.reference(np.asarray(grid)))["rms"]
+    warm = float(run_learn(NonlinearElliptic, config).record.groups["history"]["rms"][-1])
+    cold = float(run_learn(NonlinearElliptic, _learn_config(start_steps=0, **settings)).record.groups["history"]["rms"][-1])
+    assert warm == pytest.approx(expected, rel=1e-6)
+    assert abs(cold - expected) > expected
