@@ -62,10 +62,11 @@ class LearnDefaults:
     #: solves the PDE, and it prefers the longest lengthscale (benchmarks/learn-published.md).
     validation_margin: float = 0.0
     #: Gauss-Newton steps with the initial kernel before learning, whose solution is the learner's
-    #: first frozen iterate u_0 (0: u_0 = 0, as published). Why: from u_0 = 0 the first outer
-    #: iterations learn against iterates far from any solution (Eikonal: iterate RMS 3.9, 1.9, 0.83,
-    #: 0.34, 0.11 in outer iterations 1-5), and those optimizer steps move θ by a loss that says
-    #: nothing about the PDE's solution.
+    #: first frozen iterate u_0 (0: u_0 = 0, as published). Why one might: from u_0 = 0 the first
+    #: outer iterations learn against iterates far from any solution (Eikonal: iterate RMS 3.9, 1.9,
+    #: 0.83, 0.34, 0.11 in outer iterations 1-5). Measured, it does not pay there (Eikonal, full
+    #: schedule, 30 start steps: seed 0 after / after* RMS 5.9e-3 / 3.29e-3 vs 6.1e-3 / 3.30e-3 from
+    #: u_0 = 0; seed 2 6.8e-3 vs 4.4e-3), so every problem keeps 0 (benchmarks/learn-published.md).
     start_steps: int = 0
 
 
