@@ -36,11 +36,11 @@ from ._constraint import Constraint, field_kernels
 from ._errors import ConfigError, SolverError
 from ._linearize import (
     STEP_OK,
+    compiled_values_at,
     gauss_newton_step,
     initial_values,
     linearize,
     operator_blocks,
-    compiled_values_at,
     solve_linearized,
     values_at,
 )
