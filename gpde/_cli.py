@@ -196,6 +196,8 @@ def _learn(args) -> int:
           f"{config.gn_steps} × {config.inner_steps} Adam steps (lr {config.learning_rate:g}), nugget {config.nugget:g}",
           flush=True)
     print("  re-solving with the initial kernel for the 'before' row …", flush=True)
+    if config.start_steps:
+        print(f"  then {config.start_steps} Gauss-Newton steps with it for the learner's first iterate …", flush=True)
 
     def progress(record, errors):
         done = record.iteration / config.gn_steps
