@@ -179,6 +179,7 @@ BAD_TOML = "n_interior = [\n"
         (["solve", "elliptic", "--param", "amplitud=2"], ["bad parameters", "amplitud"]),
         (["solve", "eikonal", "--param", "epsilon=-1"], ["epsilon must be > 0"]),
         (["solve", "elliptic", "--n-interior", "99"], ["perfect", "99", "100", "--layout random"]),
+        (["learn", "elliptic", "--start-steps", "-1"], ["start_steps must be an integer >= 0", "-1"]),
     ],
 )
 def test_bad_flags(tmp_path, capsys, argv, fragments):
