@@ -80,13 +80,17 @@ def learning_points(problem: AbstractProblem, config: LearnConfig):
     return interior, boundary, validation
 
 
+def _gauss_newton(config: LearnConfig, steps: int) -> GaussNewton:
+    """Plain Gauss-Newton with the run's nugget and tolerance."""
+    return GaussNewton(nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=steps,
+                       tolerance=config.tolerance)
+
+
 def resolve(problem, kernel, interior, boundary, validation, config, initial=None):
     """The protocol's re-solve: plain Gauss-Newton on training ∪ validation points (and all the
     problem's data), from u = 0 or from the solution `initial`; returns the solution and its history."""
-    solver = GaussNewton(nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.eval_steps,
-                         tolerance=config.tolerance)
-    return solver.solve(kernel, problem.constraints(jnp.concatenate([interior, validation]), boundary),
-                        initial=initial)
+    constraints = problem.constraints(jnp.concatenate([interior, validation]), boundary)
+    return _gauss_newton(config, config.eval_steps).solve(kernel, constraints, initial=initial)
 
 
 def evaluate_kernel(problem, kernel, interior, boundary, validation, config, grid_points):
@@ -142,10 +146,7 @@ def run_learn(
     start = time.perf_counter()
     first_iterate = None
     if config.start_steps:
-        first_iterate = GaussNewton(
-            nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.start_steps,
-            tolerance=config.tolerance,
-        ).solve(initial, train)[0]
+        first_iterate = _gauss_newton(config, config.start_steps).solve(initial, train)[0]
     result = learner.learn(
         initial, train, problem.validation_constraints(validation, boundary),
         trainable=trainable_filter(initial, config.trainable), seed=config.seed, callback=on_iteration,

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from gpde import ConfigError, GaussNewton
+from gpde import ConfigError, GaussNewton, error_metrics
 from gpde._bilevel import BilevelLearner, linearized_validation_loss
 from gpde._config import LearnConfig, resolve
 from gpde._learn_run import evaluate_kernel, learning_points, run_learn
@@ -124,8 +124,6 @@ def test_learning_run_round_trips_through_hdf5_and_kernel_from(tmp_path):
     interior, boundary, validation = learning_points(problem, config)
     grid, _ = problem.domain.grid(config.grid)
     u, _ = evaluate_kernel(problem, kernel, interior, boundary, validation, config, grid)
-    from gpde import error_metrics
-
     assert error_metrics(u, problem.reference(np.asarray(grid))) == pytest.approx(run.after, rel=1e-8)
 
 
@@ -287,8 +285,6 @@ def test_start_steps_start_the_learner_from_the_initial_kernels_solution():
         Gaussian(0.2), problem.training_constraints(interior, boundary))
     assert history.converged
     grid, _ = problem.domain.grid(config.grid)
-    from gpde import error_metrics
-
     expected = error_metrics(converged(grid), problem.reference(np.asarray(grid)))["rms"]
     warm = float(run_learn(NonlinearElliptic, config).record.groups["history"]["rms"][-1])
     cold = float(run_learn(NonlinearElliptic, _learn_config(start_steps=0, **settings)).record.groups["history"]["rms"][-1])
