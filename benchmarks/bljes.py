@@ -32,8 +32,8 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 
 from gpde.bljes import PHASES, make_method, run_optimization
-from gpde.bljes._study import parse_options
-from problems.bilevel import get_benchmark
+from gpde.app._study import parse_options
+from gpde.problems.bilevel import get_benchmark
 
 
 def _load() -> str:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from problems._darcy_identifiability import (
+from gpde.problems._darcy_identifiability import (
     constant_basis,
     cramer_rao_relative_l2,
     fourier_basis,
     level_and_amplitude_basis,
 )
-from problems.darcy import Darcy, true_log_permeability
+from gpde.problems.darcy import Darcy, true_log_permeability
 
 GOAL = 5e-2
 

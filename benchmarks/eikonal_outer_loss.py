@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gpde import GaussNewton, error_metrics
-from gpde._bilevel import linearized_validation_residuals
-from kernels import Gaussian
-from problems.eikonal import Eikonal
+from gpde.learn._learner import linearized_validation_residuals
+from gpde.kernels import Gaussian
+from gpde.problems.eikonal import Eikonal
 
 LENGTHSCALES = (0.05, 0.07, 0.1, 0.14, 0.2, 0.3)
 NUGGET = 1e-8

@@ -47,12 +47,12 @@ def worker(name: str, repeat: int) -> dict:
     import numpy as np
     import optax
 
-    from gpde._bilevel import _optimizer_step, _subset, _subset_values
-    from gpde._config import LearnConfig, resolve
+    from gpde.learn._learner import _optimizer_step, _subset, _subset_values
+    from gpde.app._config import LearnConfig, resolve
     from gpde._kernel_choice import make_kernel
-    from gpde._learn_run import learning_points, trainable_filter
-    from gpde._linearize import initial_values
-    from problems import get_problem_class
+    from gpde.app._learn_run import learning_points, trainable_filter
+    from gpde.solve._linearize import initial_values
+    from gpde.problems import get_problem_class
 
     problem_name, kernel_name, lengthscale, n_interior, n_boundary, n_validation = CASES[name]
     problem_class = get_problem_class(problem_name)

@@ -102,7 +102,7 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     import jax
     import jax.numpy as jnp
 
-    from gpde import _linearize as lin
+    from gpde.solve import _linearize as lin
 
     sizes = [c.size for c in constraints]
     # The minimum over the calls: a piece's own cost, least disturbed by other processes.
@@ -216,12 +216,12 @@ def worker(spec: dict) -> dict:
 
     import numpy as np
 
-    from gpde import _solver
-    from gpde._config import resolve
+    from gpde.solve import _solver
+    from gpde.app._config import resolve
     from gpde._kernel_choice import make_kernel
-    from gpde._linearize import initial_values
-    from gpde._run import build_problem, collocation_points, run_solve
-    from problems import get_problem_class
+    from gpde.solve._linearize import initial_values
+    from gpde.app._run import build_problem, collocation_points, run_solve
+    from gpde.problems import get_problem_class
 
     name, n_interior, n_boundary, repeat = spec["problem"], spec["n_interior"], spec["n_boundary"], spec["repeat"]
     load_start = os.getloadavg()[0]

@@ -1,29 +1,45 @@
 """gpde: Gaussian-process collocation for nonlinear PDEs.
 
-The public API is re-exported here; the modules themselves are private.
+Layers (imports point down only):
+    gpde.kernels   pointwise kernels as Equinox modules (knows nothing of PDEs)
+    gpde (core)    operators, Gram assembly, the Gauss-Newton solver (gpde.solve), the bilevel
+                   learner (gpde.learn), the BLJES algorithms (gpde.bljes), result files (gpde.io)
+    gpde.problems  the catalogue of PDEs and bilevel benchmarks
+    gpde.app       the command line, configuration, run / learn / study runners, analysis, plots
+
+The core API is re-exported here; the modules themselves are private.
 """
 
-from ._constraint import Constraint as Constraint
-from ._constraint import OnField as OnField
-from ._domain import Box as Box
+from importlib.metadata import PackageNotFoundError, version
+
 from ._errors import ConfigError as ConfigError
 from ._errors import GpdeError as GpdeError
 from ._errors import PrecisionError as PrecisionError
 from ._errors import SolverError as SolverError
-from ._gram import feature_jets as feature_jets
-from ._gram import operator_gram as operator_gram
-from ._metrics import error_metrics as error_metrics
-from ._operators import AbstractOperator as AbstractOperator
-from ._operators import Evaluation as Evaluation
-from ._operators import Laplacian as Laplacian
-from ._operators import Partial as Partial
-from ._operators import SecondPartial as SecondPartial
-from ._problem import AbstractProblem as AbstractProblem
-from ._problem import LearnDefaults as LearnDefaults
-from ._problem import SolveDefaults as SolveDefaults
-from ._solution import CollocationSolution as CollocationSolution
-from ._solver import GaussNewton as GaussNewton
-from ._solver import SolveHistory as SolveHistory
-from ._solver import StepRecord as StepRecord
+from ._kernel_choice import KERNELS as KERNELS
+from ._kernel_choice import make_kernel as make_kernel
+from .learn import BilevelLearner as BilevelLearner
+from .learn import LearnResult as LearnResult
+from .solve import AbstractOperator as AbstractOperator
+from .solve import AbstractProblem as AbstractProblem
+from .solve import Box as Box
+from .solve import CollocationSolution as CollocationSolution
+from .solve import Constraint as Constraint
+from .solve import Evaluation as Evaluation
+from .solve import GaussNewton as GaussNewton
+from .solve import Laplacian as Laplacian
+from .solve import LearnDefaults as LearnDefaults
+from .solve import OnField as OnField
+from .solve import Partial as Partial
+from .solve import SecondPartial as SecondPartial
+from .solve import SolveDefaults as SolveDefaults
+from .solve import SolveHistory as SolveHistory
+from .solve import StepRecord as StepRecord
+from .solve import error_metrics as error_metrics
+from .solve import feature_jets as feature_jets
+from .solve import operator_gram as operator_gram
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("gpde")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

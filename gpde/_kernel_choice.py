@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels import AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, Polynomial, RationalQuadratic, Scaled, Sum
+from .kernels import AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, Polynomial, RationalQuadratic, Scaled, Sum
 
 from ._errors import ConfigError
 

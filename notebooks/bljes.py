@@ -25,7 +25,7 @@
 # * the time per BLJES iteration, split by phase.
 #
 # Every number and figure is read from the HDF5 study files in `RESULTS/bljes/SETTING/`; only the
-# runs that are missing are computed (`gpde.bljes.run_study` skips finished runs).
+# runs that are missing are computed (`gpde.app.run_study` skips finished runs).
 
 # %% tags=["parameters"]
 import os
@@ -44,8 +44,8 @@ jax.config.update("jax_enable_x64", True)  # the surrogates are fitted in float6
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gpde import _analysis as analysis
-from gpde.bljes import final_regret_table, plan_study, plot_study, read_study, run_study
+from gpde.app import analysis
+from gpde.app import final_regret_table, plan_study, plot_study, read_study, run_study
 
 if SETTING not in ("quick", "full"):
     raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")

@@ -43,7 +43,7 @@ jax.config.update("jax_enable_x64", True)  # gpde solves in float64 only
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gpde import _analysis as analysis
+from gpde.app import analysis
 
 if SETTING not in ("quick", "full"):
     raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")

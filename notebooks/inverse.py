@@ -43,7 +43,7 @@ jax.config.update("jax_enable_x64", True)  # gpde solves in float64 only
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gpde import _analysis as analysis
+from gpde.app import analysis
 
 if SETTING not in ("quick", "full"):
     raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")
@@ -153,13 +153,13 @@ figure.savefig(FIGURES / f"inverse-learning-{SETTING}.png", dpi=110)
 # `benchmarks/darcy_identifiability.py`).
 
 # %%
-from problems._darcy_identifiability import (
+from gpde.problems._darcy_identifiability import (
     constant_basis,
     cramer_rao_relative_l2,
     fourier_basis,
     level_and_amplitude_basis,
 )
-from problems.darcy import Darcy, true_log_permeability
+from gpde.problems.darcy import Darcy, true_log_permeability
 
 darcy = Darcy()
 grid_points = solved.groups["fields"]["points"]

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from gpde import _analysis as analysis
+from gpde.app import analysis
 
 if SETTING not in ("quick", "full"):
     raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")

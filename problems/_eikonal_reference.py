@@ -6,10 +6,11 @@ the boundary, with speed f = 1 unless given. The substitution v = exp(-u / eps) 
     f(x)^2 v - eps^2 Laplace(v) = 0  in the square,   v = 1 on the boundary,
 
 which is solved here by 5-point finite differences and a sparse direct solve; u = -eps log(v).
-A Richardson-extrapolated fine-grid solution is cached in ``data/`` as the yardstick for the GP
-solvers. Pure numpy/scipy, float64, no JAX.
+A Richardson-extrapolated fine-grid solution for ε = 0.01 ships with gpde (package data
+`gpde.data`) as the yardstick for the GP solvers; other ε are computed on first use and cached in
+the user's cache directory (`gpde.io.cache_directory`). Pure numpy/scipy, float64, no JAX.
 
-Rebuild the cached file with ``python -m problems._eikonal_reference`` (see data/README.md).
+Rebuild the shipped file with ``python -m gpde.problems._eikonal_reference`` (see data/README.md).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,7 +29,7 @@ from scipy.sparse.linalg import splu
 
 Speed = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "data"
+from gpde.io import atomic_path, cache_directory, find_data_file, source_data_directory
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,10 +177,15 @@ def eikonal_reference_grid(eps: float, n_fine: int = 1000, speed: Speed | None =
     return axis, u_fine_on_coarse + (u_fine_on_coarse - u_coarse) / 3.0
 
 
+def reference_name(eps: float) -> str:
+    """File name of the reference for eps, e.g. eikonal_reference_eps0.01.npz."""
+    return f"eikonal_reference_eps{eps:g}.npz"
+
+
 def reference_path(eps: float, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Path of the cached reference for eps, e.g. data/eikonal_reference_eps0.01.npz."""
-    cache_dir = DEFAULT_CACHE_DIR if cache_dir is None else Path(cache_dir)
-    return cache_dir / f"eikonal_reference_eps{eps:g}.npz"
+    """Where the reference for eps is cached: `cache_dir`, or the user's gpde cache directory."""
+    cache_dir = cache_directory() if cache_dir is None else Path(cache_dir)
+    return cache_dir / reference_name(eps)
 
 
 class EikonalReference:
@@ -218,13 +223,17 @@ class EikonalReference:
     @classmethod
     def load_or_build(cls, eps: float = 0.01, cache_dir: str | os.PathLike | None = None,
                       n_fine: int = 1000) -> "EikonalReference":
-        """Load the cached reference for eps from cache_dir, or compute and cache it.
+        """Load the reference for eps, or compute and cache it.
 
-        The file is ``<cache_dir>/eikonal_reference_eps{eps:g}.npz`` (cache_dir defaults to
-        the repository's data/ directory). When it is missing, ``eikonal_reference_grid(eps,
-        n_fine)`` is computed (n_fine = 1000: ~16 s and 1.3 GB peak on 2 cores) and saved
-        atomically, so a concurrent reader never sees a partial file.
+        Without `cache_dir`, the file shipped with gpde is used when there is one, else the
+        user's cache directory; with `cache_dir`, only that directory. When it is missing,
+        ``eikonal_reference_grid(eps, n_fine)`` is computed (n_fine = 1000: ~16 s and 1.3 GB peak
+        on 2 cores) and saved atomically, so a concurrent reader never sees a partial file.
         """
+        found = find_data_file(reference_name(eps)) if cache_dir is None else None
+        if found is not None:
+            with found.open("rb") as source:
+                return cls.load(source, expect_eps=eps, expect_n_fine=n_fine)
         path = reference_path(eps, cache_dir)
         if path.exists():
             return cls.load(path, expect_eps=eps, expect_n_fine=n_fine)
@@ -255,18 +264,9 @@ def save_reference(path, axis, u, eps: float, n_fine: int) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            np.savez_compressed(tmp, axis=np.asarray(axis, np.float64),
-                                u=np.asarray(u, np.float64), eps=np.float64(eps),
-                                n_fine=np.int64(n_fine))
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private (0600); this is shared data
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as out:
+        np.savez_compressed(out, axis=np.asarray(axis, np.float64), u=np.asarray(u, np.float64),
+                            eps=np.float64(eps), n_fine=np.int64(n_fine))
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,11 +311,12 @@ def build_and_report(eps: float = 0.01, n_fine: int = 1000,
 
 
 def main(argv=None) -> None:
-    """Entry point of ``python -m problems._eikonal_reference``."""
+    """Entry point of ``python -m gpde.problems._eikonal_reference`` (writes the repository's
+    data/ directory by default: the file that ships with gpde)."""
     parser = argparse.ArgumentParser(description=build_and_report.__doc__.splitlines()[0])
     parser.add_argument("--eps", type=float, default=0.01)
     parser.add_argument("--n-fine", type=int, default=1000)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=source_data_directory())
     args = parser.parse_args(argv)
     build_and_report(args.eps, args.n_fine, args.cache_dir)
 

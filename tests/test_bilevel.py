@@ -8,14 +8,14 @@ import optax
 import pytest
 
 from gpde import ConfigError, GaussNewton, error_metrics
-from gpde._bilevel import BilevelLearner, linearized_validation_loss
-from gpde._config import LearnConfig, resolve
-from gpde._learn_run import evaluate_kernel, learning_points, run_learn
-from gpde._linearize import initial_values, operator_blocks, gauss_newton_step, values_at
-from gpde._run import learned_kernel
-from gpde import _store as store
-from kernels import Gaussian
-from problems.elliptic import NonlinearElliptic
+from gpde.learn._learner import BilevelLearner, linearized_validation_loss
+from gpde.app._config import LearnConfig, resolve
+from gpde.app._learn_run import evaluate_kernel, learning_points, run_learn
+from gpde.solve._linearize import initial_values, operator_blocks, gauss_newton_step, values_at
+from gpde.app._run import learned_kernel
+from gpde.io import _store as store
+from gpde.kernels import Gaussian
+from gpde.problems.elliptic import NonlinearElliptic
 
 
 def _small_elliptic(n_interior=64, n_boundary=32, n_validation=48):
@@ -196,8 +196,8 @@ def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():
         best = 2e-5 + 1e-3 * (t - np.log(0.2)) ** 2
         return float(jnp.minimum(local, best))
 
-    from gpde._bilevel import _scale_search
-    from kernels import Scaled
+    from gpde.learn._learner import _scale_search
+    from gpde.kernels import Scaled
 
     kernel = Scaled(Gaussian(0.113), 0.7)
     moved, factor = _scale_search(kernel, loss_at)
@@ -237,7 +237,7 @@ def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
 
 @pytest.mark.slow
 def test_failed_re_solve_after_learning_names_the_learned_hyperparameters(monkeypatch):
-    import gpde._learn_run as learn_run
+    import gpde.app._learn_run as learn_run
     from gpde import SolverError
 
     calls = []

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from gpde import ConfigError
-from problems.bilevel import catalogue, get_benchmark
-from problems.bilevel.gp_sample import MIN_LOWER_LEVEL_GAP, GPSample, _cached_optimum, _stored_optima
+from gpde.problems.bilevel import catalogue, get_benchmark
+from gpde.problems.bilevel.gp_sample import MIN_LOWER_LEVEL_GAP, GPSample, _cached_optimum, _stored_optima
 
 FAST = [name for name in catalogue() if name != "darcy"]
 
@@ -148,7 +148,7 @@ def test_bad_benchmark_parameters_raise_config_errors():
         get_benchmark("smd99")
     with pytest.raises(ConfigError, match="dim must be 1 or 2"):
         GPSample(3, 0, 0.2)
-    from problems.bilevel.smd import SMD6
+    from gpde.problems.bilevel.smd import SMD6
 
     with pytest.raises(ConfigError, match="s even"):
         SMD6(s=1)
@@ -204,10 +204,8 @@ def test_catalogue_names_are_unique_and_constructible():
 
 
 def _darcy_table():
-    from problems.bilevel import darcy
+    from gpde.problems.bilevel import darcy
 
-    if not darcy.TABLE_FILE.exists():
-        pytest.skip("data/bljes_darcy_optimum.json not built (python -m problems.bilevel.darcy)")
     return darcy, darcy._table()
 
 

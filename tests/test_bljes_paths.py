@@ -9,7 +9,7 @@ import pytest
 from gpde import ConfigError
 from gpde.bljes._features import SamplePath, posterior_paths, spectral_draws
 from gpde.bljes._surrogate import fit_gp
-from kernels import Gaussian, Matern52, RationalQuadratic
+from gpde.kernels import Gaussian, Matern52, RationalQuadratic
 
 POINTS = jnp.array([[0.1, 0.2, 0.3], [0.15, 0.25, 0.3], [0.5, 0.4, 0.1], [0.9, 0.9, 0.8]])
 

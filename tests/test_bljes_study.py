@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gpde import ConfigError, GpdeError
-from gpde._cli import main
-from gpde.bljes import _study as study
-from gpde.bljes._plots import plot_study
+from gpde.app._cli import main
+from gpde.app import _study as study
+from gpde.app._study_plots import plot_study
 
 SIZES = {"evaluations": 4, "initial": 3}
 
@@ -179,7 +179,7 @@ def test_cli_bad_arguments_exit_2_with_one_line(argv, fragment, capsys, tmp_path
 
 
 def test_result_file_is_not_a_study(tmp_path):
-    from gpde import _store as store
+    from gpde.io import _store as store
 
     path = tmp_path / "run.h5"
     store.write_run(path, store.RunFile(problem="elliptic", seed=0, config={}))

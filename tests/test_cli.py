@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import gpde
-from gpde import _store as store
-from gpde._cli import main
+from gpde.io import _store as store
+from gpde.app._cli import main
 
 GPDE = Path(sys.executable).with_name("gpde")
 
@@ -151,7 +151,7 @@ def test_toml_config_and_flag_precedence(tmp_path, capsys):
 
 
 def gpde_default_nugget():
-    from problems.elliptic import NonlinearElliptic
+    from gpde.problems.elliptic import NonlinearElliptic
 
     return NonlinearElliptic.defaults.nugget
 

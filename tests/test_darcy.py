@@ -23,21 +23,21 @@ from gpde import (
     OnField,
     Partial,
 )
-from gpde._bilevel import linearized_validation_loss
-from gpde._config import SolveConfig, resolve
+from gpde.learn._learner import linearized_validation_loss
+from gpde.app._config import SolveConfig, resolve
 from gpde._kernel_choice import make_field_kernels
-from gpde._linearize import (
+from gpde.solve._linearize import (
     initial_values,
     linearize,
     operator_blocks,
     operator_values,
     reduced_gram,
 )
-from gpde._run import build_problem
-from kernels import Gaussian
-from problems._darcy_identifiability import constant_basis, cramer_rao_relative_l2, fourier_basis
-from problems._darcy_reference import grid_interpolant, solve_darcy_fd
-from problems.darcy import Darcy, true_log_permeability
+from gpde.app._run import build_problem
+from gpde.kernels import Gaussian
+from gpde.problems._darcy_identifiability import constant_basis, cramer_rao_relative_l2, fourier_basis
+from gpde.problems._darcy_reference import grid_interpolant, solve_darcy_fd
+from gpde.problems.darcy import Darcy, true_log_permeability
 
 # --------------------------------------------------------------------------------------------
 # Finite-difference reference
@@ -333,9 +333,9 @@ def test_linearization_sees_observations():
 
 
 def test_darcy_run_stores_and_plots_both_fields(tmp_path):
-    from gpde import _store as store
-    from gpde._plotting import plot_fields
-    from gpde._run import learned_kernel, run_solve
+    from gpde.io import _store as store
+    from gpde.app._plotting import plot_fields
+    from gpde.app._run import learned_kernel, run_solve
 
     config = resolve("darcy", Darcy.defaults, {"n_interior": 100, "n_boundary": 40, "steps": 2, "grid": 12},
                      config_class=SolveConfig)

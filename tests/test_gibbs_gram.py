@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
-from kernels import Gaussian, Gibbs, Polynomial, Product, Sum
+from gpde.kernels import Gaussian, Gibbs, Polynomial, Product, Sum
 
 _HALF = np.array([[0.0, 0.5], [0.5, 0.0]])
 
@@ -174,7 +174,7 @@ def test_tiled_reverse_pass_equals_plain_reverse_mode(per_dimension):
     # The tiled backward pass (gpde/_tiled_vjp.py) must give the plain reverse-mode gradient, for
     # the network parameters and for the points, with several tiles and a padded last tile (7 rows
     # in tiles of 3); the shared-ℓ case also checks the one-column lengthscale tables.
-    from gpde._gibbs_gram import gibbs_gram
+    from gpde.solve._gibbs_gram import gibbs_gram
 
     kernel = _gibbs(per_dimension)
     params, static = eqx.partition(kernel, eqx.is_inexact_array)

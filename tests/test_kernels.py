@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from kernels import (
+from gpde.kernels import (
     Additive,
     Gaussian,
     Gibbs,

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from gpde import ConfigError
-from gpde import _analysis as analysis
-from gpde import _store as store
+from gpde.app import analysis
+from gpde.io import _store as store
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -117,8 +117,8 @@ def _fake_solve(config: dict) -> store.RunFile:
 
 
 def test_ensure_solve_reuses_a_matching_file_and_refuses_a_different_one(tmp_path):
-    from gpde._config import resolve
-    from problems import get_problem_class
+    from gpde.app._config import resolve
+    from gpde.problems import get_problem_class
 
     settings = dict(n_interior=36, n_boundary=28, grid=3, steps=3)
     config = resolve("elliptic", get_problem_class("elliptic").defaults, settings).as_dict()

@@ -16,7 +16,7 @@ import pytest
 
 import gpde
 from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
-from kernels import Gaussian, Gibbs, Matern72, Sum
+from gpde.kernels import Gaussian, Gibbs, Matern72, Sum
 
 OPERATORS = (
     Evaluation(),

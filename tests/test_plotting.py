@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from gpde import _store as store
-from gpde._plotting import plot_fields
+from gpde.io import _store as store
+from gpde.app._plotting import plot_fields
 
 
 def _run(with_lengthscale: bool) -> store.RunFile:

@@ -12,16 +12,18 @@ import os
 import numpy as np
 import pytest
 
-from problems._cole_hopf import burgers_cole_hopf
-from problems._eikonal_reference import (
+from gpde.io._data import shipped_file
+from gpde.problems._cole_hopf import burgers_cole_hopf
+from gpde.problems._eikonal_reference import (
     EikonalReference,
     componentwise_backward_error,
     eikonal_fd_system,
     eikonal_reference_grid,
+    reference_name,
     reference_path,
     solve_eikonal_fd,
 )
-from problems._eikonal_reference import _solve_m_matrix
+from gpde.problems._eikonal_reference import _solve_m_matrix
 
 NU = 0.02
 
@@ -229,10 +231,10 @@ def test_load_or_build_caches_atomically(tmp_path):
 
 @pytest.fixture(scope="module")
 def cached_reference():
-    path = reference_path(0.01)
-    if not path.exists():
-        pytest.fail(f"{path} is missing; rebuild it with `python -m problems._eikonal_reference`")
-    return EikonalReference.load(path, expect_eps=0.01, expect_n_fine=1000)
+    shipped = shipped_file(reference_name(0.01))
+    assert shipped is not None, "the ε = 0.01 reference must ship as package data (gpde.data)"
+    with shipped.open("rb") as source:
+        return EikonalReference.load(source, expect_eps=0.01, expect_n_fine=1000)
 
 
 def test_cached_reference_reproduces_its_grid(cached_reference):

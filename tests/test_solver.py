@@ -22,11 +22,11 @@ import pytest
 
 import gpde
 from gpde import Constraint, Evaluation, GaussNewton, Laplacian, Partial, SecondPartial, operator_gram
-from gpde._linearize import gauss_newton_step, initial_values, operator_blocks
-from kernels import Gaussian, Matern52
-from problems.burgers import Burgers
-from problems.eikonal import Eikonal
-from problems.elliptic import NonlinearElliptic
+from gpde.solve._linearize import gauss_newton_step, initial_values, operator_blocks
+from gpde.kernels import Gaussian, Matern52
+from gpde.problems.burgers import Burgers
+from gpde.problems.eikonal import Eikonal
+from gpde.problems.elliptic import NonlinearElliptic
 
 
 def _points(problem, n_interior, n_boundary, layout, seed=0):
@@ -295,7 +295,7 @@ def test_float32_is_refused_with_instructions():
         import jax, jax.numpy as jnp
         assert not jax.config.jax_enable_x64
         import gpde
-        from kernels import Gaussian
+        from gpde.kernels import Gaussian
         points = jnp.asarray([[0.1, 0.2], [0.5, 0.5], [0.9, 0.3]])
         constraint = gpde.Constraint("values", points, (gpde.Evaluation(),), lambda x, z: z[0] - 1.0)
         try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpde
-from gpde import _store as store
+from gpde.io import _store as store
 
 
 def _run_file() -> store.RunFile:

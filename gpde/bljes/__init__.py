@@ -15,10 +15,3 @@ from ._sample_optimum import solve_bilevel as solve_bilevel
 from ._state import SearchState as SearchState
 from ._surrogate import GaussianProcess as GaussianProcess
 from ._surrogate import fit_gp as fit_gp
-from ._study import RunSpec as RunSpec
-from ._study import StudyRun as StudyRun
-from ._study import final_regret_table as final_regret_table
-from ._study import plan_study as plan_study
-from ._study import read_study as read_study
-from ._study import run_study as run_study
-from ._plots import plot_study as plot_study

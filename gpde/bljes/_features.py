@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from kernels import AbstractStationaryKernel, Gaussian, Matern52, Matern72
+from ..kernels import AbstractStationaryKernel, Gaussian, Matern52, Matern72
 
 from .._errors import ConfigError
 from ._surrogate import GaussianProcess

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Float
 
-from kernels import AbstractStationaryKernel, Gaussian, Matern52, Matern72
+from ..kernels import AbstractStationaryKernel, Gaussian, Matern52, Matern72
 
 from .._errors import ConfigError
 

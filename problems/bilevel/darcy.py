@@ -21,7 +21,7 @@ solver at lengthscale ℓ; the upper level picks the ℓ whose calibrated solve 
 data best.
 
 Truth. One solve takes seconds (mostly compilation), so θ*(x) and F(x) = f(x, θ*(x)) are
-tabulated once on a grid of x (`python -m problems.bilevel.darcy` → data/bljes_darcy_optimum.json,
+tabulated once on a grid of x (`python -m gpde.problems.bilevel.darcy` → data/bljes_darcy_optimum.json,
 with how it was made): θ*(x) by bounded least squares (scipy `least_squares`, finite-difference
 Jacobian, ≤ 12 solves) on the training residuals from θ_true, checked at x* against a 3 × 3 θ-grid; x* by a
 bounded scalar search of F near the best grid node. `lower_optimum(x)` and the regret interpolate
@@ -30,7 +30,6 @@ is not available and `optimum` raises a ConfigError naming the command that buil
 """
 
 import functools
-import json
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -48,18 +47,19 @@ from gpde import (
     GaussNewton,
     Laplacian,
     Partial,
+    make_kernel,
 )
 from gpde.bljes import AbstractBilevelBenchmark
 
 from .._darcy_reference import interior_nodes, solve_darcy_fd
-from ._tables import write_json_atomically
+from ._tables import default_table_path, read_table, write_json_atomically
 
 THETA_TRUE = (0.4, -0.7)
 LOG_LENGTHSCALE = (float(np.log(0.08)), float(np.log(0.8)))
 N_INTERIOR, N_BOUNDARY = 144, 48
 N_TRAIN, N_TEST = 20, 20
 FD_GRID = 99
-TABLE_FILE = Path(__file__).resolve().parents[2] / "data" / "bljes_darcy_optimum.json"
+TABLE_FILE = "bljes_darcy_optimum.json"
 
 
 def log_permeability(theta, points):
@@ -79,8 +79,6 @@ def observations():
 @functools.lru_cache(maxsize=4096)
 def _predictions(log_lengthscale: float, theta1: float, theta2: float) -> tuple[np.ndarray, np.ndarray]:
     """One gpde solve; the solution at the training and the held-out points."""
-    from gpde._kernel_choice import make_kernel
-
     box = Box((0.0, 0.0), (1.0, 1.0))
     interior_key, boundary_key = jax.random.split(jax.random.PRNGKey(0))
     interior = box.interior_points(N_INTERIOR, "grid", interior_key)
@@ -107,11 +105,11 @@ def _misfits(x, theta) -> tuple[float, float]:
 
 
 def _table() -> dict:
-    try:
-        return json.loads(TABLE_FILE.read_text())
-    except (OSError, ValueError):
+    table = read_table(TABLE_FILE)
+    if table is None:
         raise ConfigError(f"the darcy benchmark's truth table {TABLE_FILE} is missing or unreadable; build it "
-                          "with `python -m problems.bilevel.darcy` (about 15 min)") from None
+                          "with `python -m gpde.problems.bilevel.darcy` (about 15 min)")
+    return table
 
 
 class DarcyBlackBox(AbstractBilevelBenchmark):
@@ -161,7 +159,7 @@ def _lower_optimum_by_least_squares(x: float) -> tuple[np.ndarray, float, int]:
     return result.x, float(np.linalg.norm(result.fun)), result.nfev
 
 
-def build_table(nodes: int = 5, path: Path = TABLE_FILE, log=print) -> dict:
+def build_table(nodes: int = 5, path: Path | None = None, log=print) -> dict:
     """Tabulate θ*(x) and F(x) on `nodes` values of x = ln ℓ, refine x*, check θ*(x*) against a
     3 × 3 θ-grid, and write the table (atomically) to `path`."""
     start = time.perf_counter()
@@ -193,14 +191,14 @@ def build_table(nodes: int = 5, path: Path = TABLE_FILE, log=print) -> dict:
         "F_star": rows[x_star][2], "dense_check": {"theta_grid": "3x3 on [-1,1]^2", "best_g": grid_best[2],
                                                    "at": list(grid_best[:2]), "least_squares_g": rows[x_star][1]},
         "theta_true": list(THETA_TRUE), "refinement_evaluations": int(refined.nfev),
-        "how": (f"python -m problems.bilevel.darcy: {nodes} equispaced x = ln(lengthscale) in "
+        "how": (f"python -m gpde.problems.bilevel.darcy: {nodes} equispaced x = ln(lengthscale) in "
                 f"[{LOG_LENGTHSCALE[0]:.4f}, {LOG_LENGTHSCALE[1]:.4f}] plus a bounded scalar search of F "
                 "(xatol 0.02, at most 3 steps) between the neighbours of the best node; theta*(x) by scipy least_squares (trf, "
                 "bounds [-1,1]^2, 2-point Jacobian, diff_step 1e-4) from theta_true; each evaluation one "
                 "gpde GaussNewton solve"),
         "seconds": time.perf_counter() - start,
     }
-    write_json_atomically(path, table)
+    write_json_atomically(default_table_path(TABLE_FILE) if path is None else path, table)
     return table
 
 

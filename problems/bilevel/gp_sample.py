@@ -19,7 +19,7 @@ products, so dense searches are cheap:
   d = 2); the 8 best grid x refined by Nelder–Mead on F(x) = f(x, θ*(x)) with the refined θ*(x).
   This takes ~1 min for d = 2, so the result is stored in data/bljes_gp_sample_optima.json (with the
   parameters it belongs to) and memoized per process; without a matching entry it is recomputed.
-  `python -m problems.bilevel.gp_sample` recomputes every entry and rewrites the file.
+  `python -m gpde.problems.bilevel.gp_sample` recomputes every entry and rewrites the file.
 
 Which draws are benchmarks: BLJES, like the bilevel methods it is compared with, assumes the
 lower-level optimum θ*(x) is unique (REFERENCES.md §4, "optimistic setting"). About four draws in
@@ -47,7 +47,7 @@ import scipy.optimize
 
 from gpde import ConfigError
 from gpde.bljes import AbstractBilevelBenchmark
-from ._tables import write_json_atomically
+from ._tables import default_table_path, read_table, write_json_atomically
 
 _LOWER_GRID = {1: 1001, 2: 81}  # θ-grid nodes per side for θ*(x)
 _JOINT_GRID = {1: 401, 2: 41}  # x- and θ-grid nodes per side for the search of x*
@@ -57,7 +57,7 @@ _REFINE_UPPER = 8
 #: basin of g(x*, ·) for a draw to be a catalogue benchmark (see the module docstring).
 MIN_LOWER_LEVEL_GAP = 0.1
 _DISTINCT_BASIN = 0.05  # local minima of g(x, ·) closer than this (in θ) are the same basin
-OPTIMA_FILE = Path(__file__).resolve().parents[2] / "data" / "bljes_gp_sample_optima.json"
+OPTIMA_FILE = "bljes_gp_sample_optima.json"
 
 
 def _grid(nodes: int, dim: int) -> np.ndarray:
@@ -209,10 +209,7 @@ def _cached_optimum(dim, seed, lengthscale, n_features):
 
 
 def _stored_optima() -> dict:
-    try:
-        return json.loads(OPTIMA_FILE.read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_table(OPTIMA_FILE) or {}
 
 
 def _key_fields(key) -> dict:
@@ -227,7 +224,7 @@ def _optimum(problem: GPSample):
     return x.copy(), value
 
 
-def write_optima(path: Path = OPTIMA_FILE) -> dict:
+def write_optima(path: Path | None = None) -> dict:
     """Recompute the optimum of every catalogue GP sample-path benchmark by dense search and write
     them (atomically) to `path` as JSON: name → parameters, x*, F*."""
     optima = {}
@@ -240,7 +237,7 @@ def write_optima(path: Path = OPTIMA_FILE) -> dict:
                         "method": f"joint grid {_JOINT_GRID[problem.dim]}^{problem.dim} x {_JOINT_GRID[problem.dim]}^"
                                   f"{problem.dim}, {_REFINE_UPPER} best refined (Nelder-Mead / bounded scalar); "
                                   f"theta*(x): grid {_LOWER_GRID[problem.dim]}^{problem.dim} + L-BFGS-B from 5 best"}
-    write_json_atomically(path, optima)
+    write_json_atomically(default_table_path(OPTIMA_FILE) if path is None else path, optima)
     return optima
 
 

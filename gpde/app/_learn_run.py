@@ -13,15 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kernels import AbstractKernel, Gibbs
+from ..kernels import AbstractKernel, Gibbs
 
-from . import _store as store
-from ._bilevel import BilevelLearner, LearnResult, OuterRecord, scalar_hyperparameters
+from ..io import _store as store
+from ..learn._learner import BilevelLearner, LearnResult, OuterRecord, scalar_hyperparameters
 from ._config import LearnConfig
-from ._errors import SolverError
-from ._kernel_choice import kernel_arrays
-from ._precision import require_float64
-from ._problem import AbstractProblem
+from .._errors import SolverError
+from .._kernel_choice import kernel_arrays
+from ..solve._precision import require_float64
+from ..solve._problem import AbstractProblem
 from ._run import (
     LEARNED_KERNEL,
     build_problem,
@@ -29,7 +29,7 @@ from ._run import (
     kernel_settings,
     problem_kernel,
 )
-from ._solver import GaussNewton
+from ..solve._solver import GaussNewton
 
 KERNEL = LEARNED_KERNEL
 BEFORE = "before"
@@ -48,7 +48,7 @@ def trainable_filter(kernel: AbstractKernel, which: str):
     paths = jax.tree_util.tree_flatten_with_path(kernel)[0]
     flags = [("log_lengthscale" in jax.tree_util.keystr(p)) and eqx.is_inexact_array(leaf) for p, leaf in paths]
     if not any(flags):
-        from ._errors import ConfigError
+        from .._errors import ConfigError
 
         raise ConfigError(f"the {type(kernel).__name__} kernel has no lengthscale parameter; use --trainable all")
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(kernel), flags)

@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kernels import AbstractKernel
+from ..kernels import AbstractKernel
 
-from ._constraint import Constraint, field_kernels
-from ._errors import ConfigError, SolverError
-from ._linearize import (
+from ..solve._constraint import Constraint, field_kernels
+from .._errors import ConfigError, SolverError
+from ..solve._linearize import (
     STEP_OK,
     compiled_values_at,
     gauss_newton_step,
@@ -44,8 +44,8 @@ from ._linearize import (
     solve_linearized,
     values_at,
 )
-from ._precision import require_float64
-from ._solution import CollocationSolution
+from ..solve._precision import require_float64
+from ..solve._solution import CollocationSolution
 
 
 def linearized_validation_residuals(

@@ -27,7 +27,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from kernels import AbstractKernel, AbstractPointKernel
+from ..kernels import AbstractKernel, AbstractPointKernel
 
 from ._operators import AbstractOperator
 

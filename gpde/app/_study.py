@@ -153,9 +153,9 @@ def plan_study(
     seeds 0 … seeds − 1, `evaluations` queries per run of which `initial` are the random initial
     design. Builds every benchmark and method once, so that a bad combination fails here, before
     any run starts. Raises ConfigError naming the problem and the fix."""
-    from problems.bilevel import catalogue, get_benchmark
+    from gpde.problems.bilevel import catalogue, get_benchmark
 
-    from ._methods import METHODS, make_method
+    from ..bljes._methods import METHODS, make_method
 
     benchmark_names = _names(benchmarks, catalogue(), "benchmark")
     method_names = _names(methods, METHODS, "method")
@@ -183,10 +183,10 @@ def run_one(spec: RunSpec) -> dict:
 
     jax.config.update("jax_enable_x64", True)  # the surrogates need float64; workers start fresh
 
-    from problems.bilevel import get_benchmark
+    from gpde.problems.bilevel import get_benchmark
 
-    from ._loop import run_optimization
-    from ._methods import make_method
+    from ..bljes._loop import run_optimization
+    from ..bljes._methods import make_method
 
     benchmark = get_benchmark(spec.benchmark)
     start = time.perf_counter()

@@ -9,17 +9,17 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from kernels import AbstractKernel
+from ..kernels import AbstractKernel
 
-from . import _store as store
+from ..io import _store as store
 from ._config import SolveConfig
-from ._errors import ConfigError
-from ._kernel_choice import kernel_with_arrays, make_field_kernels
-from ._metrics import error_metrics
-from ._precision import require_float64
-from ._problem import AbstractProblem
-from ._solution import CollocationSolution
-from ._solver import GaussNewton, SolveHistory, StepRecord
+from .._errors import ConfigError
+from .._kernel_choice import kernel_with_arrays, make_field_kernels
+from ..solve._metrics import error_metrics
+from ..solve._precision import require_float64
+from ..solve._problem import AbstractProblem
+from ..solve._solution import CollocationSolution
+from ..solve._solver import GaussNewton, SolveHistory, StepRecord
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
 LEARNED_KERNEL = "kernel"

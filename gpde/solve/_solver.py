@@ -8,10 +8,10 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from kernels import AbstractKernel
+from ..kernels import AbstractKernel
 
 from ._constraint import Constraint, field_kernels
-from ._errors import ConfigError, SolverError
+from .._errors import ConfigError, SolverError
 from ._linearize import (
     STEP_CHOLESKY_FAILED,
     STEP_NONFINITE_ITERATE,

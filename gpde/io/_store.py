@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 VERSION = "gpde_version"
 PROBLEM = "problem"
@@ -87,7 +87,7 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 def write_run(path: str | os.PathLike, run: RunFile) -> Path:
     """Write `run` to `path` atomically (temporary file in the same directory, then rename)."""
-    from . import __version__
+    from .. import __version__
 
     path = check_writable(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)

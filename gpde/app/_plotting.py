@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _store as store
+from ..io import _store as store
 
 LENGTHSCALE = "lengthscale"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._plotting import _pyplot
+from ._plotting import _pyplot
 from ._study import StudyRun, method_label, read_study
 
 FLOOR = 1e-12

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from kernels import AbstractKernel
+from ..kernels import AbstractKernel
 
 from ._constraint import Constraint
 from ._gram import feature_jets, operator_gram

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _store as store
-from ._errors import ConfigError
+from ..io import _store as store
+from .._errors import ConfigError
 
 #: The error measures of a result file (attributes of its /errors group), in table order.
 ERROR_KEYS = ("rms", "l2_relative", "linf")
@@ -54,7 +54,7 @@ def _check_matches(path: Path, stored: dict, wanted: dict) -> None:
 def _ensure(path, problem: str, overrides: dict, learn: bool) -> Path:
     # 64-bit mode is the caller's switch (the notebooks turn it on in their first cell); the
     # solver refuses float32 with a message that says how.
-    from problems import get_problem_class
+    from gpde.problems import get_problem_class
 
     from ._config import LearnConfig, SolveConfig, resolve
 

@@ -2,7 +2,7 @@
 
 import jax
 
-from ._errors import PrecisionError
+from .._errors import PrecisionError
 
 
 def require_float64() -> None:

@@ -6,10 +6,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._domain import LAYOUTS
-from ._errors import ConfigError
-from ._kernel_choice import KERNELS
-from ._problem import LearnDefaults, SolveDefaults
+from ..solve._domain import LAYOUTS
+from .._errors import ConfigError
+from .._kernel_choice import KERNELS
+from ..solve._problem import LearnDefaults, SolveDefaults
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from kernels import AbstractKernel
+from ..kernels import AbstractKernel
 
 from ._constraint import Constraint, OnField
-from ._errors import ConfigError
+from .._errors import ConfigError
 from ._gram import feature_jets, operator_gram
 from ._operators import AbstractOperator, Evaluation
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 #: A face of a box: (coordinate, side) with side 0 the lower and 1 the upper face.
 Face = tuple[int, int]

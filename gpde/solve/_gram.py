@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from kernels import AbstractKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum
+from ..kernels import AbstractKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum
 
 from ._feature_gram import FeatureJets, feature_gram, feature_jets
 from ._gibbs_gram import gibbs_gram

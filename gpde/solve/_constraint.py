@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from kernels import AbstractKernel
+from ..kernels import AbstractKernel
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 from ._operators import AbstractOperator
 
 #: r(x, z) with z[j] = (L_j u)(x): the equation at x is r(x, z) = 0.

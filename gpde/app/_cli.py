@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from ._errors import ConfigError, GpdeError, SolverError
+from .._errors import ConfigError, GpdeError, SolverError
 
 
 def _lengthscales(text: str) -> tuple[float, ...]:
@@ -129,9 +129,9 @@ def _configured(args, config_class, defaults: str, prefix: str):
 
     jax.config.update("jax_enable_x64", True)
 
-    from problems import DEFAULT_PROBLEM, get_problem_class
+    from gpde.problems import DEFAULT_PROBLEM, get_problem_class
 
-    from . import _store as store
+    from ..io import _store as store
     from ._config import load_toml, resolve
 
     file_settings = load_toml(args.config, config_class) if args.config else {}
@@ -150,7 +150,7 @@ def _configured(args, config_class, defaults: str, prefix: str):
 
 
 def _solve(args) -> int:
-    from . import _store as store
+    from ..io import _store as store
     from ._config import SolveConfig
     from ._run import run_solve
 
@@ -186,7 +186,7 @@ def _solve(args) -> int:
 
 
 def _learn(args) -> int:
-    from . import _store as store
+    from ..io import _store as store
     from ._config import LearnConfig
     from ._learn_run import run_learn
 
@@ -241,8 +241,8 @@ def _parameter_name(key: str, fields) -> str:
 
 
 def _show(args) -> int:
-    from . import _store as store
-    from .bljes._study import is_study
+    from ..io import _store as store
+    from ._study import is_study
 
     if is_study(args.file):
         return _show_study(args)
@@ -285,11 +285,11 @@ def _show(args) -> int:
 
 
 def _plot(args) -> int:
-    from . import _store as store
-    from .bljes._study import is_study
+    from ..io import _store as store
+    from ._study import is_study
 
     if is_study(args.file):
-        from .bljes._plots import plot_study
+        from ._study_plots import plot_study
 
         store.check_writable(args.out)
         print(f"wrote {plot_study(args.file, args.out)}")
@@ -307,8 +307,8 @@ def _bljes(args) -> int:
 
     jax.config.update("jax_enable_x64", True)
 
-    from . import _store as store
-    from .bljes import _study as study
+    from ..io import _store as store
+    from . import _study as study
 
     specs = study.plan_study(args.benchmark, args.method, args.setting, args.seeds, args.iters, args.init, args.noise,
                              args.options)
@@ -326,7 +326,7 @@ def _bljes(args) -> int:
 
 
 def _show_study(args) -> int:
-    from .bljes._study import final_regret_table, format_table, read_study
+    from ._study import final_regret_table, format_table, read_study
 
     runs = read_study(args.file)
     table = final_regret_table(runs)
@@ -341,9 +341,9 @@ def _show_study(args) -> int:
 
 
 def _list(args) -> int:
-    from problems import catalogue
+    from gpde.problems import catalogue
 
-    from ._kernel_choice import KERNELS
+    from .._kernel_choice import KERNELS
 
     print("problems:")
     for name, problem in catalogue().items():
@@ -354,7 +354,7 @@ def _list(args) -> int:
               f"({d.layout}), nugget {d.nugget:g}, {d.steps} steps")
     print("kernels:")
     print("  " + ", ".join(KERNELS))
-    from problems.bilevel import catalogue as bilevel_catalogue
+    from gpde.problems.bilevel import catalogue as bilevel_catalogue
 
     print("bilevel benchmarks (gpde bljes):")
     for name, factory in bilevel_catalogue().items():

@@ -29,7 +29,7 @@ import itertools
 import jax.numpy as jnp
 import numpy as np
 
-from kernels import Gibbs
+from ..kernels import Gibbs
 
 from ._feature_gram import Plan, feature_jets
 from ._tiled_vjp import tiled_vjp

@@ -1,0 +1,8 @@
+"""Bilevel kernel-hyperparameter learning with a Gauss-Newton linearized inner step."""
+
+from ._learner import BilevelLearner as BilevelLearner
+from ._learner import LearnResult as LearnResult
+from ._learner import OuterRecord as OuterRecord
+from ._learner import linearized_validation_loss as linearized_validation_loss
+from ._learner import linearized_validation_residuals as linearized_validation_residuals
+from ._learner import scalar_hyperparameters as scalar_hyperparameters

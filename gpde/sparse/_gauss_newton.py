@@ -1,0 +1,281 @@
+"""Gauss-Newton steps with sparse Cholesky factors and preconditioned conjugate gradients.
+
+The basis functionals are every operator of every constraint at its points (δ and Δ at interior
+points, δ at boundary points for −Δu + u³ = f); their Gram matrix Θ does not change between steps.
+Its sparse inverse-Cholesky factor U (Θ + S ≈ U⁻ᵀ U⁻¹, S = η_f·diag Θ the factor's own relative
+nugget) is built ONCE. A step linearizes the PDE around the current iterate: functional a of the
+reduced system is φ_a = Σ_j w_j(x_a) L_j δ_{x_a} = (W·basis)_a, with W sparse (one row per point), and
+the step solves, as the dense solver does (REFERENCES: the reduced formulation),
+
+    (W Θ Wᵀ + D) c = b,       D the adaptive nugget of `_linearize.nugget_diagonal`,
+
+by CG on the CPU (scipy): each product applies Θ ≈ U⁻ᵀU⁻¹ − S through two sparse triangular
+solves, and the preconditioner is a sparse factor of the reduced system itself
+((W Θ Wᵀ + D)⁻¹ ≈ V Vᵀ, computed from the same supernodal machinery with the step's weights). S is
+subtracted wherever Θ is applied, so the regularization is exactly the dense solver's and the
+two agree up to the factor's approximation error, which falls exponentially with ρ. The new
+operator values (of u_{k+1} at every basis functional) are Θ Wᵀ c, one more product.
+
+What runs where: the maximin ordering, the supernodes, the triangular solves and CG in
+numpy/scipy on the CPU; the supernodes' Gram blocks and Cholesky factorizations, the
+linearization and the residuals in JAX (on an accelerator when JAX has one).
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse.linalg
+from jaxtyping import Array, Float
+
+from .._errors import ConfigError, SolverError
+from ..kernels import AbstractKernel
+from ..solve._constraint import Constraint
+from ..solve._linearize import (
+    STEP_CHOLESKY_FAILED,
+    STEP_NONFINITE_ITERATE,
+    STEP_NONFINITE_LINEARIZATION,
+    STEP_OK,
+    StepOutcome,
+    linearize,
+)
+from ..solve._operators import AbstractOperator, Evaluation
+from ._buckets import bucket_layout
+from ._factor import factor, pointwise_blocks
+from ._ordering import maximin_ordering
+from ._pattern import FOLLOW_DIRACS, supernodal_pattern
+from ._scales import coordinate_scales
+from ._settings import Sparse
+from ._triangular import TriangularFactor
+
+
+@dataclass(frozen=True)
+class SparseStepInfo:
+    """What the linear solve of one sparse step did: CG iterations, the relative residual
+    ‖b − A c‖/‖b‖ of its answer, the preconditioner's nonzeros and the time of its factorization."""
+
+    cg_iterations: int
+    cg_residual: float
+    preconditioner_nnz: int
+    preconditioner_seconds: float
+    cg_seconds: float
+
+
+@dataclass(frozen=True)
+class SparseSetup:
+    """Sizes and times of the once-per-solve work."""
+
+    functionals: int
+    factor_nnz: int
+    factor_supernodes: int
+    ordering_seconds: float
+    factor_seconds: float
+
+
+class SparseSteps:
+    """The state of a sparse Gauss-Newton solve: the patterns, the basis-functional factor, and a
+    `step` that does what `_linearize.gauss_newton_step` does for the dense solver."""
+
+    def __init__(
+        self,
+        settings: Sparse,
+        kernel: AbstractKernel,
+        constraints: Sequence[Constraint],
+        nugget: float,
+        adaptive_nugget: bool,
+    ):
+        constraints = tuple(constraints)
+        if isinstance(kernel, (tuple, list)) or any(f != 0 for c in constraints for f in c.fields):
+            raise ConfigError(
+                "the sparse solver handles problems with one unknown field; use the dense solver "
+                "(GaussNewton(linear_solver=Dense()), --solver dense) for several fields"
+            )
+        self.settings, self.kernel, self.constraints = settings, kernel, constraints
+        self.nugget, self.adaptive_nugget = nugget, adaptive_nugget
+        self.sizes = [c.size for c in constraints]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.operators: list[AbstractOperator] = []
+        self.operator_index = []
+        for c in constraints:
+            self.operator_index.append(tuple(self._dictionary_index(op) for op in c.operators))
+
+        start = time.perf_counter()
+        self.sites = np.concatenate([np.asarray(c.points) for c in constraints])
+        scaled = self.sites / coordinate_scales(kernel, self.sites)
+        site_order = maximin_ordering(scaled)
+        site_of, rank, operator_of = [], [], []
+        for g, c in enumerate(constraints):
+            lead = next((j for j, op in enumerate(c.operators) if isinstance(op, Evaluation)), 0)
+            ranks = [0 if j == lead else 1 + j - (j > lead) for j in range(len(c.operators))]
+            for j in range(len(c.operators)):
+                site_of.append(self.offsets[g] + np.arange(c.size))
+                rank.append(np.full(c.size, ranks[j]))
+                operator_of.append(np.full(c.size, self.operator_index[g][j]))
+        # Basis functional (g, j, a) is number basis_start[g] + j·n_g + a in the natural order.
+        self.basis_start = np.concatenate([[0], np.cumsum([len(c.operators) * c.size for c in constraints])])
+        site_of, rank, operator_of = map(np.concatenate, (site_of, rank, operator_of))
+        ordering = dict(band_ratio=settings.band_ratio, aggregation=settings.aggregation, site_order=site_order)
+        basis = supernodal_pattern(scaled, site_of, rank, settings.rho, settings.ordering, **ordering)
+        reduced = supernodal_pattern(
+            scaled, np.arange(self.sites.shape[0]), np.zeros(self.sites.shape[0], dtype=np.int64),
+            settings.preconditioner_rho or settings.rho, FOLLOW_DIRACS, **ordering,
+        )
+        self.basis_order, self.reduced_order = basis.order, reduced.order
+        self.basis_layout = bucket_layout(basis, settings.chunk_entries)
+        self.reduced_layout = bucket_layout(reduced, settings.chunk_entries)
+        ordering_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        # Per-point covariances of each constraint's functionals: the diagonal of Θ, and the
+        # diagonal of the reduced Gram matrix for the adaptive nugget.
+        self.point_blocks = [np.asarray(pointwise_blocks(kernel, c.operators, c.points)) for c in constraints]
+        shift = settings.factor_nugget if settings.factor_nugget is not None else nugget
+        self.basis_shift = shift * np.concatenate(
+            [self.point_blocks[g][:, j, j] for g, c in enumerate(constraints) for j in range(len(c.operators))]
+        )
+        one_hot = np.eye(len(self.operators))[operator_of[self.basis_order]]
+        basis_factor = factor(
+            kernel, self.operators, self.sites[site_of[self.basis_order]], one_hot,
+            np.zeros(self.basis_order.shape[0]), shift, self.basis_layout,
+        )
+        if not np.all(np.isfinite(basis_factor.data)):
+            raise SolverError(
+                "the sparse factor of the basis functionals' Gram matrix failed (a local Cholesky "
+                "factorization was not positive definite); increase the nugget (or Sparse.factor_nugget)"
+            )
+        self.basis = TriangularFactor(basis_factor)
+        self.setup = SparseSetup(
+            functionals=int(self.basis_order.shape[0]),
+            factor_nnz=self.basis.nnz,
+            factor_supernodes=basis.supernodes,
+            ordering_seconds=ordering_seconds,
+            factor_seconds=time.perf_counter() - start,
+        )
+
+    def _dictionary_index(self, operator: AbstractOperator) -> int:
+        for i, known in enumerate(self.operators):
+            if known == operator:
+                return i
+        self.operators.append(operator)
+        return len(self.operators) - 1
+
+    # --- products with W, Θ and their transposes (natural orders) -------------------------------
+
+    def _lift(self, weights, v):
+        """Wᵀ v: the basis-functional coefficients of Σ_a v_a φ_a."""
+        return np.concatenate([(w * v[a:b][None, :]).ravel() for w, a, b in zip(weights, self.offsets, self.offsets[1:])])
+
+    def _extract(self, weights, t):
+        """W t: the reduced functionals' values from the basis functionals' values t."""
+        return np.concatenate([np.sum(w * block, axis=0) for w, block in zip(weights, self._blocks(t))])
+
+    def _blocks(self, t):
+        """The basis values t split per constraint, shaped (operators, points)."""
+        return [t[a:b].reshape(len(c.operators), c.size) for c, a, b in zip(self.constraints, self.basis_start, self.basis_start[1:])]
+
+    def _covariance(self, y):
+        """Θ y for basis coefficients y, through the factor (its nugget S subtracted)."""
+        out = np.empty_like(y)
+        out[self.basis_order] = self.basis.covariance(y[self.basis_order])
+        return out - self.basis_shift * y
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def step(self, values: Sequence[Float[Array, "mg ng"]]) -> tuple[StepOutcome, SparseStepInfo]:
+        """Linearize around the operator values `values` and solve the reduced system."""
+        linear = _linearize(self.constraints, tuple(values))
+        weights = [np.asarray(w) for w in linear.weights]
+        targets = np.concatenate([np.asarray(t) for t in linear.targets])
+        finite = all(np.all(np.isfinite(w)) for w in weights) and np.all(np.isfinite(targets))
+        if not finite:
+            return self._failed(linear, STEP_NONFINITE_LINEARIZATION)
+        variances = np.concatenate(
+            [np.einsum("ja,ajl,la->a", w, blocks, w) for w, blocks in zip(weights, self.point_blocks)]
+        )
+        nugget = self._nugget_diagonal(variances)
+
+        start = time.perf_counter()
+        reduced_weights = np.zeros((self.sites.shape[0], len(self.operators)))
+        for g, w in enumerate(weights):
+            for j, column in enumerate(self.operator_index[g]):
+                reduced_weights[self.offsets[g] : self.offsets[g + 1], column] += w[j]
+        order = self.reduced_order
+        preconditioner_factor = factor(
+            self.kernel, self.operators, self.sites[order], reduced_weights[order], nugget[order], 0.0,
+            self.reduced_layout,
+        )
+        preconditioner_seconds = time.perf_counter() - start
+        if not np.all(np.isfinite(preconditioner_factor.data)):
+            return self._failed(linear, STEP_CHOLESKY_FAILED)
+        preconditioner = TriangularFactor(preconditioner_factor)
+
+        def gram(v):
+            return self._extract(weights, self._covariance(self._lift(weights, v))) + nugget * v
+
+        def precondition(v):
+            out = np.empty_like(v)
+            out[order] = preconditioner.precision(v[order])
+            return out
+
+        size = targets.shape[0]
+        operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=gram, dtype=np.float64)
+        inverse = scipy.sparse.linalg.LinearOperator((size, size), matvec=precondition, dtype=np.float64)
+        iterations = [0]
+
+        def count(_):
+            iterations[0] += 1
+
+        start = time.perf_counter()
+        coefficients, _ = scipy.sparse.linalg.cg(
+            operator, targets, x0=precondition(targets), rtol=self.settings.cg_tolerance,
+            maxiter=self.settings.cg_max_iterations, M=inverse, callback=count,
+        )
+        cg_seconds = time.perf_counter() - start
+        scale = max(np.linalg.norm(targets), np.finfo(float).tiny)
+        residual = float(np.linalg.norm(targets - gram(coefficients)) / scale)
+
+        basis_values = self._covariance(self._lift(weights, coefficients))
+        new_values = tuple(jnp.asarray(z) for z in self._blocks(basis_values))
+        residuals = _residuals(self.constraints, new_values)
+        finite = np.isfinite(residual) and all(np.all(np.isfinite(np.asarray(z))) for z in new_values)
+        outcome = StepOutcome(
+            linear.weights,
+            tuple(jnp.asarray(coefficients[a:b]) for a, b in zip(self.offsets, self.offsets[1:])),
+            new_values,
+            residuals,
+            jnp.asarray(STEP_OK if finite else STEP_NONFINITE_ITERATE),
+        )
+        info = SparseStepInfo(iterations[0], residual, preconditioner.nnz, preconditioner_seconds, cg_seconds)
+        return outcome, info
+
+    def _nugget_diagonal(self, variances):
+        """The dense solver's regularization (`_linearize.nugget_diagonal`) from the diagonal of the
+        reduced Gram matrix: η times the mean variance of each constraint's functionals (adaptive),
+        η, or a noisy constraint's noise variance."""
+        parts = []
+        for g, c in enumerate(self.constraints):
+            size = self.sizes[g]
+            if c.noise_variance is not None:
+                parts.append(np.full(size, c.noise_variance))
+            elif self.adaptive_nugget:
+                parts.append(np.full(size, self.nugget * np.mean(variances[self.offsets[g] : self.offsets[g + 1]])))
+            else:
+                parts.append(np.full(size, self.nugget))
+        return np.concatenate(parts)
+
+    def _failed(self, linear, status):
+        zeros = tuple(jnp.zeros(c.size) for c in self.constraints)
+        values = tuple(jnp.full((len(c.operators), c.size), jnp.nan) for c in self.constraints)
+        outcome = StepOutcome(linear.weights, zeros, values, zeros, jnp.asarray(status))
+        return outcome, SparseStepInfo(0, float("nan"), 0, 0.0, 0.0)
+
+
+_linearize = eqx.filter_jit(linearize)
+
+
+@eqx.filter_jit
+def _residuals(constraints, values):
+    return tuple(c.residuals(z) for c, z in zip(constraints, values))
