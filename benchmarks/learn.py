@@ -30,7 +30,7 @@ CASES = {
     "eikonal-gaussian-published": ("eikonal", "gaussian", (0.2,), 900, 300, 900),
     "burgers-gaussian-published": ("burgers", "gaussian", (0.3, 0.05), 900, 300, 900),
     "eikonal-gibbs-60": ("eikonal", "gibbs", (1.0 / 3.0,), 60, 20, 60),
-    # The published Gibbs setups (REFERENCES.md §3, the problems' learn_defaults): shared ℓ = softplus/3
+    # The published Gibbs setups (docs/references.md §3, the problems' learn_defaults): shared ℓ = softplus/3
     # for Eikonal, (ℓ_t, ℓ_x) = softplus/4 for Burgers.
     "eikonal-gibbs-published": ("eikonal", "gibbs", (1.0 / 3.0,), 900, 300, 900),
     "burgers-gibbs-published": ("burgers", "gibbs", (0.25, 0.25), 900, 300, 900),

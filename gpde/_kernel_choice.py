@@ -19,14 +19,14 @@ def _stationary(kernel_class):
 
 
 def _gibbs(lengthscale: Sequence[float], dim: int, seed: int) -> AbstractKernel:
-    # The published Gibbs setups (REFERENCES.md §3): tanh MLP [d, 50, 50, 1], ℓ = softplus/3.
+    # The published Gibbs setups (docs/references.md §3): tanh MLP [d, 50, 50, 1], ℓ = softplus/3.
     # A single `lengthscale` value, if given, rescales the field; the initial network is random.
     scale = lengthscale[0] if lengthscale else 1.0 / 3.0
     return Gibbs(dim, key=jax.random.PRNGKey(seed), scale=scale, per_dimension=len(lengthscale) > 1)
 
 
 def _gaussian_plus_polynomial(lengthscale: Sequence[float], dim: int, seed: int) -> AbstractKernel:
-    # The published "additive" kernel for the elliptic problem (REFERENCES.md §3):
+    # The published "additive" kernel for the elliptic problem (docs/references.md §3):
     # σ² exp(−|x−y|²/(2ℓ²)) + (α x·y + c)², starting from σ² = α = c = 1.
     return Sum(Scaled(Gaussian(_lengthscale_array(lengthscale, dim)), 1.0), Polynomial(1.0, 1.0, degree=2))
 

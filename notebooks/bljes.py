@@ -13,7 +13,7 @@
 # %% [markdown]
 # # BLJES: regret of bilevel Bayesian optimization
 #
-# Bilevel joint entropy search (REFERENCES.md §4, derivation in `docs/bljes.md`) against random
+# Bilevel joint entropy search (docs/references.md §4, derivation in `docs/bljes.md`) against random
 # search, trusted-random search and the BILBO-style baseline on the bilevel benchmarks of
 # `problems/bilevel/`. The notebook shows
 #

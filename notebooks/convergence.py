@@ -57,7 +57,7 @@ def elliptic_size(n_interior: int) -> dict:
 
 
 # Per problem: the runs (overrides of the problem's defaults). "full" uses the default kernels,
-# nuggets, step limits and evaluation grid, up to the published sizes (REFERENCES.md).
+# nuggets, step limits and evaluation grid, up to the published sizes (docs/references.md).
 if SETTING == "quick":
     SIZES = {
         "elliptic": [dict(elliptic_size(n), grid=25, steps=6) for n in (36, 64, 100)],

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Darcy inverse problem: recovering the permeability from 60 noisy pressures
 #
-# −∇·(e^{a}∇u) = 1 on [0,1]², u = 0 on the boundary (REFERENCES.md §2). The log-permeability a and
+# −∇·(e^{a}∇u) = 1 on [0,1]², u = 0 on the boundary (docs/references.md §2). The log-permeability a and
 # the pressure u are two independent GPs; Gauss-Newton fits the PDE at the collocation points, the
 # boundary condition and 60 noisy observations of u (noise std 10⁻³, from an 80×80
 # finite-difference solve with the true a). The notebook shows

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Kernel learning: Gaussian σ and the additive kernel (elliptic), the Gibbs kernel (Eikonal, Burgers)
 #
-# Bilevel learning (REFERENCES.md §3) of kernel hyperparameters. Each run is evaluated by the
+# Bilevel learning (docs/references.md §3) of kernel hyperparameters. Each run is evaluated by the
 # published protocol: a plain Gauss-Newton re-solve on training ∪ validation points with the
 # initial kernel ("before") and with the learned one ("after"). The notebook shows
 #

@@ -1,7 +1,7 @@
 """Reference solution of the viscous Burgers problem by the Cole-Hopf transform.
 
 Pure numpy, float64. Independent of the GP solvers: it is the yardstick they are measured
-against (see REFERENCES.md, section 2).
+against (see docs/references.md, section 2).
 """
 
 from __future__ import annotations

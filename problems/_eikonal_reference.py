@@ -1,6 +1,6 @@
 """Reference solution of the regularized Eikonal problem on the unit square.
 
-Problem (REFERENCES.md, section 2):  |grad u|^2 = f^2 + eps * Laplace(u)  on [0, 1]^2,  u = 0 on
+Problem (docs/references.md, section 2):  |grad u|^2 = f^2 + eps * Laplace(u)  on [0, 1]^2,  u = 0 on
 the boundary, with speed f = 1 unless given. The substitution v = exp(-u / eps) makes it linear,
 
     f(x)^2 v - eps^2 Laplace(v) = 0  in the square,   v = 1 on the boundary,

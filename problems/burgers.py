@@ -1,5 +1,5 @@
 """Viscous Burgers: u_t + u u_x − ν u_xx = 0, (t, x) ∈ [0,1]×[−1,1], u(0,x) = −sin πx,
-u(t,±1) = 0, solved in space-time (REFERENCES.md §2). Input coordinates are (t, x).
+u(t,±1) = 0, solved in space-time (docs/references.md §2). Input coordinates are (t, x).
 
 Reference: the Cole-Hopf solution by Gauss-Hermite quadrature (`_cole_hopf.py`).
 """

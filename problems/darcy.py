@@ -1,4 +1,4 @@
-"""Darcy inverse problem (REFERENCES.md §2): recover the log-permeability a and the pressure u from
+"""Darcy inverse problem (docs/references.md §2): recover the log-permeability a and the pressure u from
 noisy point values of u, where −∇·(e^{a}∇u) = 1 on [0,1]², u = 0 on the boundary.
 
 Unknowns u (field 0) and a (field 1) are independent GPs with their own kernels. Dividing the PDE

@@ -1,4 +1,4 @@
-"""Regularized Eikonal: |∇u|² = 1 + εΔu on [0,1]², u = 0 on the boundary (REFERENCES.md §2).
+"""Regularized Eikonal: |∇u|² = 1 + εΔu on [0,1]², u = 0 on the boundary (docs/references.md §2).
 
 Reference: v = exp(−u/ε) solves v − ε²Δv = 0, v = 1 on the boundary; finite differences on a fine
 grid with Richardson extrapolation, cached in data/ (`_eikonal_reference.py`, data/README.md).

@@ -1,9 +1,9 @@
-"""Nonlinear elliptic: −Δu + u³ = f on [0,1]², u = g on the boundary (REFERENCES.md §2).
+"""Nonlinear elliptic: −Δu + u³ = f on [0,1]², u = g on the boundary (docs/references.md §2).
 
 Manufactured solution u = sin(πx)sin(πy) + A sin(4πx)sin(4πy), A = 4 (one published code uses 2);
 f and g are computed from u, so the reference is exact.
 
-Kernel learning (`gpde learn elliptic`, REFERENCES.md §3): 900 interior + 300 boundary training
+Kernel learning (`gpde learn elliptic`, docs/references.md §3): 900 interior + 300 boundary training
 points and 900 validation points (uniform random), Adam lr 0.05, 10 × 50 steps, nugget 1e-12 and
 the learner's per-iteration scale search. Why nugget 1e-12 (the published elliptic script's value;
 gpde's `solve` default here too) and not 1e-10: at 1e-10 the regularization error dominates both
@@ -19,7 +19,7 @@ to 0.197 in one jump from σ₀ = 0.1. Measured with these defaults (6 outer ite
 Other point draws give σ 0.1812 (seed 1) and 0.1882 (seed 2), a 30² grid 0.188; with the
 published script's one 200-point validation batch per outer iteration the loss's argmin over σ
 varies from 0.175 to 0.23 (5–95 %) between batches, which is how one published run can end at
-0.200 (benchmarks/learn-published.md, seventh-session section).
+0.200 (benchmarks/learn-published.md, section "Elliptic σ over point draws").
 The "additive" kernel (`--kernel additive --lengthscale 0.2 --gn-steps 6`, seed 0) with these
 defaults and the amplitude-invariant adaptive nugget: before L∞ 1.15e-5, after 3.56e-6 (learned
 ℓ 0.184, σ² 18.9, α 0.058, c 0.056).

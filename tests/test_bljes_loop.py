@@ -8,10 +8,10 @@ from gpde.bljes import AbstractBilevelBenchmark, make_method, run_optimization
 
 
 class Smoke(AbstractBilevelBenchmark):
-    """REFERENCES.md §5: f = |x|² + |θ|², g = |x − θ|² + θ₁², x, θ ∈ [−1, 1]^d, θ*(x) = (x₁/2, x₂, …)."""
+    """docs/references.md §5: f = |x|² + |θ|², g = |x − θ|² + θ₁², x, θ ∈ [−1, 1]^d, θ*(x) = (x₁/2, x₂, …)."""
 
     name = "test-smoke"
-    summary = "smoke problem of REFERENCES.md §5"
+    summary = "smoke problem of docs/references.md §5"
     x_bounds: np.ndarray
     theta_bounds: np.ndarray
 

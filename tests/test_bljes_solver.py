@@ -84,7 +84,7 @@ def test_hypergradient_freezes_components_on_an_active_bound():
 
 
 def _smoke(dim):
-    """REFERENCES.md §5 smoke problem mapped to the unit box (x, θ ∈ [−1, 1]^dim)."""
+    """docs/references.md §5 smoke problem mapped to the unit box (x, θ ∈ [−1, 1]^dim)."""
 
     def to_box(u):
         return 2.0 * u - 1.0
@@ -100,7 +100,7 @@ def _smoke(dim):
 
 
 def _smd1_like():
-    """SMD1 (REFERENCES.md §5), 2 + 2, scaled by 1/100, x_l2 ∈ [−1.5, 1.5]; optimum x = 0."""
+    """SMD1 (docs/references.md §5), 2 + 2, scaled by 1/100, x_l2 ∈ [−1.5, 1.5]; optimum x = 0."""
     lo_x, hi_x = jnp.array([-5.0, -5.0]), jnp.array([10.0, 10.0])
     lo_t, hi_t = jnp.array([-5.0, -1.5]), jnp.array([10.0, 1.5])
 

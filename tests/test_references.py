@@ -1,7 +1,7 @@
 """Checks of the numpy reference solvers (problems/_cole_hopf.py, problems/_eikonal_reference.py).
 
 Fast (a few seconds): small grids only. The numbers these tests pin down are quoted in
-REFERENCES.md section 2 and data/README.md.
+docs/references.md §2 and data/README.md.
 """
 
 from __future__ import annotations
@@ -91,11 +91,11 @@ def test_burgers_quadrature_converged():
     u_80 = burgers_cole_hopf(t, x, NU, n_nodes=80)
     u_300 = burgers_cole_hopf(t, x, NU, n_nodes=300)
     assert u_80.shape == (26, 81)
-    assert np.abs(u_80 - u_300).max() < 1e-12  # measured 1.6e-13 (REFERENCES: 1.6e-13)
+    assert np.abs(u_80 - u_300).max() < 1e-12  # measured 1.6e-13 (docs/references.md: 1.6e-13)
 
 
 def test_burgers_steep_front():
-    # REFERENCES: at t = 1, max |u_x| ~ 12 at x = 0.
+    # docs/references.md: at t = 1, max |u_x| ~ 12 at x = 0.
     x = np.linspace(-0.02, 0.02, 401)
     slope = np.diff(burgers_cole_hopf(1.0, x, NU)) / np.diff(x)
     assert 11.5 < np.abs(slope).max() < 12.5

@@ -1,7 +1,7 @@
 """The Gauss-Newton collocation solver (gpde.GaussNewton, gpde/_linearize.py).
 
 The reduced formulation (one functional per collocation point) is checked against an independent
-full-block Gauss-Newton step written here (REFERENCES.md §1); the solver is checked on the three
+full-block Gauss-Newton step written here (docs/references.md §1); the solver is checked on the three
 catalogue problems against their independent references (manufactured solution, Cole-Hopf, the
 finite-difference Eikonal reference), on a linear problem, and on its failure modes.
 """
@@ -45,7 +45,7 @@ def _grid_errors(problem, solution, per_side=30):
 
 
 # --------------------------------------------------------------------------------------------
-# Reduced formulation = full-block formulation (REFERENCES.md §1)
+# Reduced formulation = full-block formulation (docs/references.md §1)
 # --------------------------------------------------------------------------------------------
 
 

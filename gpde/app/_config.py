@@ -45,7 +45,7 @@ class SolveConfig:
 
 @dataclass(frozen=True)
 class LearnConfig:
-    """Everything that determines a bilevel learning run (REFERENCES.md §3)."""
+    """Everything that determines a bilevel learning run (docs/references.md §3)."""
 
     problem: str
     kernel: str

@@ -1,4 +1,4 @@
-"""A whole bilevel learning run with the published evaluation protocol (REFERENCES.md §3):
+"""A whole bilevel learning run with the published evaluation protocol (docs/references.md §3):
 learn θ on training + validation points, then freeze θ and re-solve by plain Gauss-Newton on
 training ∪ validation points; the same re-solve with the initial θ gives the "before" row."""
 

@@ -1,5 +1,5 @@
 """BLJES: Bayesian optimization for bilevel problems whose levels are expensive black boxes
-(bilevel joint entropy search, REFERENCES.md §4), its baselines and the study runner."""
+(bilevel joint entropy search, docs/references.md §4), its baselines and the study runner."""
 
 from ._benchmark import AbstractBilevelBenchmark as AbstractBilevelBenchmark
 from ._loop import PHASES as PHASES

@@ -1,4 +1,4 @@
-"""What a bilevel black-box benchmark declares (REFERENCES.md §4-§5).
+"""What a bilevel black-box benchmark declares (docs/references.md §4-§5).
 
     minimize over x   F(x) = f(x, θ*(x)),   θ*(x) = argmin over θ of g(x, θ),
     subject to        c(x, θ*(x)) ≥ 0 (only for constrained benchmarks),

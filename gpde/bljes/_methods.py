@@ -187,7 +187,7 @@ class BILBO(AbstractBilevelMethod):
 
 
 class BLJES(AbstractBilevelMethod):
-    """Bilevel joint entropy search (REFERENCES.md §4; the acquisition in `_acquisition.py`).
+    """Bilevel joint entropy search (docs/references.md §4; the acquisition in `_acquisition.py`).
 
     paths K posterior sample paths of every surrogate from `features` random Fourier features;
     their bilevel optima by `solver`; the acquisition maximized over candidates (x, θ) with x among

@@ -1,4 +1,4 @@
-"""Bilevel kernel learning with a Gauss-Newton linearized inner step (REFERENCES.md §3).
+"""Bilevel kernel learning with a Gauss-Newton linearized inner step (docs/references.md §3).
 
 Inner problem: for hyperparameters θ, one Gauss-Newton step around the current iterate u_k, in
 closed form: u_θ = K_θ(·, φ)(K_θ(φ, φ) + nugget)⁻¹ b, with φ and b from linearizing the training

@@ -48,7 +48,7 @@ class Constraint(eqx.Module):
 
     The interior PDE and each boundary condition are one Constraint each. A Gauss-Newton step
     linearizes r in z, which turns the constraint into ONE linear functional Σ_j w_j(x) L_j per
-    point (REFERENCES.md §1: the reduced formulation). Each L_j acts on field `fields[j]`.
+    point (docs/references.md §1: the reduced formulation). Each L_j acts on field `fields[j]`.
 
     With `observations` y (one value per point) the equation is r(x_a, z_a) = y_a: data rows,
     e.g. r = z[0] with the operator δ on the observed field. A constraint with a `noise_variance`

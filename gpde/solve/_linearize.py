@@ -1,4 +1,4 @@
-"""The reduced Gauss-Newton linear algebra (REFERENCES.md §1), shared by the solver and the
+"""The reduced Gauss-Newton linear algebra (docs/references.md §1), shared by the solver and the
 bilevel learner.
 
 Around an iterate with operator values z (z_g[j, a] = (L_j u)(x_a) for constraint g), each pointwise
@@ -129,7 +129,7 @@ def nugget_diagonal(
     nugget: float,
     adaptive: bool,
 ) -> Float[Array, " N"]:
-    """The regularization added to K(φ, φ). The adaptive nugget (REFERENCES.md §1) scales η on the
+    """The regularization added to K(φ, φ). The adaptive nugget (docs/references.md §1) scales η on the
     rows of constraint g by the mean variance of its functionals, trace K(φ_g, φ_g) / n_g:
     derivative functionals have a variance orders of magnitude above point values, and one η for
     both either under-regularizes the former or swamps the latter. For a kernel with k(x, x) = 1

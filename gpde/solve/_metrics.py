@@ -1,4 +1,4 @@
-"""Error measures against a reference solution (REFERENCES.md: RMS, relative L2, L∞)."""
+"""Error measures against a reference solution (docs/references.md: RMS, relative L2, L∞)."""
 
 import numpy as np
 

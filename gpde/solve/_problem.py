@@ -37,7 +37,7 @@ class SolveDefaults:
 @dataclass(frozen=True)
 class LearnDefaults:
     """The settings `gpde learn PROBLEM` uses unless told otherwise (the published setups,
-    REFERENCES.md §3). `eval_steps` Gauss-Newton steps re-solve with the learned kernel."""
+    docs/references.md §3). `eval_steps` Gauss-Newton steps re-solve with the learned kernel."""
 
     kernel: str
     lengthscale: tuple[float, ...]

@@ -5,7 +5,7 @@ points, δ at boundary points for −Δu + u³ = f); their Gram matrix Θ does n
 Its sparse inverse-Cholesky factor U (Θ + S ≈ U⁻ᵀ U⁻¹, S = η_f·diag Θ the factor's own relative
 nugget) is built ONCE. A step linearizes the PDE around the current iterate: functional a of the
 reduced system is φ_a = Σ_j w_j(x_a) L_j δ_{x_a} = (W·basis)_a, with W sparse (one row per point), and
-the step solves, as the dense solver does (REFERENCES: the reduced formulation),
+the step solves, as the dense solver does (docs/references.md: the reduced formulation),
 
     (W Θ Wᵀ + D) c = b,       D the adaptive nugget of `_linearize.nugget_diagonal`,
 

@@ -1,4 +1,4 @@
-"""The catalogue of bilevel black-box benchmarks (BLJES, REFERENCES.md §4-§5).
+"""The catalogue of bilevel black-box benchmarks (BLJES, docs/references.md §4-§5).
 
 Every public module of this package that defines `BENCHMARKS` (a dict: name → zero-argument
 factory returning an `AbstractBilevelBenchmark`) or a single `BENCHMARK` (such a factory, e.g. the

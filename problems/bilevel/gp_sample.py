@@ -22,7 +22,7 @@ products, so dense searches are cheap:
   `python -m gpde.problems.bilevel.gp_sample` recomputes every entry and rewrites the file.
 
 Which draws are benchmarks: BLJES, like the bilevel methods it is compared with, assumes the
-lower-level optimum θ*(x) is unique (REFERENCES.md §4, "optimistic setting"). About four draws in
+lower-level optimum θ*(x) is unique (docs/references.md §4, "optimistic setting"). About four draws in
 ten violate that where it matters: the upper level's minimum sits exactly where θ*(x) jumps between
 two basins of g, the two basins tie at x* (`lower_level_gap` ≈ 1e-7 … 1e-12), and F is
 discontinuous there (F − F* of 0.2–3 within 0.005 of x*). On such a draw the regret of every

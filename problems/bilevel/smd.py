@@ -1,4 +1,4 @@
-"""SMD test problems (Sinha, Malo, Deb, Evolutionary Computation 22(3), 2014; REFERENCES.md §5).
+"""SMD test problems (Sinha, Malo, Deb, Evolutionary Computation 22(3), 2014; docs/references.md §5).
 
 Both levels are minimized. The upper variables are x = (x_u1, x_u2), the lower θ = (x_l1, x_l2);
 in the catalogue versions every block is a scalar (p = q = r = 1, s = 0: "2 + 2") except SMD12

@@ -1,4 +1,4 @@
-"""The smoke problem of REFERENCES.md §5, in d + d dimensions (d = 1 and 5 in the catalogue).
+"""The smoke problem of docs/references.md §5, in d + d dimensions (d = 1 and 5 in the catalogue).
 
     upper  f(x, θ) = |x|² + |θ|²
     lower  g(x, θ) = |x − θ|² + θ₁²          x, θ ∈ [−1, 1]^d
