@@ -8,6 +8,7 @@ from ._composite import Product as Product
 from ._composite import Scaled as Scaled
 from ._composite import Sum as Sum
 from ._gibbs import Gibbs as Gibbs
+from ._periodic import PeriodicGaussian as PeriodicGaussian
 from ._stationary import Gaussian as Gaussian
 from ._stationary import Matern52 as Matern52
 from ._stationary import Matern72 as Matern72
