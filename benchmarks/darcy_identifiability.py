@@ -1,7 +1,7 @@
 """How well do the Darcy data determine a? Cramér–Rao lower bounds on the relative L2 error of the
 recovered log-permeability, for families that know more and more about a, at several noise levels.
 
-The issue's Darcy goal is a relative L2 error ≤ 5e-2 after learning, from 60 observations of u with
+The Darcy goal is a relative L2 error ≤ 5e-2 after learning, from 60 observations of u with
 noise σ = 1e-3. A bound above 5e-2 in a row means no unbiased method restricted to that family can
 reach the goal from these data; gpde's GP prior (a smooth but otherwise unknown a) assumes less than
 every family below. See problems/_darcy_identifiability.py for the formula.
@@ -57,7 +57,7 @@ def main():
         bounds = [unit_bound * noise for noise in args.noise]
         lines.append(f"| {name} ({len(basis)}) | " + " | ".join(
             f"**{bound:.3g}**" if bound > GOAL else f"{bound:.3g}" for bound in bounds) + " |")
-    lines += ["", f"Bold: above the issue's goal {GOAL:g} (relative L2 of a)."]
+    lines += ["", f"Bold: above the goal {GOAL:g} (relative L2 of a)."]
     text = "\n".join(lines)
     print(text)
     if args.out:

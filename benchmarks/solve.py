@@ -6,7 +6,7 @@
 Every configuration runs in a fresh subprocess (so that compilation caches and the peak resident
 set of one run do not leak into the next) that
 
-  1. solves the problem with `gpde._run.run_solve` and the problem's defaults (kernel, lengthscale,
+  1. solves the problem with `gpde.app.run_solve` and the problem's defaults (kernel, lengthscale,
      nugget, step limit, tolerance) at the requested point counts: errors against the reference,
      compile time of the Gauss-Newton step and the wall time of each step;
   2. times the assembly of the operator Gram blocks again (the jitted `operator_blocks`, already
@@ -16,7 +16,7 @@ set of one run do not leak into the next) that
   3. reports its peak resident set (`ru_maxrss`) at the end.
 
 `--breakdown` times, for each configuration, the pieces of one Gauss-Newton step
-(`gpde/_linearize.py: gauss_newton_step`) both as separately jitted functions and as growing
+(`gpde/solve/_linearize.py: gauss_newton_step`) both as separately jitted functions and as growing
 prefixes of the step compiled as one function (the increments show what each piece costs inside
 the fused step). See benchmarks/README.md for the columns.
 """

@@ -31,7 +31,7 @@
 import os
 from pathlib import Path
 
-SETTING = os.environ.get("GPDE_NOTEBOOK_SETTING", "quick")  # "quick" (tiny, for tests) or "full" (the study)
+SETTING = os.environ.get("GPDE_NOTEBOOK_SETTING", "quick")  # "quick" (tiny, for tests) or "full" (the 10-seed study)
 RESULTS = Path(os.environ.get("GPDE_RESULTS", "results"))  # folder of result files and figures
 
 # %%
@@ -57,7 +57,7 @@ if SETTING == "quick":
     DECOUPLED = [dict(benchmarks="smoke-1+1", methods="bljes", seeds=1)]
     ABLATION = [dict(benchmarks="smoke-1+1", seeds=1, options=("paths=2", "tau=0.1"))]
 else:
-    # The study: 60 evaluations (3 initial), 10 seeds on all six benchmarks, plus the two
+    # The full study: 60 evaluations (3 initial), 10 seeds on all six benchmarks, plus the two
     # GP draws whose lower-level basins tie at the optimum (problems/bilevel/gp_sample.py); decoupled
     # queries and the K and τ ablations on 3 seeds (CPU time on two cores is the limit: a BLJES
     # run takes 1.5-6 min, the whole study ~5 h of one core).

@@ -7,7 +7,7 @@ the estimated field â(x) = a_true(x) + Σ ĉ_k b_k(x) on a grid is then at leas
 
     E ‖â − a_true‖² / m ≥ (1/m) Σ_grid b(x)ᵀ F⁻¹ b(x),
 
-reported relative to the RMS of a_true (the relative L2 error of the issue's Darcy target). A
+reported relative to the RMS of a_true (the relative L2 error of the Darcy target). A
 family that knows more about a (fewer, better-chosen basis functions) has a smaller bound; the GP
 prior of problems/darcy.py knows far less than any small family, so a bound above a target says
 the target is out of reach of the data, not of the solver. J is computed by central differences

@@ -30,7 +30,7 @@ How much the data can say (benchmarks/darcy_identifiability.py, problems/_darcy_
 the Cramér–Rao bound on a's relative L2 error from these 60 observations at σ = 1e-3 is 0.023 if a
 were known up to a constant, 0.113 if only its level and amplitude were unknown (its exact shape
 known), 0.24 for the 9 Fourier modes up to frequency 1, 1.2 for the 25 up to frequency 2. So the
-issue's goal (≤ 5e-2 after learning) is out of reach of any unbiased estimate that does not
+goal (≤ 5e-2 after learning) is out of reach of any unbiased estimate that does not
 already know the shape of a; the GP prior knows less than all of these families. At σ = 1e-5 the
 bounds are 100× smaller (0.0024 for 9 modes, 0.012 for 25), and the goal is reached:
 With nearly exact data (`--param noise=1e-5`) the same machinery recovers a:

@@ -1,5 +1,5 @@
 """Gram blocks of non-stationary kernels by directional derivatives in feature space
-(gpde/_feature_gram.py), against an independent reference: plain nested autodiff of the pointwise
+(gpde/solve/_feature_gram.py), against an independent reference: plain nested autodiff of the pointwise
 kernel k(x, y) (network included, no jets, no directions), contracted with operator coefficients
 written out by hand here (not taken from the operator classes)."""
 
@@ -171,7 +171,7 @@ def test_network_gradients(per_dimension):
 
 @pytest.mark.parametrize("per_dimension", [False, True])
 def test_tiled_reverse_pass_equals_plain_reverse_mode(per_dimension):
-    # The tiled backward pass (gpde/_tiled_vjp.py) must give the plain reverse-mode gradient, for
+    # The tiled backward pass (gpde/solve/_tiled_vjp.py) must give the plain reverse-mode gradient, for
     # the network parameters and for the points, with several tiles and a padded last tile (7 rows
     # in tiles of 3); the shared-ℓ case also checks the one-column lengthscale tables.
     from gpde.solve._gibbs_gram import gibbs_gram

@@ -1,5 +1,5 @@
 """The analysis notebooks (notebooks/*.py, jupytext percent format) run end to end in quick mode,
-and the helpers they use (gpde/_analysis.py) compute what they say.
+and the helpers they use (gpde/app/_analysis.py) compute what they say.
 
 Each notebook takes about a minute on two CPU cores (almost all of it JAX compilation); they run
 in the default suite on purpose, so a change that breaks a published figure is caught."""

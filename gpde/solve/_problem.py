@@ -20,7 +20,7 @@ from ._domain import Box, Face
 @dataclass(frozen=True)
 class SolveDefaults:
     """The settings `gpde solve PROBLEM` uses unless told otherwise (the ones that reach the
-    accuracy targets in the issue notes)."""
+    accuracy targets in benchmarks/*.md)."""
 
     kernel: str
     lengthscale: tuple[float, ...]
