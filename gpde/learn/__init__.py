@@ -5,4 +5,5 @@ from ._learner import LearnResult as LearnResult
 from ._learner import OuterRecord as OuterRecord
 from ._learner import linearized_validation_loss as linearized_validation_loss
 from ._learner import linearized_validation_residuals as linearized_validation_residuals
+from ._learner import optimizer_step as optimizer_step
 from ._learner import scalar_hyperparameters as scalar_hyperparameters

@@ -219,7 +219,7 @@ class BilevelLearner(eqx.Module):
         indices = batch(sizes)
         # Compiled once here and called below: every step has the same shapes (fixed batch size),
         # so the loop never traces again (calling the jitted wrapper would compile a second time).
-        optimizer_step = _optimizer_step.lower(
+        compiled_step = optimizer_step.lower(
             params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
             train_values, _subset_values(validation_values, indices), self.nugget, self.adaptive_nugget,
             self.regularizer,
@@ -254,7 +254,7 @@ class BilevelLearner(eqx.Module):
                 steps_taken, loss = 0, float("nan")
                 for _ in range(self.inner_steps):
                     indices = batch(sizes)
-                    new_params, new_state, loss_value, finite = optimizer_step(
+                    new_params, new_state, loss_value, finite = compiled_step(
                         params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
                         train_values, _subset_values(validation_values, indices), self.nugget,
                         self.adaptive_nugget, self.regularizer,
@@ -374,8 +374,15 @@ _outer_loss = eqx.filter_jit(_regularized_loss)
 
 
 @eqx.filter_jit
-def _optimizer_step(params, static, state, optimizer, train, validation, train_values, validation_values,
-                    nugget, adaptive_nugget, regularizer):
+def optimizer_step(params, static, state, optimizer, train, validation, train_values, validation_values,
+                   nugget, adaptive_nugget, regularizer):
+    """One optimizer step of `BilevelLearner` on the trainable hyperparameters `params` (the kernel
+    is `eqx.combine(params, static)`): the outer loss (`linearized_validation_loss` around the
+    frozen iterate whose operator values are `train_values` / `validation_values`, plus
+    `regularizer(kernel)` unless None), its gradient by autodiff through the inner Gauss-Newton
+    step, and the optax update. Returns (new params, new optimizer state, loss, finite), where
+    `finite` says whether the loss and every gradient leaf were finite."""
+
     def loss_of(p):
         return _regularized_loss(p, static, train, validation, train_values, validation_values, nugget,
                                  adaptive_nugget, regularizer)
