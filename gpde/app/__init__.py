@@ -8,7 +8,9 @@ from ._config import SolveConfig as SolveConfig
 from ._config import load_toml as load_toml
 from ._config import resolve as resolve
 from ._learn_run import LearnRun as LearnRun
+from ._learn_run import learning_points as learning_points
 from ._learn_run import run_learn as run_learn
+from ._learn_run import trainable_filter as trainable_filter
 from ._plotting import plot_fields as plot_fields
 from ._run import SolveRun as SolveRun
 from ._run import build_problem as build_problem
@@ -19,6 +21,7 @@ from ._study import RunSpec as RunSpec
 from ._study import StudyRun as StudyRun
 from ._study import final_regret_table as final_regret_table
 from ._study import format_table as format_table
+from ._study import parse_options as parse_options
 from ._study import plan_study as plan_study
 from ._study import read_study as read_study
 from ._study import run_study as run_study
