@@ -5,9 +5,15 @@ from ._constraint import OnField as OnField
 from ._domain import Box as Box
 from ._gram import feature_jets as feature_jets
 from ._gram import operator_gram as operator_gram
+from ._linearize import Linearization as Linearization
+from ._linearize import OperatorBlocks as OperatorBlocks
 from ._linearize import gauss_newton_step as gauss_newton_step
 from ._linearize import initial_values as initial_values
+from ._linearize import linearize as linearize
+from ._linearize import nugget_diagonal as nugget_diagonal
 from ._linearize import operator_blocks as operator_blocks
+from ._linearize import operator_values as operator_values
+from ._linearize import reduced_gram as reduced_gram
 from ._linearize import values_at as values_at
 from ._metrics import error_metrics as error_metrics
 from ._operators import AbstractOperator as AbstractOperator
