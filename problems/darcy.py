@@ -56,6 +56,11 @@ from gpde import (
     SolveDefaults,
 )
 
+# Public: how much the data can say about a (Cramér–Rao bounds, benchmarks/darcy_identifiability.py).
+from ._darcy_identifiability import constant_basis as constant_basis
+from ._darcy_identifiability import cramer_rao_relative_l2 as cramer_rao_relative_l2
+from ._darcy_identifiability import fourier_basis as fourier_basis
+from ._darcy_identifiability import level_and_amplitude_basis as level_and_amplitude_basis
 from ._darcy_reference import grid_interpolant, solve_darcy_fd
 
 U, A = 0, 1  # field indices
