@@ -1,5 +1,8 @@
 """The collocation solver: operators, Gram blocks, constraints, problems and Gauss-Newton."""
 
+from ._calibration import Calibration as Calibration
+from ._calibration import calibration as calibration
+from ._calibration import reliability as reliability
 from ._constraint import Constraint as Constraint
 from ._constraint import OnField as OnField
 from ._domain import Box as Box
@@ -22,6 +25,8 @@ from ._operators import Laplacian as Laplacian
 from ._operators import Partial as Partial
 from ._operators import SecondPartial as SecondPartial
 from ._precision import require_float64 as require_float64
+from ._posterior import Posterior as Posterior
+from ._posterior import posterior as posterior
 from ._problem import AbstractProblem as AbstractProblem
 from ._problem import LearnDefaults as LearnDefaults
 from ._problem import SolveDefaults as SolveDefaults

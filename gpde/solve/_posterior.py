@@ -1,0 +1,265 @@
+"""The Gaussian posterior of each solved field at the last Gauss-Newton linearization
+(docs/references.md §9).
+
+The last Gauss-Newton step replaced every equation by one linear functional per collocation point,
+φ_a = Σ_j w_j(x_a) L_j, with target b_a, and returned the posterior mean of the GP prior
+u_f ~ GP(0, s² k_f) given φ(u) = b observed with the nugget (or the observation noise) as noise:
+
+    mean_f(x) = K_f(x, φ) (K(φ, φ) + η)⁻¹ b                 (the solution itself),
+    var_f(x)  = s² [k_f(x, x) − K_f(x, φ) (K(φ, φ) + η)⁻¹ K_f(φ, x)].
+
+K_f(x, φ_a) = Σ_{j on f} w_j(x_a) L_jʸ k_f(x, x_a) is the prior covariance of u_f(x) with φ_a
+(fields are independent GPs, so only the operators on f contribute); K(φ, φ) and η are exactly the
+solver's (`reduced_gram`, `nugget_diagonal`).
+
+The amplitude s² scales the whole covariance s²(K + η), noise rows included: that is the one family
+of models whose posterior mean is the computed solution for every s², so the amplitude changes the
+variance and not the mean. Its maximum-likelihood value given b ~ N(0, s²(K + η)) is in closed form,
+s² = bᵀ(K + η)⁻¹b / N = cᵀ(K + η)c / N with the solution's coefficients c and N functionals.
+One s² is shared by all fields (separate amplitudes per field would change the mean).
+
+This is the linearized (Gauss-Newton / Laplace-type) posterior: it quantifies what the collocation
+data leave undetermined, given that the PDE holds exactly at the collocation points in its
+linearized form; it does not see the error of a reference solution.
+"""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..kernels import AbstractKernel
+
+from .._errors import ConfigError, SolverError
+from ._constraint import Constraint
+from ._gram import feature_jets, operator_gram
+from ._linearize import OperatorBlocks, linearize, nugget_diagonal, operator_blocks, reduced_gram, values_at
+from ._operators import AbstractOperator, Evaluation
+from ._solution import CollocationSolution
+
+# Evaluation points per batch: the (batch × N) cross-covariance and its triangular solve stay a few
+# MB for N of a few thousand, however large the evaluation grid is.
+_VARIANCE_BATCH = 256
+
+
+class Posterior(eqx.Module):
+    """The posterior of the fields of `solution` (its mean) at the solution's linearization.
+
+    `factor` is the lower Cholesky factor of K(φ, φ) + η over all N functionals (in constraint
+    order); `amplitude` the s² in use, `ml_amplitude` the maximum-likelihood s² (see the module
+    docstring).
+    """
+
+    solution: CollocationSolution
+    factor: Float[Array, "N N"]
+    amplitude: Float[Array, ""]
+    ml_amplitude: Float[Array, ""]
+    nugget: float = eqx.field(static=True)
+    adaptive_nugget: bool = eqx.field(static=True)
+
+    @classmethod
+    def at(cls, solution: CollocationSolution, nugget: float, adaptive_nugget: bool = True,
+           held_out: Sequence[Constraint] = ()) -> "Posterior":
+        """The posterior of `solution` for the solver settings that produced it (`nugget` and
+        `adaptive_nugget` must be the GaussNewton's). Its amplitude is the maximum-likelihood s²,
+        or with `held_out` constraints (equations the solve did not see) the s² fitted to their
+        residuals (`held_out_amplitude`). One Gram assembly (training and held-out functionals
+        together) and one Cholesky factorization, O(N³). SolverError if the factorization fails."""
+        held_out = tuple(held_out)
+        factor, ml_amplitude, held_out_amplitude = _assemble(
+            solution, held_out, float(nugget), bool(adaptive_nugget)
+        )
+        if not (jnp.all(jnp.isfinite(jnp.diagonal(factor))) and jnp.isfinite(ml_amplitude)):
+            raise SolverError(
+                "the posterior's Cholesky factorization failed: pass the nugget that the solve used "
+                "(a smaller one leaves K(φ, φ) + η numerically singular)"
+            )
+        amplitude = held_out_amplitude if held_out else ml_amplitude
+        return cls(solution, factor, amplitude, ml_amplitude, float(nugget), bool(adaptive_nugget))
+
+    def with_amplitude(self, amplitude: float | Float[Array, ""]) -> "Posterior":
+        """The same posterior with another amplitude s² (the mean does not depend on it)."""
+        if not (jnp.isfinite(amplitude) and amplitude > 0):
+            raise ConfigError(f"the amplitude s² must be finite and > 0, got {amplitude}")
+        return eqx.tree_at(lambda p: p.amplitude, self, jnp.asarray(amplitude, dtype=self.amplitude.dtype))
+
+    def held_out_amplitude(self, constraints: Sequence[Constraint]) -> Float[Array, ""]:
+        """s² re-estimated on equations the solve did not see (e.g. the interior PDE at fresh
+        points; no reference solution needed): linearized at the solution, each held-out
+        functional φ_v has residual r_v = φ_v(mean) − b_v, and the posterior predicts
+        r_v ~ N(0, s² (var₁(φ_v) + η_v)) with var₁ the unit-amplitude posterior variance and η_v
+        the nugget (or noise) those rows would get. The estimate is mean(r_v² / (var₁ + η_v)),
+        the maximum-likelihood s² for the held-out residuals alone."""
+        return _held_out_amplitude(self, tuple(constraints))
+
+    def mean(self, points: Float[Array, "n d"], field: int = 0,
+             operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
+        """The posterior mean of (L u_f)(x) at each point: the solution itself."""
+        return self.solution.apply(operator, points, field)
+
+    def variance(self, points: Float[Array, "n d"], field: int = 0,
+                 operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
+        """The posterior variance of (L u_f)(x) at each point (L = δ: of u_f itself), in batches of
+        points so that no (points × N) matrix is formed at once. Rounding can make the exact
+        difference k − kᵀK⁻¹k slightly negative where it is ~0; it is clipped at 0."""
+        field = self._check_field(field)
+        return _variance(self, operator, jnp.asarray(points), field)
+
+    def std(self, points: Float[Array, "n d"], field: int = 0,
+            operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
+        """The posterior standard deviation of (L u_f)(x) at each point."""
+        return jnp.sqrt(self.variance(points, field, operator))
+
+    def covariance(self, points: Float[Array, "n d"], field: int = 0,
+                   operator: AbstractOperator = Evaluation()) -> Float[Array, "n n"]:
+        """The joint posterior covariance of (L u_f) at the points: an (n × n) matrix, for a few
+        thousand points at most (use `variance` for maps)."""
+        field = self._check_field(field)
+        return _covariance(self, operator, jnp.asarray(points), field)
+
+    def sample(self, key: PRNGKeyArray, points: Float[Array, "n d"], count: int, field: int = 0,
+               operator: AbstractOperator = Evaluation()) -> Float[Array, "count n"]:
+        """`count` joint draws of (L u_f) at the points from the posterior. Uses the symmetric
+        square root of `covariance` (an eigendecomposition, eigenvalues clipped at 0: the
+        posterior covariance is rank-deficient up to rounding wherever the data pin u down)."""
+        if not (isinstance(count, int) and count >= 1):
+            raise ConfigError(f"count must be an integer >= 1, got {count!r}")
+        points = jnp.asarray(points)
+        covariance = self.covariance(points, field, operator)
+        mean = self.mean(points, field, operator)
+        return _draw(key, mean, covariance, count)
+
+    def _check_field(self, field) -> int:
+        count = len(self.solution.kernels)
+        if not (isinstance(field, int) and not isinstance(field, bool) and 0 <= field < count):
+            raise ConfigError(f"field must be an integer in [0, {count}), got {field!r}")
+        return field
+
+
+def posterior(solution: CollocationSolution, nugget: float, adaptive_nugget: bool = True,
+              held_out: Sequence[Constraint] = ()) -> Posterior:
+    """The Gaussian posterior of the fields of `solution` at its linearization (`Posterior.at`):
+    `.std(points, field)`, `.variance`, `.covariance`, `.sample(key, points, n, field)`.
+    `nugget` and `adaptive_nugget` must be the settings of the GaussNewton that made the solution."""
+    return Posterior.at(solution, nugget, adaptive_nugget, held_out)
+
+
+@eqx.filter_jit
+def _assemble(solution: CollocationSolution, held_out: tuple[Constraint, ...], nugget: float, adaptive_nugget: bool):
+    """The Cholesky factor of K(φ, φ) + η, the maximum-likelihood s², and the held-out s² (zero
+    without held-out constraints), from one assembly of the training and held-out functionals."""
+    n = sum(c.size for c in solution.constraints)
+    gram, held_out_weights, held_out_residuals = _gram_with_held_out(solution, held_out)
+    train = gram[:n, :n]
+    train = train + jnp.diag(_nugget(solution.constraints, solution.weights, train, nugget, adaptive_nugget))
+    factor = jax.lax.linalg.cholesky(train.T, symmetrize_input=False)
+    c = jnp.concatenate(solution.coefficients)
+    # s² = bᵀ(K + η)⁻¹b / N with b = (K + η)c, the targets of the last step.
+    ml_amplitude = c @ (train @ c) / n
+    if not held_out:
+        return factor, ml_amplitude, jnp.zeros(())
+    return factor, ml_amplitude, _held_out_estimate(
+        gram, n, factor, held_out, held_out_weights, held_out_residuals, nugget, adaptive_nugget
+    )
+
+
+@eqx.filter_jit
+def _held_out_amplitude(posterior: Posterior, held_out: tuple[Constraint, ...]):
+    n = posterior.factor.shape[0]
+    gram, weights, residuals = _gram_with_held_out(posterior.solution, held_out)
+    return _held_out_estimate(gram, n, posterior.factor, held_out, weights, residuals, posterior.nugget,
+                              posterior.adaptive_nugget)
+
+
+def _gram_with_held_out(solution: CollocationSolution, held_out: tuple[Constraint, ...]):
+    """K over the training functionals followed by the held-out ones, linearized at the solution
+    (their weights and residuals r_v = φ_v(mean) − b_v)."""
+    if held_out:
+        values = values_at(solution.kernels, held_out, solution.constraints, solution.weights, solution.coefficients)
+        linear = linearize(held_out, values)
+        weights, residuals = linear.weights, linear.residuals
+    else:
+        weights, residuals = (), ()
+    blocks = operator_blocks(solution.kernels, solution.constraints + held_out)
+    return reduced_gram(blocks, solution.weights + weights), weights, residuals
+
+
+def _nugget(constraints, weights, gram, nugget, adaptive_nugget):
+    """The solver's nugget diagonal for these constraints (`nugget_diagonal` reads only the
+    constraints' noise variances from the blocks)."""
+    noise_only = OperatorBlocks((), (), tuple(c.noise_variance for c in constraints))
+    return nugget_diagonal(noise_only, weights, gram, nugget, adaptive_nugget)
+
+
+def _held_out_estimate(gram, n, factor, held_out, weights, residuals, nugget, adaptive_nugget):
+    """mean(r_v² / (var₁(φ_v) + η_v)) over the held-out functionals (rows n: of `gram`)."""
+    held_out_gram = gram[n:, n:]
+    v = jax.scipy.linalg.solve_triangular(factor, gram[:n, n:], lower=True)
+    variance = (jnp.diagonal(held_out_gram) - jnp.sum(v * v, axis=0)
+                + _nugget(held_out, weights, held_out_gram, nugget, adaptive_nugget))
+    return jnp.mean(jnp.concatenate(residuals) ** 2 / variance)
+
+
+def _cross_covariance(kernel: AbstractKernel, operator: AbstractOperator, points,
+                      constraints: Sequence[Constraint], weights, field: int, jets):
+    """K_f(L x, φ): (points × N), the prior covariance of (L u_f)(x) with every functional (zero
+    columns for constraints that do not act on field f)."""
+    columns = []
+    for constraint, w, jet in zip(constraints, weights, jets):
+        rows = constraint.rows(field)
+        if not rows:
+            columns.append(jnp.zeros((points.shape[0], constraint.size)))
+            continue
+        operators = tuple(constraint.operators[j] for j in rows)
+        block = operator_gram(kernel, (operator,), points, operators, constraint.points, None, jet)
+        columns.append(jnp.einsum("lab,lb->ab", block[0], jnp.stack([w[j] for j in rows])))
+    return jnp.concatenate(columns, axis=1)
+
+
+def _jets(kernel, constraints, field):
+    return [feature_jets(kernel, c.points) if c.rows(field) else None for c in constraints]
+
+
+def _prior_variance(kernel, operator, points):
+    """Lˣ Lʸ k(x, x) at each point, one point at a time (the diagonal only)."""
+    return jax.vmap(lambda x: operator_gram(kernel, (operator,), x[None], (operator,), x[None])[0, 0, 0, 0])(points)
+
+
+@eqx.filter_jit
+def _variance(posterior: Posterior, operator, points, field: int):
+    solution = posterior.solution
+    kernel = solution.kernels[field]
+    jets = _jets(kernel, solution.constraints, field)
+
+    def batch(xs):
+        cross = _cross_covariance(kernel, operator, xs, solution.constraints, solution.weights, field, jets)
+        v = jax.scipy.linalg.solve_triangular(posterior.factor, cross.T, lower=True)
+        return _prior_variance(kernel, operator, xs) - jnp.sum(v * v, axis=0)
+
+    count = points.shape[0]
+    padded = -(-count // _VARIANCE_BATCH) * _VARIANCE_BATCH
+    # Padding repeats the last point; its values are dropped below.
+    points = jnp.concatenate([points, jnp.broadcast_to(points[-1:], (padded - count, points.shape[1]))])
+    variance = jax.lax.map(batch, points.reshape(-1, _VARIANCE_BATCH, points.shape[1])).reshape(-1)[:count]
+    return posterior.amplitude * jnp.maximum(variance, 0.0)
+
+
+@eqx.filter_jit
+def _covariance(posterior: Posterior, operator, points, field: int):
+    solution = posterior.solution
+    kernel = solution.kernels[field]
+    jets = _jets(kernel, solution.constraints, field)
+    cross = _cross_covariance(kernel, operator, points, solution.constraints, solution.weights, field, jets)
+    v = jax.scipy.linalg.solve_triangular(posterior.factor, cross.T, lower=True)
+    prior = operator_gram(kernel, (operator,), points, (operator,), points)[0, 0]
+    return posterior.amplitude * (prior - v.T @ v)
+
+
+@eqx.filter_jit
+def _draw(key, mean, covariance, count: int):
+    values, vectors = jnp.linalg.eigh(0.5 * (covariance + covariance.T))
+    root = vectors * jnp.sqrt(jnp.maximum(values, 0.0))[None, :]
+    normal = jax.random.normal(key, (count, mean.shape[0]), dtype=mean.dtype)
+    return mean[None, :] + normal @ root.T
