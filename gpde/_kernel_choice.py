@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .kernels import AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, Polynomial, RationalQuadratic, Scaled, Sum
+from .kernels import (
+    AbstractKernel, Gaussian, Gibbs, Matern52, Matern72, PeriodicGaussian, Polynomial, RationalQuadratic, Scaled, Sum,
+)
 
 from ._errors import ConfigError
 
@@ -31,6 +33,16 @@ def _gaussian_plus_polynomial(lengthscale: Sequence[float], dim: int, seed: int)
     return Sum(Scaled(Gaussian(_lengthscale_array(lengthscale, dim)), 1.0), Polynomial(1.0, 1.0, degree=2))
 
 
+def _periodic_in_last(period: float):
+    # A Gaussian periodic in the last input coordinate (x of space-time problems with inputs
+    # (t, x)). The registry passes no problem settings to a builder, so the period is part of the
+    # name: "periodic-gaussian-10" is the kernel of the Schrödinger problem on x ∈ [−5, 5].
+    def build(lengthscale: Sequence[float], dim: int, seed: int) -> AbstractKernel:
+        return PeriodicGaussian(_lengthscale_array(lengthscale, dim), period=period, periodic_dims=(dim - 1,))
+
+    return build
+
+
 def _lengthscale_array(lengthscale, dim):
     values = tuple(float(v) for v in lengthscale)
     if len(values) == 1:
@@ -48,6 +60,7 @@ KERNELS: dict[str, Callable[[Sequence[float], int, int], AbstractKernel]] = {
     "rational-quadratic": _stationary(RationalQuadratic),
     "gibbs": _gibbs,
     "additive": _gaussian_plus_polynomial,
+    "periodic-gaussian-10": _periodic_in_last(10.0),
 }
 
 
