@@ -33,8 +33,8 @@ class Burgers(AbstractProblem):
     )
 
     def __check_init__(self):
-        if not self.viscosity > 0:
-            raise ValueError(f"Burgers viscosity must be > 0, got {self.viscosity}")
+        if not (np.isfinite(self.viscosity) and self.viscosity > 0):
+            raise ValueError(f"Burgers viscosity must be finite and > 0, got {self.viscosity}")
 
     @property
     def domain(self) -> Box:

@@ -4,11 +4,18 @@ Reference: v = exp(−u/ε) solves v − ε²Δv = 0, v = 1 on the boundary; fin
 grid with Richardson extrapolation, cached in data/ (`_eikonal_reference.py`, data/README.md).
 """
 
+import math
 from typing import ClassVar
+
+import numpy as np
 
 from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, Partial, LearnDefaults, SolveDefaults
 
 from ._eikonal_reference import EikonalReference
+
+#: Smallest ε whose reference float64 can represent: v = exp(−u/ε) at the centre (u = 1/2, the
+#: distance to the boundary) must stay above the smallest normal float64.
+MIN_EPSILON = 0.5 / -math.log(np.finfo(np.float64).tiny)
 
 
 class Eikonal(AbstractProblem):
@@ -32,8 +39,11 @@ class Eikonal(AbstractProblem):
     )
 
     def __check_init__(self):
-        if not self.epsilon > 0:
-            raise ValueError(f"Eikonal epsilon must be > 0, got {self.epsilon}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"Eikonal epsilon must be finite and > 0, got {self.epsilon}")
+        if self.epsilon < MIN_EPSILON:
+            raise ValueError(f"Eikonal epsilon must be >= {MIN_EPSILON:.2g}: below it the reference v = exp(−u/ε) "
+                             f"underflows in float64; got {self.epsilon}")
 
     @property
     def domain(self) -> Box:

@@ -49,6 +49,10 @@ class NonlinearElliptic(AbstractProblem):
         nugget=1e-12, gn_steps=10, inner_steps=50, learning_rate=0.05, eval_steps=20, scale_search=True,
     )
 
+    def __check_init__(self):
+        if not np.isfinite(self.amplitude):
+            raise ValueError(f"elliptic amplitude must be a finite number, got {self.amplitude}")
+
     @property
     def domain(self) -> Box:
         return Box((0.0, 0.0), (1.0, 1.0))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -172,12 +173,21 @@ BAD_TOML = "n_interior = [\n"
         (["solve", "elliptic", "--n-interior", "0"], ["n_interior must be a positive integer", "0"]),
         (["solve", "elliptic", "--n-boundary", "-3"], ["n_boundary must be a positive integer"]),
         (["solve", "elliptic", "--lengthscale", "-1"], ["lengthscale", "> 0", "-1"]),
-        (["solve", "elliptic", "--nugget", "0"], ["nugget must be finite and > 0"]),
+        (["solve", "elliptic", "--nugget", "0"], ["nugget must be finite, > 0"]),
         (["solve", "elliptic", "--layout", "hexagonal"], ["unknown layout 'hexagonal'", "grid, random"]),
         (["solve", "elliptic", "--grid", "1"], ["grid"]),
         (["solve", "elliptic", "--lengthscale", "0.2,0.1,0.3"], ["one lengthscale or one per dimension (2)"]),
         (["solve", "elliptic", "--param", "amplitud=2"], ["bad parameters", "amplitud"]),
-        (["solve", "eikonal", "--param", "epsilon=-1"], ["epsilon must be > 0"]),
+        (["solve", "eikonal", "--param", "epsilon=-1"], ["epsilon must be finite and > 0"]),
+        (["solve", "eikonal", "--param", "epsilon=1e-9"], ["epsilon must be >=", "underflows"]),
+        (["solve", "burgers", "--param", "viscosity=inf"], ["viscosity must be a finite number"]),
+        (["solve", "elliptic", "--nugget", "1e300"], ["nugget must be finite, > 0 and < 1"]),
+        (["solve", "elliptic", "--kernel", "gibbs", "--lengthscale", "1,2,3"], ["one per dimension (2)", "gibbs"]),
+        (["solve", "elliptic", "--seed", "18446744073709551616"], ["seed must be an integer 0 … 4294967295"]),
+        (["solve", "elliptic", "--n-interior", "100000000"], ["needs about", "of memory", "use fewer points"]),
+        (["solve", "elliptic", "--grid", "200000"], ["evaluation grid", "needs about", "smaller --grid"]),
+        (["solve", "elliptic", "--steps"], ["expected one argument", "see gpde solve --help"]),
+        (["solve", "elliptic", "--bogus"], ["unrecognized arguments: --bogus", "see gpde solve --help"]),
         (["solve", "elliptic", "--n-interior", "99"], ["perfect", "99", "100", "--layout random"]),
         (["learn", "elliptic", "--start-steps", "-1"], ["start_steps must be an integer >= 0", "-1"]),
     ],
@@ -263,9 +273,53 @@ def test_show_and_plot_bad_input(tmp_path, capsys):
     code, out, err = _run(capsys, ["show", str(tmp_path / "missing.h5")])
     assert code == 2
     _assert_one_line_error(err, "no result file")
-    code, out, err = _run(capsys, ["plot", str(text), "--out", str(tmp_path / "nodir" / "x.png")])
+    # A bad input with a good output path: refused for what is wrong with the input.
+    code, out, err = _run(capsys, ["plot", str(text), "--out", str(tmp_path / "x.png")])
+    assert code == 2
+    _assert_one_line_error(err, "not a readable HDF5 file")
+    # A good input with a bad output path: refused for the output.
+    good = store.write_run(tmp_path / "good.h5", store.solve_record(
+        problem="elliptic", seed=0, config={}, points={}, grid_points=np.zeros((4, 2)), grid_shape=(2, 2),
+        fields={"u": np.zeros((2, 2)), "u_ref": np.zeros((2, 2)), "error": np.zeros((2, 2))},
+        field_errors={"errors": {"rms": 0.0, "l2_relative": 0.0, "linf": 0.0}}, history={}, history_attrs={}))
+    code, out, err = _run(capsys, ["plot", str(good), "--out", str(tmp_path / "nodir" / "x.png")])
     assert code == 2
     _assert_one_line_error(err, "does not exist")
+    code, out, err = _run(capsys, ["plot", str(good), "--out", str(tmp_path / "x.xyz")])
+    assert code == 2
+    _assert_one_line_error(err, "figure format", ".xyz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5", "notes.h5"]
+    code, out, err = _run(capsys, ["plot", str(good), "--out", str(tmp_path / "x.png")])
+    assert code == 0, err
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_solve_refuses_to_replace_a_study_unless_told(tmp_path, capsys):
+    study = tmp_path / "study.h5"
+    with h5py.File(study, "w") as out:
+        out.attrs["kind"] = "gpde-bljes-study"
+    before = study.read_bytes()
+    code, out, err = _run(capsys, ["solve", "elliptic", "--out", str(study)])
+    assert code == 2
+    _assert_one_line_error(err, "is a BLJES study file", "--overwrite")
+    assert study.read_bytes() == before
+    argv = ["solve", "elliptic", "--n-interior", "16", "--n-boundary", "8", "--steps", "1", "--grid", "5",
+            "--out", str(study), "--overwrite"]
+    code, out, err = _run(capsys, argv)
+    assert code == 0, err
+    assert store.read_run(study).problem == "elliptic"
+
+
+def test_diverging_solve_exits_1(tmp_path, capsys):
+    out_file = tmp_path / "r.h5"
+    # ℓ = 1e3 on the unit square: every Gauss-Newton step models the PDE badly; the residual RMS
+    # ends at 3.3e12 against 606 for u = 0 (measured 2026-11-29).
+    argv = ["solve", "elliptic", "--n-interior", "100", "--n-boundary", "40", "--grid", "20", "--lengthscale", "1e3",
+            "--out", str(out_file)]
+    code, out, err = _run(capsys, argv)
+    assert code == 1, (out, err)
+    _assert_one_line_error(err, "solver failed", "diverged", "lengthscale")
+    assert not out_file.exists() and not list(tmp_path.iterdir())
 
 
 # --------------------------------------------------------------------------------------------

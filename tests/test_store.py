@@ -1,16 +1,21 @@
-"""The HDF5 result store (gpde/_store.py): round trip, layout, atomic writes and clear errors."""
+"""The HDF5 result store (gpde/io/_store.py): round trip, layout, atomic writes, faults during a write,\nlocking, and clear errors."""
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
+import signal
+import threading
+import time
 
 import h5py
 import numpy as np
 import pytest
 
 import gpde
+from gpde import io
 from gpde.io import _store as store
 
 
@@ -154,16 +159,119 @@ def test_check_writable(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
-def test_check_writable_read_only_directory(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        with pytest.raises(gpde.ConfigError, match="not writable"):
-            store.check_writable(locked / "run.h5")
-    finally:
-        locked.chmod(0o755)
+def test_check_writable_proves_it_by_creating_a_file(tmp_path):
+    # Permission bits do not stop root; creating a file does fail where nobody can write (/proc).
+    with pytest.raises(gpde.ConfigError, match="cannot create a file in /proc"):
+        store.check_writable("/proc/gpde-result.h5")
+    with pytest.raises(gpde.ConfigError, match="empty"):
+        store.check_writable("")
+    os.mkfifo(tmp_path / "pipe.h5")
+    with pytest.raises(gpde.ConfigError, match="not a regular file"):
+        store.check_writable(tmp_path / "pipe.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.h5"], "the probe file was left behind"
+
+
+def test_check_output_refuses_a_file_of_the_other_kind(tmp_path):
+    run = store.write_run(tmp_path / "run.h5", _run_file())
+    study = tmp_path / "study.h5"
+    with h5py.File(study, "w") as out:
+        out.attrs["kind"] = "gpde-bljes-study"
+    with pytest.raises(gpde.ConfigError, match="is a BLJES study file.*--overwrite"):
+        store.check_output(study, store.RUN_KIND)
+    assert store.check_output(study, store.RUN_KIND, overwrite=True) == study
+    with pytest.raises(gpde.ConfigError, match="is a solve/learn result.*--overwrite"):
+        store.check_output(run, store.STUDY_KIND)
+    assert store.check_output(run, store.RUN_KIND) == run  # a run replaces a run
+
+
+def test_full_disk_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
+    path, before = _existing(tmp_path)
+    original = h5py.Group.create_dataset
+    calls = []
+
+    def full(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full)
+    with pytest.raises(gpde.GpdeError, match="cannot write .*No space left on device.*unchanged.*free disk space") as error:
+        store.write_run(path, _run_file())
+    assert not isinstance(error.value, gpde.ConfigError)  # exit code 1 at the command line
+    _assert_untouched(tmp_path, path, before)
+
+
+def test_error_while_closing_keeps_the_old_file(tmp_path, monkeypatch):
+    path, before = _existing(tmp_path)
+    original = h5py.File.flush
+
+    def failing_flush(self):
+        original(self)
+        raise OSError("Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
+
+    monkeypatch.setattr(h5py.File, "flush", failing_flush)
+    with pytest.raises(gpde.GpdeError, match="No space left on device"):
+        store.write_run(path, _run_file())
+    _assert_untouched(tmp_path, path, before)
+
+
+def test_interrupt_during_the_write_is_raised_after_it_and_nothing_is_replaced(tmp_path, monkeypatch):
+    path, before = _existing(tmp_path)
+    original = h5py.Group.create_dataset
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # held back until HDF5 is done
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", interrupted)
+    handler = signal.getsignal(signal.SIGTERM)
+    with io.terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        store.write_run(path, _run_file())
+    assert len(calls) == sum(len(d) for d in _run_file().groups.values())  # the write ran to its end
+    _assert_untouched(tmp_path, path, before)
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_what_a_killed_writer_left_is_removed_by_the_next_write(tmp_path):
+    path, _ = _existing(tmp_path)
+    (tmp_path / ".run.h5.x1y2z3.tmp").write_bytes(b"half a file")
+    (tmp_path / ".run.h5.a1b2c3.probe").write_bytes(b"")
+    (tmp_path / "run.h5.lock").write_bytes(b"")  # a dead writer's lock file (its lock is gone)
+    (tmp_path / ".other.h5.q.tmp").write_bytes(b"another target's")
+    store.write_run(path, _run_file())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.h5.q.tmp", "run.h5"]
+
+
+def test_concurrent_writers_of_one_file_take_turns(tmp_path, monkeypatch):
+    path = tmp_path / "run.h5"
+    original = h5py.Group.create_dataset
+    writers = []  # the thread of every dataset written, in order
+
+    def slow(self, *args, **kwargs):
+        writers.append(threading.get_ident())
+        time.sleep(0.002)
+        return original(self, *args, **kwargs)
+
+    def write(seed):
+        run = _run_file()
+        run.seed = seed
+        store.write_run(path, run)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", slow)
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Each writer's datasets form one block: no two writes interleaved.
+    switches = sum(a != b for a, b in zip(writers, writers[1:]))
+    assert len(set(writers)) == 4 and switches == 3, switches
+    assert store.read_run(path).seed in range(4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
 
 
 def test_read_errors(tmp_path):
@@ -173,10 +281,33 @@ def test_read_errors(tmp_path):
         store.read_run(text)
     with pytest.raises(gpde.ConfigError, match="no result file"):
         store.read_run(tmp_path / "missing.h5")
-    with pytest.raises(gpde.ConfigError, match="no result file"):
+    with pytest.raises(gpde.ConfigError, match="is a directory"):
         store.read_run(tmp_path)
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as out:
         out.create_dataset("x", data=np.arange(3))
     with pytest.raises(gpde.ConfigError, match="not a gpde result"):
         store.read_run(foreign)
+
+
+def test_datasets_are_read_lazily_and_never_beyond_the_limit(tmp_path):
+    path = store.write_run(tmp_path / "run.h5", _run_file())
+    with h5py.File(path, "a") as out:
+        # 200000 × 10000 float64 (14.9 GiB) in a file of a few KB: chunks are never written.
+        out.create_dataset("fields/huge", shape=(200_000, 10_000), dtype="f8", chunks=(1000, 1000), compression="gzip")
+    assert path.stat().st_size < 100_000
+    run = store.read_run(path)  # lists shapes only
+    assert run.groups["fields"].info("huge").shape == (200_000, 10_000)
+    np.testing.assert_array_equal(run.groups["points"]["interior"], _run_file().groups["points"]["interior"])
+    with pytest.raises(gpde.ConfigError, match=r"fields/huge has shape \(200000, 10000\) \(14.9 GiB\)"):
+        run.groups["fields"]["huge"]
+
+
+def test_readers_refuse_special_files_without_opening_them(tmp_path):
+    os.mkfifo(tmp_path / "pipe.h5")  # opening it would block until a writer appears
+    with pytest.raises(gpde.ConfigError, match="not a regular file"):
+        store.read_run(tmp_path / "pipe.h5")
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with pytest.raises(gpde.ConfigError, match="is empty"):
+        store.read_run(tmp_path / "empty.h5")
+    assert store.file_kind(tmp_path / "pipe.h5") is None

@@ -1,16 +1,21 @@
-"""The `gpde` command: solve, show, plot, list.
+"""The `gpde` command: solve, learn, bljes, show, plot, list.
 
-Exit codes: 0 success, 1 numerical failure (failed Cholesky, non-finite iterate), 2 bad input.
-Errors are one line on stderr, without traceback.
+Exit codes: 0 success; 1 numerical failure (failed Cholesky, diverged or non-finite solve) or a
+failed write (full disk); 2 bad input (flags, TOML, parameters, sizes, files); 130 interrupted
+(Ctrl-C or SIGTERM). Errors are one line on stderr, without traceback. Every input is checked
+(`_validation`, the configuration classes, the schema's readers) before any computation starts.
 """
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from .._errors import ConfigError, GpdeError, SolverError
+from ..io import terminate_as_interrupt
+from ._validation import ArgumentParser
 
 
 def _lengthscales(text: str) -> tuple[float, ...]:
@@ -38,7 +43,10 @@ def _field_lengthscale(text: str) -> tuple[str, tuple[float, ...]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpde", description="Gaussian-process collocation for nonlinear PDEs.")
+    from .. import __version__
+
+    parser = ArgumentParser(prog="gpde", description="Gaussian-process collocation for nonlinear PDEs.")
+    parser.add_argument("--version", action="version", version=f"gpde {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     solve = commands.add_parser("solve", help="solve a problem by GP collocation and write an HDF5 result")
@@ -62,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="re-solve with the kernel learned by `gpde learn` (stored in RESULT.h5)")
     solve.add_argument("--config", help="TOML file with any of the settings above")
     solve.add_argument("--out", help="result file (default gpde-PROBLEM.h5)")
+    solve.add_argument("--overwrite", action="store_true", help="replace --out even if it is a BLJES study file")
 
     learn = commands.add_parser("learn", help="learn kernel hyperparameters by bilevel optimization")
     learn.add_argument("problem", nargs="?", help="problem name (default: eikonal)")
@@ -90,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--param", type=_parameter, action="append", default=[], metavar="NAME=VALUE")
     learn.add_argument("--config", help="TOML file with any of the settings above")
     learn.add_argument("--out", help="result file (default gpde-learn-PROBLEM.h5)")
+    learn.add_argument("--overwrite", action="store_true", help="replace --out even if it is a BLJES study file")
 
     show = commands.add_parser("show", help="summarize a result file")
     show.add_argument("file")
@@ -108,11 +118,17 @@ def _parser() -> argparse.ArgumentParser:
     bljes.add_argument("--iters", type=int, default=60, help="evaluations per run, the initial ones included")
     bljes.add_argument("--init", type=int, default=3, help="initial uniform random evaluations")
     bljes.add_argument("--seeds", type=int, default=10, help="seeds 0 … N−1 per method and benchmark")
-    bljes.add_argument("--noise", type=float, default=0.0, help="observation noise standard deviation")
+    bljes.add_argument("--noise", type=float, default=0.0, help="observation noise standard deviation "
+                       "(for noise relative to each output's range use a benchmark option: smd1[noise=0.05])")
+    bljes.add_argument("--cost", default="f=1,g=1", metavar="f=COST,g=COST",
+                       help="cost of an upper (f) and of a lower (g) query: decoupled BLJES divides each "
+                            "level's acquisition by it, every run records its cumulative cost")
     bljes.add_argument("--options", default="", metavar="NAME=VALUE,…",
                        help="method options, e.g. paths=10,tau=0.05 for bljes (the K and τ ablations); "
                             "runs with options are separate cells of the study")
     bljes.add_argument("--out", default="bljes-study.h5", help="study file; finished runs in it are skipped")
+    bljes.add_argument("--overwrite", action="store_true",
+                       help="replace --out even if it is not a BLJES study file (e.g. a solve result)")
     bljes.add_argument("--scheduler", help="Dask: none (this process), 'local' (a LocalCluster of processes) "
                                            "or a scheduler address such as tcp://host:8786")
 
@@ -122,7 +138,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _configured(args, config_class, defaults: str, prefix: str):
     """Problem class, resolved configuration (problem defaults < TOML file < flags) and checked
-    output path, shared by `solve` and `learn`. Turns on 64-bit mode first: the solver needs it."""
+    output path, shared by `solve` and `learn`. Everything is validated here, before any work:
+    the configuration's values, the problem's parameters (by building the problem), the kernel's
+    lengthscales against the dimension, the memory the sizes need, a `--kernel-from` file, and
+    the output. Turns on 64-bit mode first: the solver needs it."""
     import dataclasses
 
     import jax
@@ -132,10 +151,15 @@ def _configured(args, config_class, defaults: str, prefix: str):
     from gpde.problems import DEFAULT_PROBLEM, get_problem_class
 
     from ..io import _store as store
-    from ._config import load_toml, resolve
+    from . import _validation as validation
+    from ._config import LearnConfig, load_toml, resolve
+    from ._learn_run import learning_points
+    from ._run import build_problem, collocation_points, learned_kernel
 
     file_settings = load_toml(args.config, config_class) if args.config else {}
-    name = args.problem or file_settings.pop("problem", None) or DEFAULT_PROBLEM
+    if "problem" in file_settings:
+        validation.check_problem_name(file_settings["problem"])
+    name = validation.check_problem_name(args.problem or file_settings.pop("problem", None) or DEFAULT_PROBLEM)
     file_settings.pop("problem", None)  # a flag's problem wins over the file's
     problem_class = get_problem_class(name)
     # Every flag that names a configuration field (flags left out are None and do not override).
@@ -145,7 +169,25 @@ def _configured(args, config_class, defaults: str, prefix: str):
     flags["parameters"] = dict(args.param) or None
     flags["field_lengthscales"] = dict(args.field_lengthscales) or None
     config = resolve(name, getattr(problem_class, defaults), file_settings, flags, config_class=config_class)
-    out = store.check_writable(args.out or f"{prefix}{name}.h5")
+    problem = build_problem(problem_class, config.parameters)
+    dim = problem.domain.dim
+    unknown = sorted(set(config.field_lengthscales) - set(problem.fields))
+    if unknown:
+        raise ConfigError(f"field lengthscales name unknown field(s) {unknown}; the fields of {name} are: "
+                          f"{', '.join(problem.fields)}")
+    validation.check_lengthscale_count(config.kernel, config.lengthscale, dim)
+    for field, values in config.field_lengthscales.items():
+        validation.check_lengthscale_count(config.kernel, values, dim, f"lengthscale of field {field}")
+    validation.check_sizes(config, dim)
+    # The point sets (cheap; they check the layout's own rules, e.g. a perfect square for a grid).
+    if config_class is LearnConfig:
+        learning_points(problem, config)
+    else:
+        collocation_points(problem, config)
+    if getattr(config, "kernel_from", None):
+        learned_kernel(config.kernel_from)
+    out = store.check_output(args.out if args.out is not None else f"{prefix}{name}.h5", store.RUN_KIND,
+                             args.overwrite)
     return name, problem_class, config, out
 
 
@@ -241,64 +283,72 @@ def _parameter_name(key: str, fields) -> str:
 
 
 def _show(args) -> int:
-    from ..io import _store as store
-    from ._study import is_study
+    from ..io import _schema as schema
 
-    if is_study(args.file):
+    with schema.open_hdf5(args.file) as source:
+        kind = schema.kind_of(source)
+    if kind == schema.STUDY_KIND:
         return _show_study(args)
-
-    run = store.read_run(args.file)
-    errors = run.group_attrs.get(store.ERRORS, {})
+    run = schema.read_run(args.file)
+    rows = {group: schema.error_row(run, group) for group in schema.error_groups(run)}
+    staged = {label: {group: schema.error_row(run, group) for group in schema.error_groups(run, f"{label}/")}
+              for label in (schema.BEFORE, schema.AFTER)}
     if args.json:
         summary = {"problem": run.problem, "seed": run.seed, "gpde_version": run.gpde_version,
-                   "config": run.config, "errors": errors}
-        for label in ("before", "after"):
-            if f"{label}/{store.ERRORS}" in run.group_attrs:
-                summary[f"errors_{label}"] = run.group_attrs[f"{label}/{store.ERRORS}"]
-        # Further fields of a multi-field problem (errors_a, before/errors_a, …).
-        for group, row in run.group_attrs.items():
-            if group.startswith(f"{store.ERRORS}_") or "/errors_" in group:
-                summary[group.replace("/", "_") if "/" in group else group] = row
+                   "config": run.config, "errors": rows.get(schema.ERRORS, {})}
+        # Further fields of a multi-field problem (errors_a, …) and the learning stages.
+        summary.update({group: row for group, row in rows.items() if group != schema.ERRORS})
+        for label, stage in staged.items():
+            for group, row in stage.items():
+                name = group.split("/", 1)[1]
+                summary[f"errors_{label}" if name == schema.ERRORS else f"{label}_{name}"] = row
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
     print(f"{args.file}: problem {run.problem}, seed {run.seed}, gpde {run.gpde_version}, created {run.created}")
     for key, value in sorted(run.config.items()):
         print(f"  {key:<19} {value}")
-    history = run.groups.get(store.HISTORY, {})
-    if "step" in history:
-        print(f"  Gauss-Newton steps: {len(history['step'])}, final residual rms "
-              f"{history['residual_rms'][-1]:.3e}, final update {history['update'][-1]:.3e}")
-    for key in ("rms", "l2_relative", "linf"):
+    summary = schema.history_summary(run)
+    if summary is not None:
+        steps, residual, update = summary
+        print(f"  Gauss-Newton steps: {steps}, final residual rms {residual:.3e}, final update {update:.3e}")
+    errors = rows.get(schema.ERRORS, {})
+    for key in schema.ERROR_KEYS:
         if key in errors:
             print(f"  error {key:<12}{errors[key]:.3e}")
-    for group in sorted(g for g in run.group_attrs if g.startswith(f"{store.ERRORS}_")):
-        row = run.group_attrs[group]
-        print(f"  field {group[len(store.ERRORS) + 1:]}: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, "
-              f"L∞ {row['linf']:.3e}")
-    for label in ("before", "after"):
-        for group in sorted(g for g in run.group_attrs if g.startswith(f"{label}/{store.ERRORS}")):
-            row = run.group_attrs[group]
-            field = group[len(f"{label}/{store.ERRORS}") + 1:]
+    for group, row in rows.items():
+        if group != schema.ERRORS:
+            print(f"  field {group[len(schema.ERRORS) + 1:]}: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, "
+                  f"L∞ {row['linf']:.3e}")
+    for label, stage in staged.items():
+        for group, row in stage.items():
+            field = group[len(f"{label}/{schema.ERRORS}") + 1:]
             what = f"{label:<7} learning" + (f" ({field})" if field else "")
             print(f"  {what}: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, L∞ {row['linf']:.3e}")
     return 0
 
 
 def _plot(args) -> int:
+    from ..io import _schema as schema
     from ..io import _store as store
-    from ._study import is_study
+    from ._plotting import check_figure_path
 
-    if is_study(args.file):
+    out = check_figure_path(args.out)
+    with schema.open_hdf5(args.file) as source:
+        kind = schema.kind_of(source)
+    if kind == schema.STUDY_KIND:
+        from ._study import read_study
         from ._study_plots import plot_study
 
-        store.check_writable(args.out)
-        print(f"wrote {plot_study(args.file, args.out)}")
+        if not read_study(args.file):
+            raise ConfigError(f"{args.file} holds no finished runs yet; nothing to plot")
+        store.check_writable(out)
+        print(f"wrote {plot_study(args.file, out)}")
         return 0
     from ._plotting import plot_fields
 
-    store.check_writable(args.out)
-    path = plot_fields(store.read_run(args.file), args.out)
-    print(f"wrote {path}")
+    run = schema.read_run(args.file)
+    store.check_writable(out)
+    print(f"wrote {plot_fields(run, out)}")
     return 0
 
 
@@ -311,14 +361,18 @@ def _bljes(args) -> int:
     from . import _study as study
 
     specs = study.plan_study(args.benchmark, args.method, args.setting, args.seeds, args.iters, args.init, args.noise,
-                             args.options)
-    out = store.check_writable(args.out)
+                             args.options, args.cost)
+    out = store.check_output(args.out, store.STUDY_KIND, args.overwrite)
+    replace = out.exists() and store.file_kind(out) != store.STUDY_KIND  # allowed by --overwrite
+    if out.exists() and not replace:
+        study.read_study(out)  # every stored run is checked before new ones are added
     print(f"gpde bljes: {len(specs)} runs ({args.iters} evaluations, {args.init} initial, noise {args.noise:g}) "
           f"on {args.scheduler or 'this process'} → {out}", flush=True)
-    report = study.run_study(specs, out, scheduler=args.scheduler)
+    report = study.run_study(specs, out, scheduler=args.scheduler, replace=replace)
     wanted = [spec.config() for spec in specs]
-    runs = [run for run in study.read_study(out) if run.config in wanted]
-    print(f"ran {len(report.ran)}, skipped {len(report.skipped)} already finished")
+    runs = [run for run in study.read_study(out) if run.config in wanted] if out.exists() else []
+    others = f", {len(report.concurrent)} added meanwhile by another invocation" if report.concurrent else ""
+    print(f"ran {len(report.ran)}, skipped {len(report.skipped)} already finished{others}")
     print("median final regret (seeds):")
     print(study.format_table(study.final_regret_table(runs)))
     print(f"wrote {out}")
@@ -363,25 +417,41 @@ def _list(args) -> int:
     return 0
 
 
+def _interrupted(args) -> str:
+    """What an interrupt leaves behind, for the message."""
+    if getattr(args, "command", None) == "bljes" and args.out and Path(args.out).is_file():
+        return f"the runs finished before are in {args.out}; rerun the same command to continue"
+    return "no result file was written"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the console script: the exit code (see the module docstring)."""
     handlers = {"solve": _solve, "learn": _learn, "show": _show, "plot": _plot, "list": _list,
                 "bljes": _bljes}
-    try:
-        return handlers[args.command](args)
-    except ConfigError as error:
-        print(f"gpde: error: {error}", file=sys.stderr)
-        return 2
-    except SolverError as error:
-        print(f"gpde: solver failed: {error}", file=sys.stderr)
-        return 1
-    except GpdeError as error:
-        print(f"gpde: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("gpde: interrupted; no result file was written", file=sys.stderr)
-        return 130
+    args = None
+    with terminate_as_interrupt():
+        try:
+            args, extras = _parser().parse_known_args(argv)
+            if extras:
+                raise ConfigError(f"unrecognized arguments: {' '.join(extras)}; see gpde {args.command} --help")
+            return handlers[args.command](args)
+        except ConfigError as error:
+            print(f"gpde: error: {error}", file=sys.stderr)
+            return 2
+        except SolverError as error:
+            print(f"gpde: solver failed: {error}", file=sys.stderr)
+            return 1
+        except GpdeError as error:
+            print(f"gpde: error: {error}", file=sys.stderr)
+            return 1
+        except MemoryError:
+            print("gpde: error: out of memory; use fewer points, a smaller --grid or fewer runs", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"gpde: interrupted; {_interrupted(args)}", file=sys.stderr)
+            return 130
+        except SystemExit as exit:  # --help and --version
+            return exit.code if isinstance(exit.code, int) else 0
 
 
 if __name__ == "__main__":

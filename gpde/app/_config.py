@@ -10,6 +10,7 @@ from ..solve._domain import LAYOUTS
 from .._errors import ConfigError
 from .._kernel_choice import KERNELS
 from ..solve._problem import LearnDefaults, SolveDefaults
+from ._validation import check_parameters, check_path_setting, check_problem_name, check_seed
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class SolveConfig:
     def __post_init__(self):
         _check_common(self)
         _check_count("steps", self.steps)
+        check_path_setting("kernel_from", self.kernel_from)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,9 +114,10 @@ def _check_count(name, value):
 
 def _check_common(config):
     """Checks shared by SolveConfig and LearnConfig."""
-    if config.kernel not in KERNELS:
+    check_problem_name(config.problem)
+    if not isinstance(config.kernel, str) or config.kernel not in KERNELS:
         raise ConfigError(f"unknown kernel '{config.kernel}'; choose one of: {', '.join(KERNELS)}")
-    if config.layout not in LAYOUTS:
+    if not isinstance(config.layout, str) or config.layout not in LAYOUTS:
         raise ConfigError(f"unknown layout '{config.layout}'; choose one of: {', '.join(LAYOUTS)}")
     for name in ("n_interior", "n_boundary", "grid"):
         _check_count(name, getattr(config, name))
@@ -125,16 +128,17 @@ def _check_common(config):
     if not isinstance(config.field_lengthscales, dict):
         raise ConfigError(f"field_lengthscales must map field names to lengthscales, got {config.field_lengthscales!r}")
     for name, values in config.field_lengthscales.items():
-        if not values or not all(_positive(v) for v in values):
+        if not isinstance(name, str) or not values or not all(_positive(v) for v in values):
             raise ConfigError(f"lengthscale of field '{name}' must be one or more finite values > 0, got {values}")
-    if not _positive(config.nugget):
-        raise ConfigError(f"nugget must be finite and > 0 (typical 1e-13 … 1e-5), got {config.nugget}")
+    # The (adaptive) nugget is relative to the functionals' variance: at 1 it outweighs the data.
+    if not (_positive(config.nugget) and config.nugget < 1):
+        raise ConfigError(f"nugget must be finite, > 0 and < 1 (typical 1e-13 … 1e-5), got {config.nugget}")
     if not isinstance(config.adaptive_nugget, bool):
         raise ConfigError(f"adaptive_nugget must be true or false, got {config.adaptive_nugget!r}")
     if not (_number(config.tolerance) and math.isfinite(config.tolerance) and config.tolerance >= 0):
         raise ConfigError(f"tolerance must be >= 0, got {config.tolerance}")
-    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {config.seed!r}")
+    check_seed(config.seed)
+    check_parameters(config.parameters)
 
 
 def _number(value) -> bool:
@@ -148,6 +152,8 @@ def _positive(value) -> bool:
 def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
     """Read a TOML configuration file; ConfigError (one line) if missing or malformed."""
     path = Path(path)
+    if path.exists() and not (path.is_file() or path.is_dir()):  # a pipe or device: reading could block
+        raise ConfigError(f"config file {path} is not a regular file; give a TOML file on disk")
     try:
         with open(path, "rb") as source:
             table = tomllib.load(source)

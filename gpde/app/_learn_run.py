@@ -15,6 +15,7 @@ import optax
 
 from ..kernels import AbstractKernel, Gibbs
 
+from ..io import _schema as schema
 from ..io import _store as store
 from ..learn._learner import BilevelLearner, LearnResult, OuterRecord, scalar_hyperparameters
 from ._config import LearnConfig
@@ -32,13 +33,13 @@ from ._run import (
 from ..solve._solver import GaussNewton
 
 KERNEL = LEARNED_KERNEL
-BEFORE = "before"
-AFTER = "after"
+BEFORE = schema.BEFORE
+AFTER = schema.AFTER
 #: The same re-solve as AFTER, started from the learner's last Gauss-Newton iterate instead of
 #: u = 0. Gauss-Newton's fixed point can depend on its start: with a learned Eikonal Gibbs kernel
 #: the start from zero ends ~2x less accurate than the learner's own iterate. AFTER stays the
 #: protocol's row (it is what `gpde solve --kernel-from` reproduces); this one is reported beside it.
-AFTER_FROM_ITERATE = "after_from_iterate"
+AFTER_FROM_ITERATE = schema.AFTER_FROM_ITERATE
 
 
 def trainable_filter(kernel: AbstractKernel, which: str):
@@ -190,35 +191,19 @@ def run_learn(
 
     resolved = config.as_dict()
     resolved["parameters"] = problem.parameters()
-    fields = {store.GRID_POINTS: np.asarray(grid_points), **fields_after}
-    groups = {
-        store.POINTS: {"interior": np.asarray(interior), "boundary": np.asarray(boundary),
-                       "validation": np.asarray(validation), **problem.data_points()},
-        store.FIELDS: fields,
-        store.HISTORY: history,
-        # The re-solve with the initial kernel: solution and error fields (references are above).
-        f"{BEFORE}/{store.FIELDS}": {key: value for key, value in fields_before.items()
-                                     if not key.endswith("_ref")},
-        KERNEL: kernel_arrays(result.kernel),
-    }
     field = lengthscale_field(result.kernel, grid_points)
     if field is not None:
-        fields["lengthscale"] = field.reshape(*grid_shape, -1)
-    record = store.RunFile(
-        problem=config.problem,
-        seed=config.seed,
-        config=resolved,
-        groups=groups,
-        group_attrs={
-            store.FIELDS: {store.GRID_SHAPE: np.asarray(grid_shape)},
-            **errors_after,
-            **{f"{BEFORE}/{group}": metrics for group, metrics in errors_before.items()},
-            **{f"{AFTER}/{group}": metrics for group, metrics in errors_after.items()},
-            **{f"{AFTER_FROM_ITERATE}/{group}": metrics for group, metrics in errors_from_iterate.items()},
-            store.HISTORY: {"learn_seconds": learn_seconds, "compile_seconds": result.compile_seconds,
-                            "stopped_because": result.stopped_because, "start_note": result.start_note,
-                            "from_iterate_note": from_iterate_note},
-            KERNEL: kernel_settings(config, problem),
-        },
+        fields_after = {**fields_after, "lengthscale": field.reshape(*grid_shape, -1)}
+    record = schema.learn_record(
+        problem=config.problem, seed=config.seed, config=resolved,
+        points={"interior": np.asarray(interior), "boundary": np.asarray(boundary),
+                "validation": np.asarray(validation), **problem.data_points()},
+        grid_points=grid_points, grid_shape=grid_shape, fields_after=fields_after, fields_before=fields_before,
+        errors_before=errors_before, errors_after=errors_after, errors_from_iterate=errors_from_iterate,
+        history=history,
+        history_attrs={"learn_seconds": learn_seconds, "compile_seconds": result.compile_seconds,
+                       "stopped_because": result.stopped_because, "start_note": result.start_note,
+                       "from_iterate_note": from_iterate_note},
+        kernel_arrays=kernel_arrays(result.kernel), kernel_attrs=kernel_settings(config, problem),
     )
     return LearnRun(result, before, after, record, errors_before, errors_after, errors_from_iterate, from_iterate_note)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..kernels import AbstractKernel
 
+from ..io import _schema as schema
 from ..io import _store as store
 from ._config import SolveConfig
 from .._errors import ConfigError
@@ -22,7 +23,7 @@ from ..solve._solution import CollocationSolution
 from ..solve._solver import GaussNewton, SolveHistory, StepRecord
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
-LEARNED_KERNEL = "kernel"
+LEARNED_KERNEL = schema.KERNEL
 
 
 @dataclass
@@ -48,17 +49,13 @@ def build_problem(problem_class: type[AbstractProblem], parameters: dict) -> Abs
 
 def learned_kernel(path) -> AbstractKernel | tuple[AbstractKernel, ...]:
     """The kernel (a tuple of per-field kernels for a multi-field problem) stored by `gpde learn`
-    in a result file."""
+    in a result file; ConfigError if the file holds none or a damaged one."""
     run = store.read_run(path)
-    if LEARNED_KERNEL not in run.groups:
-        raise ConfigError(f"{path} holds no learned kernel (it was not written by `gpde learn`)")
-    settings = run.group_attrs[LEARNED_KERNEL]
-    skeleton = make_field_kernels(
-        settings["name"], tuple(np.atleast_1d(settings["lengthscale"])),
-        json.loads(settings.get("field_lengthscales", "{}")), json.loads(settings.get("fields", '["u"]')),
-        int(settings["dim"]), int(settings["seed"]),
-    )
-    return kernel_with_arrays(skeleton, run.groups[LEARNED_KERNEL])
+    settings = schema.learned_kernel_settings(run)
+    skeleton = make_field_kernels(settings["name"], settings["lengthscale"], settings["field_lengthscales"],
+                                  settings["fields"], settings["dim"], settings["seed"])
+    arrays = run.groups[LEARNED_KERNEL]
+    return kernel_with_arrays(skeleton, {key: schema.dataset(run, LEARNED_KERNEL, key) for key in arrays})
 
 
 def kernel_settings(config, problem: AbstractProblem) -> dict:
@@ -120,26 +117,17 @@ def run_solve(
 
     resolved = config.as_dict()
     resolved["parameters"] = problem.parameters()
-    record = store.RunFile(
-        problem=config.problem,
-        seed=config.seed,
-        config=resolved,
-        groups={
-            store.POINTS: {"interior": np.asarray(interior), "boundary": np.asarray(boundary),
-                           **problem.data_points()},
-            store.FIELDS: {store.GRID_POINTS: np.asarray(grid_points), **fields},
-            store.HISTORY: history.as_arrays(),
-        },
-        group_attrs={
-            store.FIELDS: {store.GRID_SHAPE: np.asarray(grid_shape)},
-            **field_errors,
-            store.HISTORY: {
-                "assembly_seconds": history.assembly_seconds,
-                "compile_seconds": history.compile_seconds,
-                "evaluation_seconds": evaluation_seconds,
-                "converged": int(history.converged),
-                "stalled": int(history.stalled),
-            },
+    record = schema.solve_record(
+        problem=config.problem, seed=config.seed, config=resolved,
+        points={"interior": np.asarray(interior), "boundary": np.asarray(boundary), **problem.data_points()},
+        grid_points=grid_points, grid_shape=grid_shape, fields=fields, field_errors=field_errors,
+        history=history.as_arrays(),
+        history_attrs={
+            "assembly_seconds": history.assembly_seconds,
+            "compile_seconds": history.compile_seconds,
+            "evaluation_seconds": evaluation_seconds,
+            "converged": int(history.converged),
+            "stalled": int(history.stalled),
         },
     )
     return SolveRun(solution, history, errors, evaluation_seconds, record)

@@ -16,10 +16,11 @@ subgroup `seconds` (one dataset per timed phase); its attributes hold the run's 
 (JSON `config` and each field), the benchmark's F* and the run's wall time.
 
 Durability. Each finished run is added by copying the study file to a temporary file in the same
-directory, appending the group there and renaming it over the study (under an exclusive lock
-file, so concurrent invocations with the same `--out` cannot lose each other's runs). A study
-killed at any moment therefore keeps every run finished before the kill, and the file is never
-half-written. On restart, runs whose group exists are skipped; several invocations with the same
+directory, appending the group there and renaming it over the study (`gpde.io.write_hdf5`, under
+the write lock of the study, so concurrent invocations with the same `--out` cannot lose each
+other's runs; the lock file is removed when released). A study killed at any moment therefore
+keeps every run finished before the kill, and the file is never half-written; what a SIGKILL
+leaves (a temporary file) is removed by the next writer. On restart, runs whose group exists are skipped; several invocations with the same
 `--out` add their runs to the same file. A group that exists with a different configuration
 (other budget or noise) is an error, not silently mixed.
 """
@@ -28,13 +29,10 @@ import ast
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -43,14 +41,23 @@ import h5py
 import numpy as np
 
 from .._errors import ConfigError, GpdeError
+from ..io import _schema as schema
+from ..io import write_hdf5
+from ..io._lock import locked
+from ._validation import check_memory
 
-KIND = "kind"
-STUDY_KIND = "gpde-bljes-study"
-RUNS = "runs"
-SECONDS = "seconds"
-CONFIG = "config"
-ARRAYS = ("x", "theta", "observed", "y_f", "y_g", "y_c", "recommendation", "regret")
+KIND = schema.KIND
+STUDY_KIND = schema.STUDY_KIND
+RUNS = schema.RUNS
+SECONDS = schema.SECONDS
+CONFIG = schema.CONFIG
+ARRAYS = schema.STUDY_ARRAYS
 SETTINGS = ("coupled", "decoupled")
+DEFAULT_COSTS = (1.0, 1.0)
+#: Bytes a planned run takes before it starts (its RunSpec, Dask future and bookkeeping), and the
+#: surrogate's float64 Gram matrices per squared evaluation count (objective, constraint, factors).
+RUN_BYTES = 4096
+SURROGATE_MATRICES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +74,9 @@ class RunSpec:
     #: Method options in canonical text form, "paths=10,tau=0.05" (sorted; "" for the defaults).
     #: Runs with options are separate cells of the study (the K and τ ablations).
     options: str = ""
+    #: (cost of an f query, cost of a g query): the run records its cumulative cost, and decoupled
+    #: BLJES divides each level's acquisition by its cost. Runs with other costs are separate cells.
+    costs: tuple[float, float] = DEFAULT_COSTS
 
     @property
     def label(self) -> str:
@@ -75,10 +85,16 @@ class RunSpec:
 
     @property
     def path(self) -> str:
-        return f"{RUNS}/{self.benchmark}/{self.label}/{self.setting}/seed{self.seed}"
+        return f"{RUNS}/{self.benchmark}/{self.label}/{setting_label(self.config())}/seed{self.seed}"
 
     def config(self) -> dict:
-        return dataclasses.asdict(self)
+        """The run's settings as plain (JSON) values; `costs` only when not the default, so that
+        runs written before costs existed keep their configuration and path."""
+        config = dataclasses.asdict(self)
+        config["costs"] = [float(c) for c in self.costs]
+        if tuple(config["costs"]) == DEFAULT_COSTS:
+            del config["costs"]
+        return config
 
 
 @dataclasses.dataclass
@@ -89,6 +105,29 @@ class StudyRun:
     arrays: dict[str, np.ndarray]
     seconds: dict[str, np.ndarray]
     attrs: dict
+
+
+def setting_label(config: dict) -> str:
+    """'coupled', 'decoupled' or, with costs other than 1:1, e.g. 'decoupled[f=1,g=0.1]'."""
+    costs = config.get("costs")
+    return f"{config['setting']}[f={costs[0]:g},g={costs[1]:g}]" if costs else config["setting"]
+
+
+def parse_costs(text: str) -> tuple[float, float]:
+    """'f=1,g=0.1' → (1.0, 0.1): the cost of an upper (f) and of a lower (g) query, both > 0."""
+    costs = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or name.strip() not in ("f", "g") or name.strip() in costs or not (np.isfinite(number) and number > 0):
+            raise ConfigError(f"--cost must be f=COST,g=COST with both costs > 0 (e.g. f=1,g=0.1), got '{text}'")
+        costs[name.strip()] = number
+    if set(costs) != {"f", "g"}:
+        raise ConfigError(f"--cost must give both levels, f=COST,g=COST (e.g. f=1,g=0.1), got '{text}'")
+    return costs["f"], costs["g"]
 
 
 def method_label(config: dict) -> str:
@@ -133,6 +172,26 @@ def _names(text: str | Sequence[str], known: Iterable[str], what: str) -> list[s
     return list(dict.fromkeys(parts))
 
 
+def _benchmark_names(text: str | Sequence[str], known: Iterable[str]) -> list[str]:
+    """Like `_names`, for benchmarks that may carry an option in brackets ('smd1[noise=0.05]'):
+    commas inside brackets do not separate names; the base name is checked against `known`."""
+    if isinstance(text, str):
+        parts, depth, current = [], 0, ""
+        for char in text:
+            depth += {"[": 1, "]": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                parts.append(current)
+                current = ""
+            else:
+                current += char
+        text = [*parts, current]
+    names = list(text)
+    bases = _names([name.split("[", 1)[0] for name in names], known, "benchmark")
+    if [name.strip() for name in names if name.strip()] == ["all"]:
+        return bases
+    return list(dict.fromkeys(name.strip() for name in names if name.strip()))
+
+
 def _positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -148,16 +207,22 @@ def plan_study(
     initial: int = 3,
     noise: float = 0.0,
     options: str = "",
+    costs: str | tuple[float, float] = DEFAULT_COSTS,
 ) -> list[RunSpec]:
-    """The runs of a study, checked: benchmark, method and setting names (comma lists or 'all'),
-    seeds 0 … seeds − 1, `evaluations` queries per run of which `initial` are the random initial
-    design. Builds every benchmark and method once, so that a bad combination fails here, before
-    any run starts. Raises ConfigError naming the problem and the fix."""
+    """The runs of a study, checked: benchmark, method and setting names (comma lists or 'all';
+    a benchmark may carry the option [noise=LEVEL], e.g. 'smd1[noise=0.05]'), seeds
+    0 … seeds − 1, `evaluations` queries per run of which `initial` are the random initial
+    design, `costs` of an f and a g query ('f=1,g=0.1' or a pair). Builds every benchmark and
+    method once, so that a bad combination fails here, before any run starts. Raises ConfigError
+    naming the problem and the fix."""
     from gpde.problems.bilevel import catalogue, get_benchmark
 
     from ..bljes._methods import METHODS, make_method
 
-    benchmark_names = _names(benchmarks, catalogue(), "benchmark")
+    benchmark_names = _benchmark_names(benchmarks, catalogue())
+    costs = parse_costs(costs) if isinstance(costs, str) else tuple(float(c) for c in costs)
+    if len(costs) != 2 or not all(np.isfinite(c) and c > 0 for c in costs):
+        raise ConfigError(f"costs must be (cost of an f query, cost of a g query), both > 0, got {costs!r}")
     method_names = _names(methods, METHODS, "method")
     setting_names = _names(settings, SETTINGS, "setting")
     seeds = _positive("--seeds", seeds)
@@ -168,12 +233,16 @@ def plan_study(
                           "evaluations count toward the budget")
     if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
         raise ConfigError(f"--noise must be a finite standard deviation >= 0, got {noise!r}")
+    runs = float(len(benchmark_names)) * len(method_names) * len(setting_names) * seeds
+    check_memory(runs * RUN_BYTES + SURROGATE_MATRICES * 8.0 * float(evaluations) ** 2,
+                 f"a study of {runs:.0f} runs with {evaluations} evaluations each",
+                 "use fewer --seeds, methods or benchmarks, or fewer --iters")
     for name in benchmark_names:
         get_benchmark(name)
     options = canonical_options(options)
     for name in method_names:
         make_method(name, **parse_options(options))
-    return [RunSpec(b, m, s, seed, evaluations, initial, float(noise), options)
+    return [RunSpec(b, m, s, seed, evaluations, initial, float(noise), options, costs)
             for b in benchmark_names for m in method_names for s in setting_names for seed in range(seeds)]
 
 
@@ -191,7 +260,8 @@ def run_one(spec: RunSpec) -> dict:
     benchmark = get_benchmark(spec.benchmark)
     start = time.perf_counter()
     run = run_optimization(benchmark, make_method(spec.method, **parse_options(spec.options)), coupled=spec.setting == "coupled",
-                           evaluations=spec.evaluations, initial=spec.initial, noise=spec.noise, seed=spec.seed)
+                           evaluations=spec.evaluations, initial=spec.initial, noise=spec.noise, seed=spec.seed,
+                           costs=spec.costs)
     return {
         "arrays": {name: np.asarray(getattr(run, name)) for name in ARRAYS},
         "seconds": {phase: np.asarray(values) for phase, values in run.seconds.items()},
@@ -207,22 +277,51 @@ def run_one(spec: RunSpec) -> dict:
 
 def is_study(path: str | os.PathLike) -> bool:
     """Whether `path` is a BLJES study file (as opposed to a solve/learn result)."""
-    try:
-        with h5py.File(path, "r") as source:
-            return source.attrs.get(KIND) == STUDY_KIND
-    except OSError:
-        return False
+    return schema.file_kind(path) == STUDY_KIND
 
 
 def _open_existing(path: Path):
-    try:
-        source = h5py.File(path, "r")
-    except OSError as error:
-        raise ConfigError(f"{path} exists but is not a readable HDF5 file ({error}); choose another --out") from None
-    if source.attrs.get(KIND) != STUDY_KIND:
+    source = schema.open_hdf5(path, "BLJES study file")
+    if schema.kind_of(source) != STUDY_KIND:
         source.close()
         raise ConfigError(f"{path} is not a BLJES study file (a solve/learn result?); choose another --out")
     return source
+
+
+def _run_config(group, name: str, path: Path) -> dict:
+    """The checked configuration of one run group."""
+    config = schema.json_attr(schema.read_attrs(group, name, path), CONFIG, name, path)
+    for key in schema.STUDY_RUN_KEYS:
+        value = config.get(key)
+        kind = int if key == "seed" else str
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{path}: run /{name} needs {key} ({kind.__name__}) in its configuration, got "
+                              f"{value!r}; the study file is damaged")
+    if not isinstance(config.get("options", ""), str):
+        raise ConfigError(f"{path}: run /{name} has options that are not text; the study file is damaged")
+    return config
+
+
+def _stored_runs(source, path: Path) -> dict[str, dict]:
+    found, count = {}, 0
+    if RUNS not in source:
+        return found
+
+    def visit(name, item):
+        nonlocal count
+        count += 1
+        if count > schema.MAX_OBJECTS:
+            raise ConfigError(f"{path} holds more than {schema.MAX_OBJECTS} HDF5 objects; it is not a gpde study")
+        if isinstance(item, h5py.Group) and CONFIG in item.attrs:
+            found[f"{RUNS}/{name}"] = _run_config(item, f"{RUNS}/{name}", path)
+
+    try:
+        source[RUNS].visititems(visit)
+    except ConfigError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"{path}: cannot list its runs ({error}); the study file is damaged") from None
+    return found
 
 
 def finished_runs(path: str | os.PathLike) -> dict[str, dict]:
@@ -231,88 +330,68 @@ def finished_runs(path: str | os.PathLike) -> dict[str, dict]:
     path = Path(path)
     if not path.exists():
         return {}
-    found = {}
     with _open_existing(path) as source:
-        def visit(name, item):
-            if isinstance(item, h5py.Group) and CONFIG in item.attrs:
-                found[name] = json.loads(item.attrs[CONFIG])
-
-        source.visititems(visit)
-    return found
+        return _stored_runs(source, path)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Exclusive lock on `<path>.lock` (other invocations writing the same study wait)."""
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def append_run(path: str | os.PathLike, spec: RunSpec, result: dict) -> bool:
+def append_run(path: str | os.PathLike, spec: RunSpec, result: dict, replace: bool = False) -> bool:
     """Add one finished run to the study file atomically (copy, append, rename). False if the
-    run was already there (written meanwhile by another invocation)."""
+    run was already there (written meanwhile by another invocation). With `replace`, a file at
+    `path` that is not a study is replaced by a new study (the CLI's --overwrite)."""
     from .. import __version__
 
     path = Path(path)
-    with _locked(path):
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-        os.close(handle)
-        try:
-            if path.exists():
-                _open_existing(path).close()
-                shutil.copyfile(path, temporary)
-            with h5py.File(temporary, "a" if path.exists() else "w") as out:
-                if KIND not in out.attrs:
-                    out.attrs[KIND] = STUDY_KIND
-                    out.attrs["gpde_version"] = __version__
-                    out.attrs[CONFIG] = json.dumps({"kind": STUDY_KIND})
-                    out.attrs["created"] = _now()
-                if spec.path in out:
+    with locked(path):
+        fresh = not path.exists() or (replace and schema.file_kind(path) != STUDY_KIND)
+        if not fresh:
+            with _open_existing(path) as source:
+                if spec.path in source:
                     return False
-                group = out.create_group(spec.path)
-                for name, values in result["arrays"].items():
-                    group.create_dataset(name, data=values)
-                timings = group.create_group(SECONDS)
-                for phase, values in result["seconds"].items():
-                    timings.create_dataset(phase, data=values)
-                group.attrs[CONFIG] = json.dumps(spec.config(), sort_keys=True)
-                for key, value in spec.config().items():
-                    group.attrs[key] = value
-                group.attrs["optimum"] = result["optimum"]
-                group.attrs["wall_seconds"] = result["wall_seconds"]
-                group.attrs["finished"] = _now()
-                group.attrs["gpde_version"] = __version__
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-            return True
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+
+        def fill(out):
+            if fresh:
+                out.attrs.update(schema.study_root_attrs(__version__, _now()))
+            group = out.create_group(spec.path)
+            for name, values in result["arrays"].items():
+                group.create_dataset(name, data=values)
+            timings = group.create_group(SECONDS)
+            for phase, values in result["seconds"].items():
+                timings.create_dataset(phase, data=values)
+            group.attrs.update(schema.study_run_attrs(spec.config(), result["optimum"], result["wall_seconds"],
+                                                      _now(), __version__))
+
+        write_hdf5(path, fill, copy_of_existing=not fresh, lock=False)
+    return True
 
 
 def read_study(path: str | os.PathLike) -> list[StudyRun]:
-    """Every run of a study file, sorted by benchmark, method, setting, seed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no study file at {path}")
+    """Every run of a study file, sorted by benchmark, method, setting, seed; each run's arrays
+    checked (numeric, at most `schema.MAX_DATASET_BYTES`, a non-empty regret column)."""
+    path = schema.check_regular_file(path, "BLJES study file")
     runs = []
     with _open_existing(path) as source:
-        for name in finished_runs(path):
+        configs = _stored_runs(source, path)
+    for name, config in configs.items():
+        arrays = {}
+        for key in ARRAYS:
+            try:
+                arrays[key] = schema.read_dataset(path, f"{name}/{key}")
+            except ConfigError:
+                if key == "regret":
+                    raise
+        regret = arrays["regret"]
+        if regret.ndim != 1 or regret.size == 0:
+            raise ConfigError(f"{path}: /{name}/regret must be a non-empty column, got shape {regret.shape}")
+        with _open_existing(path) as source:
             group = source[name]
-            runs.append(StudyRun(
-                config=json.loads(group.attrs[CONFIG]),
-                arrays={key: group[key][()] for key in ARRAYS if key in group},
-                seconds={key: value[()] for key, value in group[SECONDS].items()} if SECONDS in group else {},
-                attrs={key: _plain(value) for key, value in group.attrs.items()},
-            ))
-    return sorted(runs, key=lambda r: (r.config["benchmark"], method_label(r.config), r.config["setting"], r.config["seed"]))
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
+            attrs = schema.read_attrs(group, name, path)
+            if "wall_seconds" in attrs:
+                schema.float_attr(attrs, "wall_seconds", name, path)
+            phases = list(group[SECONDS].keys()) if SECONDS in group else []
+        seconds = {phase: schema.read_dataset(path, f"{name}/{SECONDS}/{phase}") for phase in phases}
+        runs.append(StudyRun(config=config, arrays=arrays, seconds=seconds, attrs=attrs))
+    return sorted(runs, key=lambda r: (str(r.config["benchmark"]), method_label(r.config), str(r.config["setting"]),
+                                       str(r.config["seed"])))
 
 
 def _now() -> str:
@@ -324,7 +403,7 @@ def final_regret_table(runs: Sequence[StudyRun]) -> dict[tuple[str, str, str], d
     seeds and of evaluations (the smallest, if runs of one cell differ)."""
     cells: dict[tuple[str, str, str], list[StudyRun]] = {}
     for run in runs:
-        cells.setdefault((run.config["benchmark"], method_label(run.config), run.config["setting"]), []).append(run)
+        cells.setdefault((run.config["benchmark"], method_label(run.config), setting_label(run.config)), []).append(run)
     table = {}
     for key, members in sorted(cells.items()):
         final = np.array([run.arrays["regret"][-1] for run in members])
@@ -401,6 +480,8 @@ class StudyReport:
     ran: list[RunSpec]
     skipped: list[RunSpec]
     out: Path
+    #: Runs of this invocation that another invocation had added to `out` first.
+    concurrent: list[RunSpec] = dataclasses.field(default_factory=list)
 
 
 def run_study(
@@ -410,13 +491,16 @@ def run_study(
     scheduler: str | None = None,
     progress: bool = True,
     stream=None,
+    replace: bool = False,
 ) -> StudyReport:
     """Run every spec not yet in `out` on Dask and add each finished run to `out` as it completes.
 
     A run that raises is reported and left out of the file; after the others finish a GpdeError
-    names the failed runs (rerunning the same command retries only those)."""
+    names the failed runs (rerunning the same command retries only those). A run that another
+    invocation added meanwhile is counted in `concurrent`, not in `ran`. With `replace`, a file
+    at `out` that is not a study is replaced (see `append_run`)."""
     out = Path(out)
-    existing = finished_runs(out)
+    existing = {} if replace else finished_runs(out)
     for spec in specs:
         stored = existing.get(spec.path)
         if stored is not None and stored != spec.config():
@@ -426,7 +510,7 @@ def run_study(
                               "use the same settings or another --out")
     todo = [spec for spec in specs if spec.path not in existing]
     skipped = [spec for spec in specs if spec.path in existing]
-    ran, failed = [], []
+    ran, concurrent, failed = [], [], []
     if not todo and progress:
         print(f"bljes study: all {len(skipped)} run(s) already in {out}; nothing to run", file=stream or sys.stderr)
     if todo:
@@ -445,15 +529,19 @@ def run_study(
                         bar.advance(f"{label} FAILED: {failed[-1][1]}")
                     continue
                 result = future.result()
-                append_run(out, spec, result)
-                ran.append(spec)
+                if append_run(out, spec, result, replace=replace and not ran):
+                    ran.append(spec)
+                else:
+                    concurrent.append(spec)
                 if bar:
                     bar.advance(f"{label}: final regret {result['arrays']['regret'][-1]:.3g}")
     if failed:
         spec, error = failed[0]
-        raise GpdeError(f"{len(failed)} of {len(todo)} runs failed (first: {spec.path}: {error}); the "
-                        f"{len(ran)} finished runs are in {out}; rerun the same command to retry the failed ones")
-    return StudyReport(ran=ran, skipped=skipped, out=out)
+        kept = (f"the {len(ran) + len(concurrent)} finished runs are in {out}" if out.is_file() and (ran or concurrent)
+                else "no run finished, so no study file was written")
+        raise GpdeError(f"{len(failed)} of {len(todo)} runs failed (first: {spec.path}: {error}); {kept}; "
+                        "rerun the same command to retry the failed ones")
+    return StudyReport(ran=ran, skipped=skipped, out=out, concurrent=concurrent)
 
 
 def format_table(table: dict, value: Callable[[dict], str] | None = None) -> str:

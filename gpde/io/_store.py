@@ -1,156 +1,171 @@
-"""One HDF5 file per run: configuration and provenance in root attributes, arrays in groups.
+"""Writing run files, and the checks on an output path made before any computation.
 
-Layout (names are the constants below):
-    /                 attrs: gpde_version, problem, seed, config (JSON text), created
-    /points/          interior (n_i, d), boundary (n_b, d), …
-    /fields/          points (n, d) of the evaluation grid (attr grid_shape); u, u_ref, error
-                      shaped like the grid
-    /errors/          attrs rms, l2_relative, linf
-    Multi-field problems (e.g. Darcy's u and a) store each further field f as fields/f,
-    fields/f_ref, fields/error_f and its errors in /errors_f (`field_names`); the first field keeps
-    the names above. Point sets that the problem carries (observations) go to /points/.
-    /history/         one dataset per column, one entry per Gauss-Newton step
-                      (step, residual_rms, residual_max, update, seconds); attrs with timings
-Files are written to a temporary file in the target directory and renamed, so an interrupted or
-failed run never leaves a half-written file and never destroys an existing one.
+The layout and the readers are in `_schema` (re-exported here). A run file is written through
+`atomic_path`: into a temporary file beside the target, renamed over it only when complete, so an
+interrupted or failed write never leaves a half-written file and never destroys an existing one.
+Signals are held back while HDF5 writes (`deferred_interrupts`), and the HDF5 file is closed
+before any error propagates; an OSError (full disk, quota, I/O error) becomes a GpdeError naming
+the file and the fix (exit code 1 at the command line).
 """
 
+import contextlib
 import datetime
+import errno
 import json
 import os
+import re
+import stat
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .._errors import ConfigError
-
-VERSION = "gpde_version"
-PROBLEM = "problem"
-SEED = "seed"
-CONFIG = "config"
-CREATED = "created"
-
-POINTS = "points"
-FIELDS = "fields"
-ERRORS = "errors"
-HISTORY = "history"
-
-GRID_POINTS = "points"
-GRID_SHAPE = "grid_shape"
-U = "u"
-U_REF = "u_ref"
-ERROR = "error"
-
-
-def field_names(field: str, primary: bool) -> tuple[str, str, str, str]:
-    """(value, reference, error) dataset names in /fields and the errors group of a field: the
-    legacy names u, u_ref, error, errors for the primary (first) field; f, f_ref, error_f,
-    errors_f for another field f."""
-    if primary:
-        return U, U_REF, ERROR, ERRORS
-    return field, f"{field}_ref", f"{ERROR}_{field}", f"{ERRORS}_{field}"
-
-
-@dataclass
-class RunFile:
-    """The contents of a result file as plain Python and numpy values.
-
-    `groups` maps a group path ("points", "history", "before/errors", …) to its datasets;
-    `group_attrs` maps a group path to its scalar attributes. `config` is the resolved
-    configuration of the run.
-    """
-
-    problem: str
-    seed: int
-    config: dict
-    groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    group_attrs: dict[str, dict[str, float | int | str]] = field(default_factory=dict)
-    gpde_version: str = ""
-    created: str = ""
+from .._errors import ConfigError, GpdeError
+from ._atomic import atomic_path
+from ._interrupts import deferred_interrupts
+from ._lock import locked
+from ._schema import (  # noqa: F401  (the schema's names, re-exported for the writers and readers)
+    AFTER,
+    AFTER_FROM_ITERATE,
+    BEFORE,
+    CONFIG,
+    CREATED,
+    ERROR,
+    ERROR_KEYS,
+    ERRORS,
+    FIELDS,
+    GRID_POINTS,
+    GRID_SHAPE,
+    HISTORY,
+    KERNEL,
+    KIND,
+    POINTS,
+    PROBLEM,
+    RUN_KIND,
+    SEED,
+    STUDY_KIND,
+    U,
+    U_REF,
+    VERSION,
+    RunFile,
+    field_names,
+    file_kind,
+    learn_record,
+    read_run,
+    solve_record,
+)
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early, before any computation, if `path` cannot be written."""
+    """Fail early, before any computation, if `path` cannot be written: the directory must exist
+    and a file must be creatable in it (proven by creating and removing one: permission bits say
+    nothing when running as root), and `path` must not be a directory or a special file."""
+    if not str(path).strip():
+        raise ConfigError("the output file name is empty; give a file name such as result.h5")
     path = Path(path)
     directory = path.resolve().parent
-    if not directory.is_dir():
-        raise ConfigError(f"cannot write {path}: directory {directory} does not exist; create it or choose another --out")
-    if not os.access(directory, os.W_OK):
-        raise ConfigError(f"cannot write {path}: directory {directory} is not writable; choose another --out")
     if path.is_dir():
         raise ConfigError(f"cannot write {path}: it is a directory; give a file name ending in .h5")
+    if not directory.is_dir():
+        raise ConfigError(f"cannot write {path}: directory {directory} does not exist; create it or choose another --out")
+    if path.exists() and not stat.S_ISREG(os.stat(path).st_mode):
+        raise ConfigError(f"cannot write {path}: it is not a regular file (a pipe, socket or device); choose another --out")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: cannot create a file in {directory} ({error.strerror}); "
+                          "choose another --out") from None
+    os.close(handle)
+    with contextlib.suppress(FileNotFoundError):  # a writer holding the lock may have removed it
+        os.unlink(probe)
     return path
+
+
+def check_output(path: str | os.PathLike, writes: str, overwrite: bool = False) -> Path:
+    """`check_writable`, and refuse to replace a file of the other kind (a BLJES study by a run
+    file, or anything but a study by a study) unless `overwrite`."""
+    path = check_writable(path)
+    if overwrite or not path.exists():
+        return path
+    kind = file_kind(path)
+    if writes == RUN_KIND and kind == STUDY_KIND:
+        raise ConfigError(f"{path} is a BLJES study file; choose another --out, or pass --overwrite to replace it")
+    if writes == STUDY_KIND and kind != STUDY_KIND:
+        what = "a solve/learn result" if kind == RUN_KIND else "not a BLJES study file"
+        raise ConfigError(f"{path} is {what}; choose another --out, or pass --overwrite to replace it")
+    return path
+
+
+def write_failure(path: Path, error: OSError) -> GpdeError:
+    """The one-line error for an OSError while writing `path`."""
+    text = str(error)
+    code = error.errno
+    if code is None:  # HDF5 reports the system error inside its message: "errno = 28, …"
+        found = re.search(r"errno = (\d+)", text)
+        code = int(found.group(1)) if found else None
+    reason = os.strerror(code) if code else (text.split("(")[0].strip() or "I/O error")
+    advice = "free disk space" if code in (errno.ENOSPC, errno.EDQUOT) else "check the disk"
+    return GpdeError(f"cannot write {path}: {reason}; the previous file (if any) is unchanged; {advice} or "
+                     "choose another --out")
+
+
+def write_hdf5(path: Path, fill, copy_of_existing: bool = False, lock: bool = True) -> Path:
+    """Write `path` atomically: `fill(h5py.File)` fills the temporary file (opened "a" on a copy
+    of the existing file with `copy_of_existing`, else "w"), under the write lock of `path`
+    (`locked`; pass lock=False if the caller holds it). The file is closed before the rename and
+    before any error propagates; OSError → GpdeError (`write_failure`)."""
+    path = Path(path)
+    try:
+        with (locked(path) if lock else contextlib.nullcontext()), \
+                atomic_path(path, copy_of_existing=copy_of_existing) as temporary, deferred_interrupts():
+            failure = _fill_and_close(temporary, fill, "a" if copy_of_existing and path.exists() else "w")
+            if failure is not None:
+                raise failure
+    except OSError as error:
+        raise write_failure(path, error) from None
+    return path
+
+
+def _fill_and_close(temporary: Path, fill, mode: str) -> OSError | None:
+    """Run `fill` on the open file and close it; an OSError from either is returned, not raised,
+    so that no h5py object stays referenced by a traceback after the file is closed."""
+    failure = None
+    out = h5py.File(temporary, mode)
+    try:
+        fill(out)
+        out.flush()
+    except OSError as error:
+        failure = OSError(error.errno, str(error))
+    finally:
+        try:
+            out.close()
+        except OSError as error:
+            failure = failure or OSError(error.errno, str(error))
+    return failure
 
 
 def write_run(path: str | os.PathLike, run: RunFile) -> Path:
-    """Write `run` to `path` atomically (temporary file in the same directory, then rename)."""
+    """Write `run` to `path` atomically (see `write_hdf5`)."""
     from .. import __version__
 
     path = check_writable(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    os.close(handle)
-    try:
-        with h5py.File(temporary, "w") as out:
-            out.attrs[VERSION] = __version__
-            out.attrs[PROBLEM] = run.problem
-            out.attrs[SEED] = int(run.seed)
-            out.attrs[CONFIG] = json.dumps(run.config, sort_keys=True)
-            out.attrs[CREATED] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            for name, datasets in run.groups.items():
-                group = out.require_group(name)
-                for key, value in datasets.items():
-                    group.create_dataset(key, data=np.asarray(value))
-            for name, attrs in run.group_attrs.items():
-                group = out.require_group(name)
-                for key, value in attrs.items():
-                    group.attrs[key] = value
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    config = json.dumps(run.config, sort_keys=True)  # fails (TypeError) before anything is written
 
+    def fill(out: h5py.File):
+        out.attrs[KIND] = RUN_KIND
+        out.attrs[VERSION] = __version__
+        out.attrs[PROBLEM] = run.problem
+        out.attrs[SEED] = int(run.seed)
+        out.attrs[CONFIG] = config
+        out.attrs[CREATED] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        for name, datasets in run.groups.items():
+            group = out.require_group(name)
+            for key in datasets:
+                group.create_dataset(key, data=np.asarray(datasets[key]))
+        for name, attrs in run.group_attrs.items():
+            group = out.require_group(name)
+            for key, value in attrs.items():
+                group.attrs[key] = value
 
-def read_run(path: str | os.PathLike) -> RunFile:
-    """Read a result file back into plain numpy arrays and Python values."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no result file at {path}")
-    try:
-        source = h5py.File(path, "r")
-    except OSError as error:
-        raise ConfigError(f"{path} is not a readable HDF5 file ({error})") from None
-    with source:
-        if CONFIG not in source.attrs:
-            raise ConfigError(f"{path} is an HDF5 file but not a gpde result (no '{CONFIG}' attribute)")
-        groups, group_attrs = {}, {}
-
-        def visit(name, item):
-            if isinstance(item, h5py.Dataset):
-                parent, _, key = name.rpartition("/")
-                groups.setdefault(parent, {})[key] = item[()]
-            elif len(item.attrs):
-                group_attrs[name] = {key: _plain(value) for key, value in item.attrs.items()}
-
-        source.visititems(visit)
-        return RunFile(
-            problem=str(source.attrs[PROBLEM]),
-            seed=int(source.attrs[SEED]),
-            config=json.loads(source.attrs[CONFIG]),
-            groups=groups,
-            group_attrs=group_attrs,
-            gpde_version=str(source.attrs[VERSION]),
-            created=str(source.attrs.get(CREATED, "")),
-        )
-
-
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return write_hdf5(path, fill)
