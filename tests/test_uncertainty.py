@@ -4,20 +4,29 @@
 The posterior is checked against the GP formulas written out densely here, with kernel derivatives
 by plain autodiff, independent of gpde's Gram assembly."""
 
+import json
 import math
 
 import jax
 import jax.numpy as jnp
+import matplotlib.image
 import numpy as np
 import pytest
+from helpers import load_benchmark, number, table_with_header
 
 from gpde import ConfigError, Constraint, Evaluation, GaussNewton, Laplacian, OnField
+from gpde.app import (
+    build_problem, collocation_points, held_out_points, main, plot_fields, resolve, run_solve, uncertainty_names,
+)
+from gpde.io import read_run, write_run
+from gpde.io import _store as store
 from gpde.kernels import Gaussian
-from gpde.solve import Box, calibration, reliability
+from gpde.problems import get_problem_class
+from gpde.solve import NOMINAL_COVERAGE, Box, calibration, reliability
 from gpde.solve import posterior as posterior_of
-from gpde.solve._calibration import NOMINAL_COVERAGE
 
 EPS = np.finfo(np.float64).eps
+FIELDS, GRID_POINTS = store.FIELDS, store.GRID_POINTS
 
 
 def _gaussian(lengthscale):
@@ -239,3 +248,64 @@ def test_calibration_leaves_out_points_with_zero_std():
         calibration(np.zeros(2), np.zeros(2), np.zeros(2))
     with pytest.raises(ValueError, match="finite"):
         calibration(np.zeros(2), np.array([1.0, -1.0]), np.zeros(2))
+
+
+def test_a_solve_run_stores_the_posterior_std_and_its_calibration(tmp_path, capsys):
+    problem_class = get_problem_class("elliptic")
+    config = resolve("elliptic", problem_class.defaults, dict(n_interior=36, n_boundary=28, grid=12, steps=4))
+    run = run_solve(problem_class, config)
+    path = write_run(tmp_path / "run.h5", run.record)
+    record = read_run(path)
+    fields = record.groups[FIELDS]
+    std_key, group = uncertainty_names("u", True)
+    assert fields[std_key].shape == fields["u"].shape
+
+    # σ is the posterior's with the amplitude fitted to the PDE at the held-out points.
+    problem = build_problem(problem_class, config.parameters)
+    _, boundary = collocation_points(problem, config)
+    held_out = problem.constraints(held_out_points(problem, config), boundary)[:1]
+    posterior = posterior_of(run.solution, config.nugget, config.adaptive_nugget, held_out)
+    grid = fields[GRID_POINTS]
+    np.testing.assert_allclose(fields[std_key].ravel(), np.asarray(posterior.std(grid)), rtol=1e-10)
+    attrs = record.group_attrs[group]
+    assert attrs["amplitude"] == pytest.approx(float(posterior.amplitude), rel=1e-12)
+    assert attrs["ml_amplitude"] == pytest.approx(float(posterior_of(run.solution, config.nugget).amplitude), rel=1e-12)
+    assert attrs["amplitude"] != pytest.approx(attrs["ml_amplitude"], rel=1e-3)  # two different estimates
+
+    # The stored numbers are those of the stored fields, for both amplitudes.
+    std = fields[std_key]
+    for prefix, scale in (("", 1.0), ("ml_", np.sqrt(attrs["ml_amplitude"] / attrs["amplitude"]))):
+        numbers = calibration(fields["u"], scale * std, fields["u_ref"]).as_dict()
+        for key, value in numbers.items():
+            assert attrs[prefix + key] == pytest.approx(value, rel=1e-12), prefix + key
+
+    # `gpde show` prints them, `gpde plot` adds a σ and an |error|/σ map to u, reference and error.
+    assert main(["show", str(path)]) == 0
+    coverage = " / ".join(f"{100 * attrs[f'coverage_{z}']:.1f}" for z in (1, 2, 3))
+    assert f"calibration u: |error| ≤ 1/2/3σ at {coverage} %" in capsys.readouterr().out
+    assert main(["show", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[group]["nll"] == pytest.approx(attrs["nll"], rel=1e-12)
+    with_std = matplotlib.image.imread(plot_fields(run.record, tmp_path / "std.png")).shape[1]
+    del run.record.groups[FIELDS][std_key]
+    without_std = matplotlib.image.imread(plot_fields(run.record, tmp_path / "plain.png")).shape[1]
+    assert with_std * 3 == without_std * 5
+
+
+def test_calibration_benchmark_tiny(tmp_path, capsys):
+    script = load_benchmark("calibration")
+    out = tmp_path / "table.md"
+    assert script.main(["--sizes", "tiny", "--problems", "darcy", "--grid", "10", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.strip() in capsys.readouterr().out
+    rows = table_with_header(text, "problem")
+    ((n_interior, n_boundary),) = script.SIZES["tiny"]["darcy"]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("darcy", field, f"{n_interior} + {n_boundary}", amplitude) for field in ("u", "a") for amplitude in ("ml", "held-out")
+    ]
+    for r in rows:
+        coverage = [number(cell) for cell in r[7:10]]
+        assert 0.0 <= coverage[0] <= coverage[1] <= coverage[2] <= 1.0
+        assert number(r[4]) > 0 and number(r[6]) > 0 and number(r[11]) > 0
+        assert r[13] == script.verdict(coverage[1])
+    # One amplitude per run, shared by the fields.
+    assert rows[0][4] == rows[2][4] and rows[1][4] == rows[3][4]

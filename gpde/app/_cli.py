@@ -15,6 +15,7 @@ import numpy as np
 
 from .._errors import ConfigError, GpdeError, SolverError
 from ..io import terminate_as_interrupt
+from ._run import CALIBRATION
 from ._validation import ArgumentParser
 
 
@@ -302,6 +303,7 @@ def _show(args) -> int:
             for group, row in stage.items():
                 name = group.split("/", 1)[1]
                 summary[f"errors_{label}" if name == schema.ERRORS else f"{label}_{name}"] = row
+        summary.update(_calibration_groups(run))
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
     print(f"{args.file}: problem {run.problem}, seed {run.seed}, gpde {run.gpde_version}, created {run.created}")
@@ -324,7 +326,24 @@ def _show(args) -> int:
             field = group[len(f"{label}/{schema.ERRORS}") + 1:]
             what = f"{label:<7} learning" + (f" ({field})" if field else "")
             print(f"  {what}: RMS {row['rms']:.3e}, rel. L2 {row['l2_relative']:.3e}, L∞ {row['linf']:.3e}")
+    for group, row in _calibration_groups(run).items():
+        field = group[len(CALIBRATION) + 1:] or "u"
+        coverage = " / ".join(f"{100 * row[f'coverage_{z}']:.1f}" for z in (1, 2, 3))
+        ml_coverage = " / ".join(f"{100 * row[f'ml_coverage_{z}']:.1f}" for z in (1, 2, 3))
+        print(f"  calibration {field}: |error| ≤ 1/2/3σ at {coverage} % (ideal 68.3 / 95.4 / 99.7), error/σ mean "
+              f"{row['z_mean']:+.2f} spread {row['z_std']:.2f}, NLL {row['nll']:.2f} (s² {row['amplitude']:.3g}, "
+              f"{row['amplitude_source']})")
+        print(f"  {'':<{len(field) + 13}}with the maximum-likelihood s² {row['ml_amplitude']:.3g}: {ml_coverage} %, "
+              f"NLL {row['ml_nll']:.2f}")
     return 0
+
+
+def _calibration_groups(run) -> dict[str, dict]:
+    """The calibration attribute groups of a run file (`calibration`, `calibration_a`, …), as plain
+    numbers and text."""
+    return {group: {key: value.item() if isinstance(value, np.generic) else value for key, value in attrs.items()}
+            for group, attrs in run.group_attrs.items()
+            if group == CALIBRATION or group.startswith(f"{CALIBRATION}_")}
 
 
 def _plot(args) -> int:

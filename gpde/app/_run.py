@@ -20,6 +20,8 @@ from ..solve._metrics import error_metrics
 from ..solve._precision import require_float64
 from ..solve._problem import AbstractProblem
 from ..solve._solution import CollocationSolution
+from ..solve._calibration import calibration
+from ..solve._posterior import Posterior
 from ..solve._solver import GaussNewton, SolveHistory, StepRecord
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
@@ -87,6 +89,49 @@ def evaluate_fields(problem: AbstractProblem, solution: CollocationSolution, gri
     return fields, errors
 
 
+#: Attribute group of the calibration numbers of the primary field u (`calibration_f` for a
+#: further field f); each field's posterior standard deviation is the /fields dataset `f_std`.
+CALIBRATION = "calibration"
+
+
+def uncertainty_names(field: str, primary: bool) -> tuple[str, str]:
+    """(/fields dataset of the standard deviation, calibration attribute group) of a field."""
+    value_key = store.field_names(field, primary)[0]
+    return f"{value_key}_std", CALIBRATION if primary else f"{CALIBRATION}_{field}"
+
+
+def held_out_points(problem: AbstractProblem, config: SolveConfig):
+    """Interior points the solve does not see (a quarter as many as the interior points, at least
+    16, uniform random from the seed's own stream), for the held-out amplitude of the posterior."""
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
+    return problem.domain.interior_points(max(config.n_interior // 4, 16), "random", key)
+
+
+def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution, config: SolveConfig, boundary,
+                         grid_points, grid_shape, fields: dict) -> tuple[dict, dict]:
+    """Posterior standard deviation of every field on the grid and its calibration against the
+    reference (in `fields`, from `evaluate_fields`): ({f_std dataset: array}, {calibration group:
+    attributes}). The amplitude s² is fitted to the PDE residual at held-out interior points
+    (`Posterior.held_out_amplitude`; the maximum-likelihood s² on the collocation system is stored
+    beside it, with the calibration it would give under `ml_`): with the maximum-likelihood s²
+    the elliptic problem's σ is 3-15 times too large (benchmarks/calibration-results.md)."""
+    held_out = problem.constraints(held_out_points(problem, config), boundary)[:1]
+    posterior = Posterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
+    amplitude, ml_amplitude = float(posterior.amplitude), float(posterior.ml_amplitude)
+    std_fields, groups = {}, {}
+    for index, name in enumerate(problem.fields):
+        value_key, reference_key, _, _ = store.field_names(name, index == 0)
+        std_key, group = uncertainty_names(name, index == 0)
+        std = np.asarray(posterior.std(grid_points, field=index))
+        std_fields[std_key] = std.reshape(grid_shape)
+        numbers = calibration(fields[value_key], std, fields[reference_key]).as_dict()
+        ml = calibration(fields[value_key], std * np.sqrt(ml_amplitude / amplitude), fields[reference_key]).as_dict()
+        groups[group] = {"amplitude": amplitude, "amplitude_source": "held-out", "ml_amplitude": ml_amplitude,
+                         "held_out_points": int(held_out[0].size), "mean_std": float(np.mean(std)), **numbers,
+                         **{f"ml_{key}": value for key, value in ml.items()}}
+    return std_fields, groups
+
+
 def collocation_points(problem: AbstractProblem, config: SolveConfig):
     """Interior and boundary points, reproducible from the seed."""
     interior_key, boundary_key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -114,6 +159,11 @@ def run_solve(
     fields, field_errors = evaluate_fields(problem, solution, grid_points, grid_shape)
     evaluation_seconds = time.perf_counter() - start
     errors = field_errors[store.ERRORS]
+    start = time.perf_counter()
+    std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,
+                                                    fields)
+    for attrs in calibrations.values():
+        attrs["seconds"] = time.perf_counter() - start
 
     resolved = config.as_dict()
     resolved["parameters"] = problem.parameters()
@@ -130,4 +180,6 @@ def run_solve(
             "stalled": int(history.stalled),
         },
     )
+    record.groups[store.FIELDS].update(std_fields)
+    record.group_attrs.update(calibrations)
     return SolveRun(solution, history, errors, evaluation_seconds, record)

@@ -1,6 +1,7 @@
 """The collocation solver: operators, Gram blocks, constraints, problems and Gauss-Newton."""
 
 from ._calibration import Calibration as Calibration
+from ._calibration import NOMINAL_COVERAGE as NOMINAL_COVERAGE
 from ._calibration import calibration as calibration
 from ._calibration import reliability as reliability
 from ._constraint import Constraint as Constraint
