@@ -91,6 +91,14 @@ def test_bljes_notebook(tmp_path, monkeypatch):
     assert figures == {"bljes-main-quick.png", "bljes-decoupled-quick.png", "bljes-ablation-quick.png"}
 
 
+def test_uncertainty_notebook(tmp_path, monkeypatch):
+    results = _execute("uncertainty.py", tmp_path, monkeypatch)
+    files = sorted(path.name for path in (results / "uncertainty" / "quick").glob("*.h5"))
+    assert files == ["burgers-100+40.h5", "elliptic-64+36.h5"]
+    figures = {path.name for path in (results / "figures").glob("*.png")}
+    assert figures == {"uncertainty-maps-quick.png", "uncertainty-reliability-quick.png"}
+
+
 def test_convergence_rate_recovers_a_power_law():
     n_points = np.array([100.0, 200.0, 400.0, 800.0])
     assert analysis.convergence_rate(n_points, 3.0 * n_points**-1.5) == pytest.approx(1.5)

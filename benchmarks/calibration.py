@@ -1,0 +1,156 @@
+"""Calibration of the posterior standard deviation of every solved field against the reference.
+
+    python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|tiny]
+                                     [--grid 100] [--seed 0] [--out table.md]
+
+For each problem × size: solve with the problem's default settings (`gpde.app.run_solve`: kernel,
+lengthscale, nugget, steps, layout) at the given point counts. The run file holds σ of every field
+on the evaluation grid from the posterior at the last Gauss-Newton linearization
+(`gpde.solve.Posterior`) and its calibration against the reference (`gpde.solve.calibration`):
+coverage of |e| ≤ zσ for z = 1, 2, 3 (ideal 68.3 / 95.4 / 99.7 %), mean and spread of e/σ (ideal 0
+and 1), Gaussian NLL (mean per point, nats).
+
+Two amplitudes s² are reported per run; neither looks at the reference:
+  ml        s² = bᵀ(K + η)⁻¹b / N, maximum likelihood on the collocation system;
+  held-out  s² fitted to the PDE residual at held-out interior points (`Posterior.held_out_amplitude`,
+            `gpde.app.held_out_points`: a quarter as many as the interior points), the one
+            stored as fields/u_std.
+The table also lists the ratio s²_held-out / s²_ml and whether the 2σ coverage meets the goal
+0.90–0.99 (over: σ too small; under: σ too large).
+"""
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+from gpde.app import LearnConfig, resolve, run_learn, run_solve, uncertainty_names  # noqa: E402
+from gpde.io import field_names, write_run  # noqa: E402
+from gpde.problems import get_problem_class  # noqa: E402
+from gpde.solve import Calibration  # noqa: E402
+
+# (interior, boundary) points. Elliptic: its grid layout (m² interior, 4(m + 1) boundary);
+# Burgers and Eikonal: random, three interior points per boundary point up to the published
+# 900 + 300; Darcy: up to its default 400 + 100 (the 60 observations are fixed by the problem).
+SIZES = {
+    "small": {
+        "elliptic": [(100, 44), (400, 84), (900, 124)],
+        "burgers": [(150, 50), (600, 200), (900, 300)],
+        "eikonal": [(150, 50), (600, 200), (900, 300)],
+        "darcy": [(100, 40), (225, 60), (400, 100)],
+    },
+    "tiny": {
+        "elliptic": [(36, 28)],
+        "burgers": [(60, 20)],
+        "eikonal": [(60, 20)],
+        "darcy": [(49, 28)],
+    },
+}
+PROBLEMS = ("elliptic", "burgers", "eikonal", "darcy")
+GOAL = (0.90, 0.99)
+CALIBRATION_KEYS = tuple(field.name for field in dataclasses.fields(Calibration))
+
+
+def measure(problem_name: str, n_interior: int, n_boundary: int, grid: int, seed: int, label: str = "",
+            **overrides) -> list[dict]:
+    """One solve (`run_solve`, which stores σ and the calibration numbers) with the problem's
+    defaults and `overrides`; one row per field and amplitude."""
+    problem_class = get_problem_class(problem_name)
+    config = resolve(problem_name, problem_class.defaults, dict(n_interior=n_interior, n_boundary=n_boundary,
+                                                                grid=grid, seed=seed), overrides)
+    start = time.perf_counter()
+    run = run_solve(problem_class, config)
+    seconds = time.perf_counter() - start
+    rows = []
+    for index, field in enumerate(problem_class.fields):
+        errors_key = field_names(field, index == 0)[3]
+        attrs = run.record.group_attrs[uncertainty_names(field, index == 0)[1]]
+        for name, prefix, amplitude in (("ml", "ml_", attrs["ml_amplitude"]), ("held-out", "", attrs["amplitude"])):
+            rows.append(dict(problem=problem_name + label, field=field, n_interior=n_interior, n_boundary=n_boundary,
+                             amplitude=name, s2=float(amplitude), rms_error=run.record.group_attrs[errors_key]["rms"],
+                             mean_std=attrs["mean_std"] * np.sqrt(amplitude / attrs["amplitude"]), seconds=seconds,
+                             uncertainty_seconds=attrs["seconds"],
+                             **{key: attrs[prefix + key] for key in CALIBRATION_KEYS}))
+    return rows
+
+
+def learned_rows(grid: int, seed: int, folder: Path) -> list[dict]:
+    """Bilevel learning of the elliptic Gaussian lengthscale at a small size (`run_learn`: σ₀ = 0.5,
+    100 + 40 training and 100 validation points, 3 outer iterations of 20 steps), then solves at
+    400 + 84 with the initial σ₀ and with the learned kernel."""
+    problem_class = get_problem_class("elliptic")
+    config = resolve("elliptic", problem_class.learn_defaults,
+                     dict(n_interior=100, n_boundary=40, n_validation=100, gn_steps=3, inner_steps=20, grid=grid,
+                          seed=seed), config_class=LearnConfig)
+    learned = write_run(folder / "elliptic-learned.h5", run_learn(problem_class, config).record)
+    sigma0 = config.lengthscale
+    return (measure("elliptic", 400, 84, grid, seed, f" σ₀ = {sigma0[0]:g}", lengthscale=sigma0)
+            + measure("elliptic", 400, 84, grid, seed, " learned", kernel_from=str(learned)))
+
+
+def verdict(coverage_2: float) -> str:
+    if coverage_2 < GOAL[0]:
+        return "over-confident"
+    if coverage_2 > GOAL[1]:
+        return "under-confident"
+    return "ok"
+
+
+def table(rows: list[dict]) -> str:
+    header = ("| problem | field | points | s² | value | RMS error | mean σ | 1σ | 2σ | 3σ | mean e/σ | std e/σ "
+              "| NLL | 2σ goal |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['problem']} | {r['field']} | {r['n_interior']} + {r['n_boundary']} | {r['amplitude']} "
+            f"| {r['s2']:.3g} | {r['rms_error']:.2e} | {r['mean_std']:.2e} | {r['coverage_1']:.3f} "
+            f"| {r['coverage_2']:.3f} | {r['coverage_3']:.3f} | {r['z_mean']:+.3f} | {r['z_std']:.3g} "
+            f"| {r['nll']:.2f} | {verdict(r['coverage_2'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--sizes", choices=sorted(SIZES), default="small")
+    parser.add_argument("--grid", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learned", action="store_true",
+                        help="also learn the elliptic lengthscale (small) and compare σ₀ with the learned kernel")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) to this file")
+    args = parser.parse_args(argv)
+    problems = [p for p in args.problems.split(",") if p]
+    unknown = sorted(set(problems) - set(PROBLEMS))
+    if unknown:
+        parser.error(f"unknown problem(s) {unknown}; choose from {', '.join(PROBLEMS)}")
+    rows = []
+    for problem in problems:
+        for n_interior, n_boundary in SIZES[args.sizes][problem]:
+            new = measure(problem, n_interior, n_boundary, args.grid, args.seed)
+            print("\n".join(table(new).splitlines()[2:]),
+                  f"  ({new[0]['seconds']:.0f} s run, of which {new[0]['uncertainty_seconds']:.0f} s posterior)",
+                  file=sys.stderr, flush=True)
+            rows.extend(new)
+    if args.learned:
+        with tempfile.TemporaryDirectory() as folder:
+            new = learned_rows(args.grid, args.seed, Path(folder))
+        print("\n".join(table(new).splitlines()[2:]), file=sys.stderr, flush=True)
+        rows.extend(new)
+    text = table(rows)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
