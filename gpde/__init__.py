@@ -18,6 +18,7 @@ from ._errors import PrecisionError as PrecisionError
 from ._errors import SolverError as SolverError
 from ._kernel_choice import KERNELS as KERNELS
 from ._kernel_choice import make_kernel as make_kernel
+from ._results import RESULTS as RESULTS
 from .learn import BilevelLearner as BilevelLearner
 from .learn import LearnResult as LearnResult
 from .solve import AbstractOperator as AbstractOperator

@@ -10,7 +10,16 @@ class ConfigError(GpdeError, ValueError):
 
 
 class SolverError(GpdeError, RuntimeError):
-    """A solve failed numerically (failed Cholesky, non-finite iterate). The CLI exits with code 1."""
+    """A solve failed numerically (failed Cholesky, non-finite iterate, divergence). The CLI exits
+    with code 1. `result` is the `gpde.RESULTS` member that names the failure (None where the
+    failure has no member, e.g. the sparse factor of the basis functionals)."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self):  # keep `result` when the error crosses a process boundary
+        return type(self), (*self.args, self.result)
 
 
 class PrecisionError(GpdeError, RuntimeError):

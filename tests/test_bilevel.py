@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from gpde import ConfigError, GaussNewton, error_metrics
+from gpde import RESULTS, ConfigError, GaussNewton, SolverError, error_metrics
 from gpde.learn._learner import BilevelLearner, linearized_validation_loss
 from gpde.app._config import LearnConfig, resolve
 from gpde.app._learn_run import evaluate_kernel, learning_points, run_learn
@@ -39,9 +39,9 @@ def _loss_of_log_lengthscale(train, validation, train_values, validation_values,
 def test_hypergradient_matches_finite_differences(lengthscale):
     problem, train, validation = _small_elliptic()
     # Linearize around a non-trivial iterate: one Gauss-Newton step from zero.
-    blocks = operator_blocks(Gaussian(0.3), train)
+    blocks = operator_blocks((Gaussian(0.3),), train)
     outcome = gauss_newton_step(blocks, train, initial_values(train), 1e-8, True)
-    validation_values = values_at(Gaussian(0.3), validation, train, outcome.weights, outcome.coefficients)
+    validation_values = values_at((Gaussian(0.3),), validation, train, outcome.weights, outcome.coefficients)
     # A nugget of 1e-4 keeps the loss smooth on the scale of the difference step; with 1e-6 the
     # loss wiggles at step 1e-3 (ill-conditioned Gram) and no difference quotient is reliable.
     loss = jax.jit(_loss_of_log_lengthscale(train, validation, outcome.values, validation_values, 1e-4))
@@ -62,9 +62,9 @@ def test_inner_step_equals_one_gauss_newton_step():
     # Nugget 1e-6: the interpolant's coefficients stay moderate, so the two evaluation routes
     # (batched over evaluation points vs one cross block) differ only by rounding.
     solution, _ = GaussNewton(nugget=1e-6, max_steps=1).solve(kernel, train)
-    blocks = operator_blocks(kernel, train)
+    blocks = operator_blocks((kernel,), train)
     outcome = gauss_newton_step(blocks, train, initial_values(train), 1e-6, True)
-    inner = values_at(kernel, validation, train, outcome.weights, outcome.coefficients)[0]
+    inner = values_at((kernel,), validation, train, outcome.weights, outcome.coefficients)[0]
     points = validation[0].points
     from gpde import Laplacian
 
@@ -82,6 +82,10 @@ def test_learning_moves_lengthscale_toward_better_value_and_lowers_error():
     assert learned < 0.4
     assert all(np.isfinite(result.losses))
     assert result.losses[-1] < result.losses[0]
+    assert result.result == RESULTS.successful
+    # Three Gauss-Newton steps (one per outer iteration) from u = 0: measured training residual
+    # RMS 44 against 565 for u = 0.
+    assert result.final_residual_rms < 0.2 * result.start_residual_rms
 
 
 def test_lengthscale_scan_escapes_the_short_lengthscale_barrier():
@@ -139,6 +143,10 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_kernel():
     result = learner.learn(Gaussian(0.5), train, validation, callback=lambda r, s: calls.append(r))
     assert "non-finite" in result.stopped_because
     assert "kept the last good" in result.stopped_because
+    # Stopped after one outer iteration: its iterate (one Gauss-Newton step) overshoots u = 0's
+    # residual (measured 33×), which the learner's divergence rule allows.
+    assert result.result == RESULTS.nonfinite_loss
+    assert result.start_residual_rms < result.final_residual_rms < 1e3 * result.start_residual_rms
     assert abs(np.log(float(result.kernel.lengthscale) / 0.5)) <= 0.03
     assert len(calls) == 1 and 1 <= calls[0].optimizer_steps < 20
     assert np.all(np.isfinite(result.losses))
@@ -266,8 +274,11 @@ def test_learning_from_a_converged_first_iterate_stays_at_that_solution():
                              lengthscale_scan=False)
     points = train[0].points
     reference = np.asarray(converged(points))
-    warm = learner.learn(kernel, train, validation, initial=converged).solution
+    warm_result = learner.learn(kernel, train, validation, initial=converged)
+    warm = warm_result.solution
     cold = learner.learn(kernel, train, validation).solution
+    # Started at a tiny residual and stayed there: not divergence (the reference is u = 0's).
+    assert warm_result.result == RESULTS.successful
     scale = np.max(np.abs(reference))
     assert np.max(np.abs(np.asarray(warm(points)) - reference)) < 1e-6 * scale
     assert np.max(np.abs(np.asarray(cold(points)) - reference)) > 1e-2 * scale
@@ -290,3 +301,22 @@ def test_start_steps_start_the_learner_from_the_initial_kernels_solution():
     cold = float(run_learn(NonlinearElliptic, _learn_config(start_steps=0, **settings)).record.groups["history"]["rms"][-1])
     assert warm == pytest.approx(expected, rel=1e-6)
     assert abs(cold - expected) > expected
+
+
+def test_learner_with_a_huge_lengthscale_ends_diverged_and_a_failed_step_names_its_result():
+    """Elliptic, 100 + 40 grid points, ℓ = 1e3, the optimizer effectively off: the learner's
+    Gauss-Newton step lands at a training residual RMS ~1e21 against ~600 for u = 0, so the
+    result is `diverged`, not a completed schedule; with η = 1e-20 the step's Cholesky fails and
+    the SolverError carries cholesky_failed."""
+    problem = NonlinearElliptic()
+    interior = problem.domain.interior_points(100, "grid", jax.random.PRNGKey(0))
+    boundary = problem.domain.boundary_points(40, "grid", jax.random.PRNGKey(1))
+    validation = problem.domain.interior_points(48, "random", jax.random.PRNGKey(2))
+    train, held = problem.training_constraints(interior, boundary), problem.validation_constraints(validation, boundary)
+    settings = dict(optimizer=optax.adam(1e-12), gn_steps=1, inner_steps=1, lengthscale_scan=False)
+    result = BilevelLearner(nugget=1e-12, **settings).learn(Gaussian(1e3), train, held)
+    assert result.result == RESULTS.diverged
+    assert result.final_residual_rms > 1e3 * result.start_residual_rms
+    with pytest.raises(SolverError, match="Cholesky") as info:
+        BilevelLearner(nugget=1e-20, **settings).learn(Gaussian(1e3), train, held)
+    assert info.value.result == RESULTS.cholesky_failed

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gpde import ConfigError
+from gpde import RESULTS, ConfigError
 from gpde.bljes import AbstractBilevelBenchmark, make_method, run_optimization
 
 
@@ -64,6 +64,7 @@ def test_random_run_records_every_query():
         assert run.regret[t] == pytest.approx(benchmark.regret(run.recommendation[t]), abs=1e-12)
     assert np.all(np.abs(run.x) <= 1) and np.all(np.abs(run.recommendation) <= 1)
     assert np.all(run.regret >= 0) and np.all(np.isfinite(run.regret))
+    assert run.result == RESULTS.successful
     assert set(run.seconds) >= {"fit", "paths", "optima", "acquisition", "evaluation"}
     assert all(seconds.shape == (EVALUATIONS,) for seconds in run.seconds.values())
 
@@ -156,3 +157,18 @@ def test_every_method_runs_coupled_and_decoupled(method, coupled):
 def test_bljes_runs_with_constraints():
     run = run_optimization(ConstrainedSmoke(), make_method("bljes", paths=5), evaluations=EVALUATIONS, seed=0)
     assert np.all(np.isfinite(run.regret)) and not np.isnan(run.y_c).any()
+
+class NanRegret(Smoke):
+    """The smoke problem with a broken reference optimum: every regret is NaN."""
+
+    name = "test-smoke-nan-regret"
+
+    @property
+    def optimum(self):
+        return np.zeros(self.x_dim), float("nan")
+
+
+def test_a_non_finite_regret_is_the_runs_result():
+    run = run_optimization(NanRegret(), make_method("random"), evaluations=EVALUATIONS, seed=1)
+    assert np.isnan(run.regret).all() and np.isfinite(run.recommendation).all()  # the run completes ...
+    assert run.result == RESULTS.nonfinite_recommendation  # ... and says what went wrong

@@ -92,7 +92,7 @@ def test_reduced_gauss_newton_equals_full_block_formulation():
     boundary_values = np.asarray(jax.jit(jax.vmap(problem.exact))(boundary))
     theta = _full_gram(kernel, interior, boundary)
 
-    blocks = eqx.filter_jit(operator_blocks)(kernel, constraints)
+    blocks = eqx.filter_jit(operator_blocks)((kernel,), constraints)
     step_function = eqx.filter_jit(gauss_newton_step)
     values = initial_values(constraints)
     z = np.zeros(len(theta))
@@ -102,7 +102,7 @@ def test_reduced_gauss_newton_equals_full_block_formulation():
     # diagonals in the two formulations (A·η·Aᵀ vs the reduced adaptive nugget). Bound: 1e-6.
     for step in range(4):
         outcome = step_function(blocks, constraints, values, nugget, True)
-        assert int(outcome.status) == 0
+        assert outcome.result == gpde.RESULTS.successful
         values = outcome.values
         z = _full_block_step(theta, z, source, boundary_values, nugget)
         full_iterates.append(z)
@@ -150,7 +150,10 @@ def test_elliptic_converges_and_refines():
     assert fine["linf"] < 1.2e-4, fine
     assert fine["rms"] < 1e-5, fine
     assert history.converged and len(history.steps) <= 8
+    assert history.result == gpde.RESULTS.converged
     assert history.steps[-1].residual_rms < 1e-3 * history.steps[0].residual_rms
+    # The divergence rule's reference: u = 0's residual RMS at the collocation points.
+    assert history.start_residual_rms == pytest.approx(_zero_residual_rms(solution.constraints), rel=1e-12)
 
     problem, solution, _ = _solve_elliptic(100, 40)
     coarse = _grid_errors(problem, solution)
@@ -191,6 +194,8 @@ def test_burgers_converges():
     assert errors["linf"] < 0.3, errors
     residuals = [s.residual_rms for s in history.steps]
     assert len(residuals) == 8
+    assert history.result == gpde.RESULTS.max_steps_reached and history.stop_reason == "stopped at the step limit"
+    assert residuals[-1] < 1e-4 * history.start_residual_rms  # far below u = 0's: not diverged
     # Decreasing from step 2 on (step 1 solves the linear part only), by 1e4 overall.
     for before, after in zip(residuals[1:], residuals[2:]):
         assert after <= 1.05 * before + 1e-9, residuals
@@ -211,6 +216,10 @@ def test_eikonal_converges():
     assert errors["linf"] < 6e-2, errors
     residuals = [s.residual_rms for s in history.steps]
     assert residuals[-1] < 1e-4 * residuals[0], residuals
+    # Steps 1-3 end far above u = 0's residual RMS (0.88 here) before converging: why the
+    # divergence rule judges the final residual only.
+    assert max(residuals) > 10 * history.start_residual_rms > 1e3 * residuals[-1], residuals
+    assert history.result == gpde.RESULTS.max_steps_reached
 
 
 def _records(residuals, updates):
@@ -248,7 +257,7 @@ def test_stall_rule_stops_early_without_losing_accuracy():
     stalled, stalled_history = GaussNewton(nugget=1e-10, max_steps=30).solve(Matern52(0.2), constraints)
     full, full_history = GaussNewton(nugget=1e-10, max_steps=30, stall_steps=0).solve(Matern52(0.2), constraints)
     assert stalled_history.stalled and not stalled_history.converged
-    assert stalled_history.stop_reason == "stalled"
+    assert stalled_history.result == gpde.RESULTS.stalled and stalled_history.stop_reason == "stalled"
     assert len(stalled_history.steps) < len(full_history.steps) == 30
     stalled_errors, full_errors = _grid_errors(problem, stalled), _grid_errors(problem, full)
     assert stalled_errors["rms"] < 1.01 * full_errors["rms"], (stalled_errors, full_errors)
@@ -330,6 +339,7 @@ def test_failed_cholesky_raises_solver_error():
     assert "step 1" in message
     assert "Cholesky" in message
     assert "increase the nugget" in message
+    assert info.value.result == gpde.RESULTS.cholesky_failed
     # The same points with a sane nugget solve: the failure is the nugget's, not the setup's.
     solution, _ = GaussNewton(nugget=1e-8, adaptive_nugget=False).solve(Gaussian(0.3), [_value_constraint(duplicated)])
     expected = np.sin(3 * np.asarray(points)[:, 0]) * np.asarray(points)[:, 1]
@@ -338,12 +348,91 @@ def test_failed_cholesky_raises_solver_error():
 
 def test_nan_residual_raises_solver_error():
     points = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (10, 2)))
-    with pytest.raises(gpde.SolverError, match=r"step 1 failed: .*NaN or inf.*residual"):
+    with pytest.raises(gpde.SolverError, match=r"step 1 failed: .*NaN or inf.*residual") as info:
         GaussNewton().solve(Gaussian(0.3), [_value_constraint(points, lambda x, z: z[0] - jnp.nan)])
+    assert info.value.result == gpde.RESULTS.nonfinite_linearization
     # NaN only once the iterate moves: the failure is reported at step 2.
     late = lambda x, z: jnp.where(z[0] > 0.5, jnp.nan, z[0] - 1.0)  # noqa: E731
-    with pytest.raises(gpde.SolverError, match="step 2 failed"):
+    with pytest.raises(gpde.SolverError, match="step 2 failed") as info:
         GaussNewton().solve(Gaussian(0.3), [_value_constraint(points, late)])
+    assert info.value.result == gpde.RESULTS.nonfinite_linearization
+
+
+# --------------------------------------------------------------------------------------------
+# How a solve ends: RESULTS
+# --------------------------------------------------------------------------------------------
+
+
+def _zero_residual_rms(constraints):
+    """RMS of the residuals of u = 0 at the constraints' points, evaluated pointwise here."""
+    residuals = [
+        np.array([float(c.residual(x, jnp.zeros(len(c.operators)))) for x in c.points]) for c in constraints
+    ]
+    return float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
+
+
+#: Words that name a setting a user can change.
+_FIXES = ("nugget", "lengthscale", "points", "steps", "learning rate", "noise floor", "initial queries", "rerun")
+
+
+def test_every_result_has_a_message_and_every_problem_names_a_fix():
+    from gpde._results import FAILURES, is_failure, result_name
+
+    names = list(gpde.RESULTS._name_to_item)
+    assert len(names) == len(gpde.RESULTS) >= 10
+    assert FAILURES < set(names)
+    for name in names:
+        member = getattr(gpde.RESULTS, name)
+        message = gpde.RESULTS[member]
+        assert message.strip() and result_name(member) == name
+        assert is_failure(member) == (name in FAILURES)
+        if name not in ("successful", "converged"):  # outcomes that need nothing changed
+            assert any(fix in message for fix in _FIXES), (name, message)
+    assert gpde.RESULTS.diverged != gpde.RESULTS.converged  # distinct members, compared in JAX
+
+
+def test_huge_lengthscale_with_a_tiny_nugget_fails_cholesky_and_with_a_small_one_diverges():
+    """Elliptic, 100 + 40 grid points, Gaussian ℓ = 1e3 (a Gram matrix of nearly equal entries).
+    With η = 1e-20 the factorization fails; with the default η = 1e-12 it succeeds, but the steps
+    land far away (residual RMS 1.4e21 after step 1, 3.3e12 after step 10, against 606 for u = 0):
+    diverged, not "stopped at the step limit"."""
+    problem = NonlinearElliptic()
+    interior, boundary = _points(problem, 100, 40, "grid")
+    constraints = problem.constraints(interior, boundary)
+    with pytest.raises(gpde.SolverError, match="Cholesky") as info:
+        GaussNewton(nugget=1e-20).solve(Gaussian(1e3), constraints)
+    assert info.value.result == gpde.RESULTS.cholesky_failed
+
+    steps = []
+    with pytest.raises(gpde.SolverError, match=r"diverged .*lengthscale") as info:
+        GaussNewton(nugget=1e-12).solve(Gaussian(1e3), constraints, callback=steps.append)
+    assert info.value.result == gpde.RESULTS.diverged
+    assert len(steps) == 10 and steps[-1].residual_rms > 1e3 * _zero_residual_rms(constraints)
+    # The residual fell at every step: "grew since the first step" would not have caught it.
+    assert all(after.residual_rms < before.residual_rms for before, after in zip(steps, steps[1:]))
+
+    # The same points with the problem's lengthscale: converged, far below u = 0's residual.
+    _, history = GaussNewton(nugget=1e-12).solve(Gaussian(0.2), constraints)
+    assert history.result == gpde.RESULTS.converged
+    assert history.steps[-1].residual_rms < 1e-3 * history.start_residual_rms
+
+
+def test_divergence_is_judged_against_u_zero_after_a_warm_start():
+    """A warm start from an accurate solution starts with a tiny residual; a solve with another
+    kernel that ends at its own (higher) floor is not divergence: the reference is the larger of
+    the starting residual and u = 0's."""
+    problem, solution, _ = _solve_elliptic(100, 40)
+    constraints = solution.constraints
+    start = float(np.sqrt(np.mean(np.concatenate([np.asarray(r) for r in _residuals_of(solution)]) ** 2)))
+    _, history = GaussNewton(nugget=1e-8, max_steps=3).solve(Gaussian(0.3), constraints, initial=solution)
+    assert history.steps[-1].residual_rms > start  # ended above where it started ...
+    assert history.start_residual_rms == pytest.approx(_zero_residual_rms(constraints), rel=1e-12)
+    assert not history.result == gpde.RESULTS.diverged  # ... but far below u = 0's
+
+
+def _residuals_of(solution):
+    values = [jnp.stack([solution.apply(op, c.points) for op in c.operators]) for c in solution.constraints]
+    return [c.residuals(z) for c, z in zip(solution.constraints, values)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ the method, so a run is reproducible.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import numpy as np
 
 from .._errors import ConfigError, GpdeError
+from .._results import RESULTS
 from ._benchmark import AbstractBilevelBenchmark
 from ._methods import BOTH, LOWER, UPPER, AbstractBilevelMethod, PhaseTimer, Query
 from ._state import SurrogateFitter, recommend
@@ -46,6 +47,9 @@ class BilevelRun:
     recommendation: np.ndarray  # (T, dx) recommended x̂ after each query
     regret: np.ndarray  # (T,) benchmark.regret(recommendation[t])
     seconds: dict[str, np.ndarray]  # phase name -> (T,) wall seconds
+    #: RESULTS.successful, or nonfinite_recommendation if a recommendation or its regret is NaN
+    #: or inf (the run still completes its budget; those rows carry the NaN).
+    result: RESULTS = field(default_factory=lambda: RESULTS.successful)
 
 
 def _check(benchmark, method, evaluations, initial, noise, seed):
@@ -139,4 +143,6 @@ def run_optimization(
             run.seconds.setdefault(phase, np.zeros(total))[t] = seconds
         if progress is not None:
             progress(t + 1)
+    if not (np.all(np.isfinite(run.recommendation)) and np.all(np.isfinite(run.regret))):
+        run.result = RESULTS.nonfinite_recommendation
     return run

@@ -32,10 +32,10 @@ import optax
 
 from ..kernels import AbstractKernel
 
-from ..solve._constraint import Constraint, field_kernels
+from .._results import RESULTS
+from ..solve._constraint import Constraint, field_kernels, kernel_tuple
 from .._errors import ConfigError, SolverError
 from ..solve._linearize import (
-    STEP_OK,
     compiled_values_at,
     gauss_newton_step,
     initial_values,
@@ -46,6 +46,7 @@ from ..solve._linearize import (
 )
 from ..solve._precision import require_float64
 from ..solve._solution import CollocationSolution
+from ..solve._solver import reference_residual_rms
 
 
 def linearized_validation_residuals(
@@ -60,11 +61,12 @@ def linearized_validation_residuals(
     """Per validation constraint, the residual at each of its points for the inner solution u_θ
     (one Gauss-Newton step with `kernel` from the frozen iterate u_k), linearized around u_k
     (whose operator values are the *_values). A noisy observation constraint's residual (the
-    misfit) is whitened by its noise σ."""
-    blocks = operator_blocks(kernel, train)
+    misfit) is whitened by its noise σ. `kernel`: one kernel, or a tuple with one per field."""
+    kernels = kernel_tuple(kernel)
+    blocks = operator_blocks(kernels, train)
     linear = linearize(train, train_values)
     _, _, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
-    new_values = values_at(kernel, validation, train, linear.weights, coefficients)
+    new_values = values_at(kernels, validation, train, linear.weights, coefficients)
     residuals = []
     for constraint, old, new in zip(validation, validation_values, new_values):
         residual, weight = constraint.residuals_and_weights(old)
@@ -110,7 +112,11 @@ class OuterRecord:
 
 @dataclass
 class LearnResult:
-    kernel: AbstractKernel
+    """The learned kernel (in the form it was given: one kernel or a tuple), the last iterate and
+    the history. `result` says how the learn ended (BilevelLearner.learn): successful, converged,
+    nonfinite_loss, interrupted or diverged; `stopped_because` says it in words."""
+
+    kernel: AbstractKernel | tuple[AbstractKernel, ...]
     solution: CollocationSolution
     records: list[OuterRecord] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -118,6 +124,16 @@ class LearnResult:
     compile_seconds: float = 0.0
     #: What the lengthscale scan did before the first optimizer step (empty: kept the initial θ).
     start_note: str = ""
+    result: RESULTS = field(default_factory=lambda: RESULTS.successful)
+    #: The training residual RMS of the first frozen iterate (the larger of u_0's and u = 0's) and
+    #: of the last one: the divergence rule (BilevelLearner.learn) compares them.
+    start_residual_rms: float = float("nan")
+    final_residual_rms: float = float("nan")
+
+
+#: How far above its starting residual (the larger of u_0's and u = 0's) the learner's last
+#: iterate may end before the learn counts as diverged (BilevelLearner.learn explains the value).
+DIVERGENCE_FACTOR = 1e3
 
 
 def scalar_hyperparameters(params) -> dict[str, float]:
@@ -185,15 +201,30 @@ class BilevelLearner(eqx.Module):
         callback: Callable[[OuterRecord, CollocationSolution], None] | None = None,
         initial: CollocationSolution | None = None,
     ) -> LearnResult:
-        """Run the schedule; stop early on a loss at or below `loss_tolerance`, on a non-finite loss
-        or gradient (keeping the last good θ), or on KeyboardInterrupt (keeping what it has).
+        """Run the schedule; stop early on a loss at or below `loss_tolerance` (result converged),
+        on a non-finite loss or gradient (nonfinite_loss, keeping the last good θ), or on
+        KeyboardInterrupt (interrupted, keeping what it has).
+
+        Divergence rule: the result is `diverged` if the last iterate's residual RMS on the
+        training constraints is not finite, or above DIVERGENCE_FACTOR (1e3) times the larger of
+        u_0's and u = 0's. GaussNewton's rule has factor 1, but it judges the end of a whole run;
+        the learner's iterate has had only one Gauss-Newton step per outer iteration, and single
+        steps overshoot u = 0's residual in ordinary runs (measured 2026-11-29: elliptic, 64 + 32
+        points, ℓ = 0.5, after one step: 33×; the Eikonal default after step 1: 29×). 1e3 is 30×
+        above those and far below a blow-up (elliptic, 100 + 40 points, ℓ₀ = 1e3: ~2e18×, while
+        the outer loss rose from 4.7e5 to 6e40). It is judged at the end only: the learner may
+        recover by moving the lengthscale. The learner does not raise for it; the caller reads
+        `result`. A failed Gauss-Newton step raises SolverError (with its RESULTS member as
+        `result`).
 
         The first frozen iterate u_0 is 0, or `initial` (any earlier solution, e.g. Gauss-Newton
         with the initial kernel): its operator values at the training and validation points."""
         require_float64()
         train, validation = tuple(train), tuple(validation)
-        kernels = field_kernels(kernel, train)
-        kernel = kernels if isinstance(kernel, (tuple, list)) else kernel
+        field_kernels(kernel, train)  # checks one kernel per field
+        # The kernel is learned in the form it was given (a trainable filter, the regularizer and
+        # the recorded hyperparameter names all follow that form); the Gauss-Newton algebra gets
+        # its tuple form (kernel_tuple) where it is called.
         params, static = eqx.partition(kernel, trainable)
         if not jax.tree_util.tree_leaves(params):
             raise ConfigError("the trainable filter selects no hyperparameter of the kernel")
@@ -203,11 +234,12 @@ class BilevelLearner(eqx.Module):
             train_values, validation_values = initial_values(train), initial_values(validation)
         else:
             train_values, validation_values = (
-                compiled_values_at(initial.kernel, targets, initial.constraints, initial.weights, initial.coefficients)
+                compiled_values_at(initial.kernels, targets, initial.constraints, initial.weights, initial.coefficients)
                 for targets in (train, validation)
             )
         rng = np.random.default_rng(seed)
         result = LearnResult(kernel=kernel, solution=None)
+        result.start_residual_rms = reference_residual_rms(train, train_values)
 
         def batch(points_per_constraint):
             if self.batch_size is None:
@@ -263,6 +295,7 @@ class BilevelLearner(eqx.Module):
                         # θ itself gave the non-finite value: fall back to the last θ whose loss
                         # and gradient were finite.
                         params = last_good
+                        result.result = RESULTS.nonfinite_loss
                         result.stopped_because = (
                             f"non-finite outer loss or gradient at outer iteration {iteration}, optimizer step "
                             f"{steps_taken + 1}; kept the last good hyperparameters. Lower the learning rate, "
@@ -276,9 +309,10 @@ class BilevelLearner(eqx.Module):
                     if loss <= self.loss_tolerance:
                         break
                 kernel = eqx.combine(params, static)
-                solution, train_values, validation_values = _gauss_newton_update(
+                solution, train_values, validation_values, residuals = _gauss_newton_update(
                     kernel, train, validation, train_values, self.nugget, self.adaptive_nugget, iteration
                 )
+                result.final_residual_rms = float(np.sqrt(np.mean(np.concatenate([np.asarray(r) for r in residuals]) ** 2)))
                 record = OuterRecord(
                     iteration, loss, steps_taken, scalar_hyperparameters(params), time.perf_counter() - start, factor
                 )
@@ -289,11 +323,16 @@ class BilevelLearner(eqx.Module):
                 if steps_taken < self.inner_steps and not loss <= self.loss_tolerance:
                     break  # non-finite: stop with the last good θ and its solution
                 if loss <= self.loss_tolerance:
+                    result.result = RESULTS.converged
                     result.stopped_because = f"outer loss {loss:.3e} reached the tolerance {self.loss_tolerance:g}"
                     break
         except KeyboardInterrupt:
+            result.result = RESULTS.interrupted
             result.stopped_because = "interrupted (Ctrl-C); kept the hyperparameters learned so far"
             result.kernel = eqx.combine(params, static)
+            return result
+        if result.records and not result.final_residual_rms <= DIVERGENCE_FACTOR * result.start_residual_rms:
+            result.result = RESULTS.diverged
         return result
 
 
@@ -396,21 +435,22 @@ def optimizer_step(params, static, state, optimizer, train, validation, train_va
 
 
 @eqx.filter_jit
-def _step_and_validation_values(kernel, train, validation, train_values, nugget, adaptive_nugget):
-    blocks = operator_blocks(kernel, train)
+def _step_and_validation_values(kernels, train, validation, train_values, nugget, adaptive_nugget):
+    blocks = operator_blocks(kernels, train)
     outcome = gauss_newton_step(blocks, train, train_values, nugget, adaptive_nugget)
-    new_validation = values_at(kernel, validation, train, outcome.weights, outcome.coefficients)
+    new_validation = values_at(kernels, validation, train, outcome.weights, outcome.coefficients)
     return outcome, new_validation
 
 
 def _gauss_newton_update(kernel, train, validation, train_values, nugget, adaptive_nugget, iteration):
     outcome, validation_values = _step_and_validation_values(
-        kernel, train, validation, train_values, nugget, adaptive_nugget
+        kernel_tuple(kernel), train, validation, train_values, nugget, adaptive_nugget
     )
-    if int(outcome.status) != STEP_OK:
+    if not outcome.result == RESULTS.successful:
         raise SolverError(
-            f"the Gauss-Newton step after outer iteration {iteration} failed (status {int(outcome.status)}: "
-            f"Cholesky failure or non-finite iterate); raise the nugget or constrain the lengthscale"
+            f"the Gauss-Newton step after outer iteration {iteration} failed: {RESULTS[outcome.result]}; "
+            "or learn the lengthscales only (trainable = 'lengthscale')",
+            outcome.result,
         )
     solution = CollocationSolution(kernel, train, outcome.weights, outcome.coefficients)
-    return solution, outcome.values, validation_values
+    return solution, outcome.values, validation_values, outcome.residuals

@@ -151,12 +151,20 @@ class Constraint(eqx.Module):
         return tuple(j for j, f in enumerate(self.fields) if f == field)
 
 
+def kernel_tuple(kernel: AbstractKernel | Sequence[AbstractKernel]) -> tuple[AbstractKernel, ...]:
+    """One kernel per field as a tuple: `kernel` itself as a tuple if it is a tuple or list, else
+    (kernel,). The public entry points (GaussNewton.solve, BilevelLearner.learn, the collocation
+    solution) accept either form and call this once; everything below them takes the tuple."""
+    return tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+
+
 def field_kernels(
     kernel: AbstractKernel | Sequence[AbstractKernel], constraints: Sequence[Constraint]
 ) -> tuple[AbstractKernel, ...]:
-    """The kernels as a tuple (one per field), checked against the fields the constraints use:
-    ConfigError if a constraint names a field without a kernel, or a kernel has no constraint."""
-    kernels = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+    """The kernels as a tuple (one per field, `kernel_tuple`), checked against the fields the
+    constraints use: ConfigError if a constraint names a field without a kernel, or a kernel has
+    no constraint."""
+    kernels = kernel_tuple(kernel)
     if not kernels:
         raise ConfigError("give one kernel per unknown field, got none")
     for k in kernels:

@@ -20,18 +20,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 from ..kernels import AbstractKernel
 
+from .._results import RESULTS
 from ._constraint import Constraint
 from ._gram import feature_jets, operator_gram
-
-# Status codes of a step, returned from inside jit and turned into messages by the caller.
-STEP_OK = 0
-STEP_CHOLESKY_FAILED = 1
-STEP_NONFINITE_ITERATE = 2
-STEP_NONFINITE_LINEARIZATION = 3
 
 
 class OperatorBlocks(eqx.Module):
@@ -47,11 +42,8 @@ class OperatorBlocks(eqx.Module):
     noise: tuple[float | None, ...] = eqx.field(static=True)
 
 
-def operator_blocks(
-    kernel: AbstractKernel | Sequence[AbstractKernel], constraints: Sequence[Constraint]
-) -> OperatorBlocks:
-    """Assemble the blocks of every field (`kernel`: one kernel, or a tuple with one per field)."""
-    kernels = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+def operator_blocks(kernels: tuple[AbstractKernel, ...], constraints: Sequence[Constraint]) -> OperatorBlocks:
+    """Assemble the blocks of every field (`kernels`: one kernel per field, see `kernel_tuple`)."""
     rows = tuple(tuple(c.rows(f) for c in constraints) for f in range(len(kernels)))
     blocks = []
     for f, k in enumerate(kernels):
@@ -232,15 +224,15 @@ def _symmetric_solve(matrix, factor, rhs):
 
 
 def values_at(
-    kernel: AbstractKernel | Sequence[AbstractKernel],
+    kernels: tuple[AbstractKernel, ...],
     targets: Sequence[Constraint],
     constraints: Sequence[Constraint],
     weights: Sequence[Float[Array, "mg ng"]],
     coefficients: Sequence[Float[Array, " ng"]],
 ) -> tuple[Float[Array, "mt nt"], ...]:
     """Operator values of u = Σ c φ at the points of other constraints (e.g. validation points):
-    out_t[j, a] = (L_{t,j} u)(x_{t,a}), each operator applied to its own field."""
-    kernels = tuple(kernel) if isinstance(kernel, (tuple, list)) else (kernel,)
+    out_t[j, a] = (L_{t,j} u)(x_{t,a}), each operator applied to its own field (`kernels`: one
+    per field)."""
     per_target = [[] for _ in targets]
     for f, k in enumerate(kernels):
         sources = [(c, c.rows(f), w, coefficient) for c, w, coefficient in zip(constraints, weights, coefficients)]
@@ -274,7 +266,9 @@ class StepOutcome(eqx.Module):
     coefficients: tuple[Float[Array, " ng"], ...]
     values: tuple[Float[Array, "mg ng"], ...]
     residuals: tuple[Float[Array, " ng"], ...]
-    status: Int[Array, ""]
+    #: RESULTS.successful, or the failed check: cholesky_failed, nonfinite_iterate or
+    #: nonfinite_linearization.
+    result: RESULTS
 
 
 def gauss_newton_step(
@@ -286,8 +280,9 @@ def gauss_newton_step(
 ) -> StepOutcome:
     """One reduced Gauss-Newton step from the iterate whose operator values are `values`.
 
-    Failures do not raise inside jit: the status code says which check failed (JAX's Cholesky
-    returns NaNs instead of raising), and the caller reports it with the step number.
+    Failures do not raise inside jit: the outcome's `result` says which check failed (JAX's
+    Cholesky returns NaNs instead of raising), and the caller reports its message with the step
+    number.
     """
     linear = linearize(constraints, values)
     gram, factor, coefficients = solve_linearized(blocks, linear, nugget, adaptive_nugget)
@@ -299,12 +294,12 @@ def gauss_newton_step(
     linearization_finite = jnp.all(jnp.isfinite(jnp.diagonal(gram))) & jnp.all(jnp.isfinite(targets))
     cholesky_finite = jnp.all(jnp.isfinite(jnp.diagonal(factor)))
     iterate_finite = jnp.all(jnp.isfinite(jnp.concatenate([z.ravel() for z in new_values])))
-    status = jnp.where(
-        ~linearization_finite,
-        STEP_NONFINITE_LINEARIZATION,
-        jnp.where(~cholesky_finite, STEP_CHOLESKY_FAILED, jnp.where(~iterate_finite, STEP_NONFINITE_ITERATE, STEP_OK)),
-    )
-    return StepOutcome(linear.weights, coefficients, new_values, new_residuals, status)
+    # The first failed check names the cause: a non-finite linearization makes the factor and the
+    # iterate non-finite too, a failed factorization the iterate.
+    result = RESULTS.where(iterate_finite, RESULTS.successful, RESULTS.nonfinite_iterate)
+    result = RESULTS.where(cholesky_finite, result, RESULTS.cholesky_failed)
+    result = RESULTS.where(linearization_finite, result, RESULTS.nonfinite_linearization)
+    return StepOutcome(linear.weights, coefficients, new_values, new_residuals, result)
 
 
 def initial_values(constraints: Sequence[Constraint]) -> tuple[Float[Array, "mg ng"], ...]:

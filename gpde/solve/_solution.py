@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 
 from ..kernels import AbstractKernel
 
-from ._constraint import Constraint, OnField
+from ._constraint import Constraint, OnField, kernel_tuple
 from .._errors import ConfigError
 from ._gram import feature_jets, operator_gram
 from ._operators import AbstractOperator, Evaluation
@@ -24,20 +24,32 @@ class CollocationSolution(eqx.Module):
     """Functions (one per field) given by their kernel expansion over the functionals of a set of
     constraints.
 
-    `kernel` is the kernel of a single-field problem or the tuple of per-field kernels;
-    `weights[g][j, b]` is the weight of operator L_{g,j} in the functional φ_{g,b} at point
-    x_{g,b}, and `coefficients[g][b]` that functional's representer coefficient.
+    `kernel` is the kernel of a single-field problem or the tuple of per-field kernels (stored as
+    the tuple `kernels`); `weights[g][j, b]` is the weight of operator L_{g,j} in the functional
+    φ_{g,b} at point x_{g,b}, and `coefficients[g][b]` that functional's representer coefficient.
     """
 
-    kernel: AbstractKernel | tuple[AbstractKernel, ...]
+    kernels: tuple[AbstractKernel, ...]
     constraints: tuple[Constraint, ...]
     weights: tuple[Float[Array, "mg ng"], ...]
     coefficients: tuple[Float[Array, " ng"], ...]
 
+    def __init__(
+        self,
+        kernel: AbstractKernel | Sequence[AbstractKernel],
+        constraints: Sequence[Constraint],
+        weights: Sequence[Float[Array, "mg ng"]],
+        coefficients: Sequence[Float[Array, " ng"]],
+    ):
+        self.kernels = kernel_tuple(kernel)
+        self.constraints = tuple(constraints)
+        self.weights = tuple(weights)
+        self.coefficients = tuple(coefficients)
+
     @property
-    def kernels(self) -> tuple[AbstractKernel, ...]:
-        """One kernel per field."""
-        return tuple(self.kernel) if isinstance(self.kernel, (tuple, list)) else (self.kernel,)
+    def kernel(self) -> AbstractKernel | tuple[AbstractKernel, ...]:
+        """The kernel of a single-field solution, the tuple of per-field kernels otherwise."""
+        return self.kernels[0] if len(self.kernels) == 1 else self.kernels
 
     def apply(
         self, operator: AbstractOperator | OnField, points: Float[Array, "n d"], field: int = 0

@@ -34,14 +34,8 @@ from jaxtyping import Array, Float
 from .._errors import ConfigError, SolverError
 from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint
-from ..solve._linearize import (
-    STEP_CHOLESKY_FAILED,
-    STEP_NONFINITE_ITERATE,
-    STEP_NONFINITE_LINEARIZATION,
-    STEP_OK,
-    StepOutcome,
-    linearize,
-)
+from .._results import RESULTS
+from ..solve._linearize import StepOutcome, linearize
 from ..solve._operators import AbstractOperator, Evaluation
 from ._buckets import bucket_layout
 from ._factor import factor, pointwise_blocks
@@ -191,7 +185,7 @@ class SparseSteps:
         targets = np.concatenate([np.asarray(t) for t in linear.targets])
         finite = all(np.all(np.isfinite(w)) for w in weights) and np.all(np.isfinite(targets))
         if not finite:
-            return self._failed(linear, STEP_NONFINITE_LINEARIZATION)
+            return self._failed(linear, RESULTS.nonfinite_linearization)
         variances = np.concatenate(
             [np.einsum("ja,ajl,la->a", w, blocks, w) for w, blocks in zip(weights, self.point_blocks)]
         )
@@ -209,7 +203,7 @@ class SparseSteps:
         )
         preconditioner_seconds = time.perf_counter() - start
         if not np.all(np.isfinite(preconditioner_factor.data)):
-            return self._failed(linear, STEP_CHOLESKY_FAILED)
+            return self._failed(linear, RESULTS.cholesky_failed)
         preconditioner = TriangularFactor(preconditioner_factor)
 
         def gram(v):
@@ -246,7 +240,7 @@ class SparseSteps:
             tuple(jnp.asarray(coefficients[a:b]) for a, b in zip(self.offsets, self.offsets[1:])),
             new_values,
             residuals,
-            jnp.asarray(STEP_OK if finite else STEP_NONFINITE_ITERATE),
+            RESULTS.successful if finite else RESULTS.nonfinite_iterate,
         )
         info = SparseStepInfo(iterations[0], residual, preconditioner.nnz, preconditioner_seconds, cg_seconds)
         return outcome, info
@@ -266,10 +260,10 @@ class SparseSteps:
                 parts.append(np.full(size, self.nugget))
         return np.concatenate(parts)
 
-    def _failed(self, linear, status):
+    def _failed(self, linear, result):
         zeros = tuple(jnp.zeros(c.size) for c in self.constraints)
         values = tuple(jnp.full((len(c.operators), c.size), jnp.nan) for c in self.constraints)
-        outcome = StepOutcome(linear.weights, zeros, values, zeros, jnp.asarray(status))
+        outcome = StepOutcome(linear.weights, zeros, values, zeros, result)
         return outcome, SparseStepInfo(0, float("nan"), 0, 0.0, 0.0)
 
 
