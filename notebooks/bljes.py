@@ -22,7 +22,10 @@
 # * the final-regret table;
 # * coupled against decoupled queries, and the ablations over the number of sample paths K and the
 #   lower-optimality tolerance τ;
-# * the time per BLJES iteration, split by phase.
+# * the time per BLJES iteration, split by phase;
+# * beyond the noiseless, unconstrained, coupled setting: noise relative to each output's range,
+#   the constrained smd12 (feasibility of the recommendations), decoupled queries with per-level
+#   costs (regret against the cost spent), and BLJES with hyperparameters drawn per sample path.
 #
 # Every number and figure is read from the HDF5 study files in `RESULTS/bljes/SETTING/`; only the
 # runs that are missing are computed (`gpde.app.run_study` skips finished runs).
@@ -46,6 +49,8 @@ import numpy as np
 
 from gpde.app import analysis
 from gpde.app import final_regret_table, plan_study, plot_study, read_study, run_study
+from gpde.app._study import setting_label
+from gpde.app._study_tables import checkpoint_table, markdown_checkpoints
 
 if SETTING not in ("quick", "full"):
     raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")
@@ -56,6 +61,12 @@ if SETTING == "quick":
     MAIN = [dict(benchmarks="smoke-1+1", methods="random,bljes", seeds=1)]
     DECOUPLED = [dict(benchmarks="smoke-1+1", methods="bljes", seeds=1)]
     ABLATION = [dict(benchmarks="smoke-1+1", seeds=1, options=("paths=2", "tau=0.1"))]
+    # Same sizes as MAIN (nothing new to compile): noise, costs; smd12 and the hyperparameter
+    # draws compile new shapes and functions, so they are left to the full setting.
+    NOISY = [dict(benchmarks="smoke-1+1[noise=0.05]", methods="random", seeds=1)]
+    CONSTRAINED = []
+    COSTS = [dict(benchmarks="smoke-1+1", methods="random", seeds=1, costs=("f=1,g=0.1",))]
+    HYPER = []
 else:
     # The full study: 60 evaluations (3 initial), 10 seeds on all six benchmarks, plus the two
     # GP draws whose lower-level basins tie at the optimum (problems/bilevel/gp_sample.py); decoupled
@@ -65,6 +76,11 @@ else:
     MAIN = [dict(benchmarks="smd1,smd2,smd6,gp-2+2,smoke-1+1,gp-1+1,gp-2+2-tied,gp-1+1-tied", methods="all", seeds=10)]
     DECOUPLED = [dict(benchmarks="smd1,smd2", methods="bljes,random", seeds=3)]
     ABLATION = [dict(benchmarks="smd1", seeds=3, options=("paths=1", "paths=10", "tau=0.001", "tau=0.1"))]
+    NOISY = [dict(benchmarks=",".join(f"{b}[noise={level}]" for b in ("smd1", "smd2", "gp-2+2") for level in (0.01, 0.05)),
+                  methods="all", seeds=10)]
+    CONSTRAINED = [dict(benchmarks="smd12", methods="all", seeds=10)]
+    COSTS = [dict(benchmarks="smd1,smd2", methods="bljes,random", seeds=10, costs=("f=1,g=1", "f=1,g=0.1"))]
+    HYPER = [dict(benchmarks="smd1,smd2,smd6,gp-2+2,gp-2+2-tied", seeds=10)]
 
 FOLDER = RESULTS / "bljes" / SETTING
 FOLDER.mkdir(parents=True, exist_ok=True)
@@ -86,7 +102,15 @@ planned = {
                   for spec in plan_study(g["benchmarks"], g["methods"], "decoupled", g["seeds"], **BUDGET)],
     "ablation": [spec for g in ABLATION for options in g["options"]
                  for spec in plan_study(g["benchmarks"], "bljes", "coupled", g["seeds"], options=options, **BUDGET)],
+    "noisy": [spec for g in NOISY for spec in plan_study(g["benchmarks"], g["methods"], "coupled", g["seeds"], **BUDGET)],
+    "constrained": [spec for g in CONSTRAINED
+                    for spec in plan_study(g["benchmarks"], g["methods"], "coupled", g["seeds"], **BUDGET)],
+    "costs": [spec for g in COSTS for costs in g["costs"]
+              for spec in plan_study(g["benchmarks"], g["methods"], "decoupled", g["seeds"], costs=costs, **BUDGET)],
+    "hyper": [spec for g in HYPER
+              for spec in plan_study(g["benchmarks"], "bljes", "coupled", g["seeds"], options="hyperposterior=True", **BUDGET)],
 }
+planned = {name: specs for name, specs in planned.items() if specs}
 studies = {name: FOLDER / f"{name}.h5" for name in planned}
 for name, path in studies.items():
     run_study(planned[name], path, progress=False)
@@ -122,7 +146,7 @@ for name, members in runs.items():
         assert np.all(np.isfinite(regret)) and np.all(regret >= -1e-9), (name, run.config, regret)
 # Every planned cell (benchmark, method with options, setting) is in its table; the decoupled table
 # also holds the matching coupled cells.
-expected_cells = {name: len({(spec.benchmark, spec.label, spec.setting) for spec in specs})
+expected_cells = {name: len({(spec.benchmark, spec.label, setting_label(spec.config())) for spec in specs})
                   for name, specs in planned.items()}
 expected_cells["decoupled"] *= 2
 for name, count in expected_cells.items():
@@ -141,6 +165,39 @@ for name, path in studies.items():
 figure, ax = plt.subplots(figsize=(6, 4))
 ax.imshow(plt.imread(FIGURES / f"bljes-main-{SETTING}.png"))
 ax.set_axis_off()
+
+# %% [markdown]
+# ## Noise, constraints, costs and hyperparameter draws
+#
+# Regret median [q1, q3] (seeds) after a number of evaluations. Noisy benchmarks are named
+# `NAME[noise=L]` (sd L × each output's range; the regret is that of the true F). On smd12 the
+# regret of an infeasible recommendation is the worst regret on the box, so the table also gives
+# the fraction of infeasible recommendations and the median regret of the feasible ones. The
+# decoupled runs with costs are compared at equal cost spent (budgets every run reached), the
+# hyperparameter draws (`bljes[hyperposterior=True]`) against the plain BLJES runs of the main
+# study.
+
+# %%
+CHECKPOINTS = (3, BUDGET["evaluations"]) if SETTING == "quick" else (15, 30, BUDGET["evaluations"])
+for name in ("noisy", "constrained", "hyper"):
+    if name not in runs:
+        continue
+    members = runs[name]
+    if name == "hyper":
+        hyper_benchmarks = {run.config["benchmark"] for run in members}
+        members = members + [run for run in runs["main"]
+                             if run.config["benchmark"] in hyper_benchmarks and run.config["method"] == "bljes"]
+    table = checkpoint_table(members, CHECKPOINTS)
+    print(f"### {name}\n{markdown_checkpoints(table, CHECKPOINTS, feasibility=name == 'constrained')}\n")
+    for row in table.values():
+        assert all(row[c]["seeds"] >= 1 and 0.0 <= row[c]["infeasible"] <= 1.0 for c in CHECKPOINTS), (name, row)
+if "costs" in runs:
+    spent = min(run.arrays["cost"][-1] for run in runs["costs"])
+    budgets = (math.floor(5 * spent) / 10, math.floor(10 * spent) / 10)  # half and all of it, rounded down
+    table = checkpoint_table(runs["costs"], budgets, by_cost=True)
+    print(f"### costs (regret after the cost budgets {budgets})\n{markdown_checkpoints(table, budgets)}\n")
+    for row in table.values():
+        assert all(row[budget]["seeds"] >= 1 for budget in budgets), row
 
 # %% [markdown]
 # ## Time per BLJES iteration

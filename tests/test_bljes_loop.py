@@ -104,6 +104,8 @@ def test_decoupled_queries_evaluate_one_level_and_noise_is_added():
         ({"noise": -0.1}, "noise must be"),
         ({"noise": float("nan")}, "noise must be"),
         ({"seed": -1}, "seed must be"),
+        ({"costs": (1.0,)}, "costs must be"),
+        ({"costs": (1.0, -2.0)}, "costs must be"),
     ],
 )
 def test_bad_run_arguments_are_config_errors(options, message):
@@ -131,8 +133,6 @@ def test_bad_benchmarks_and_methods_are_config_errors():
         ("bljes", {"paths": 0}, "paths must be a positive integer"),
         ("bljes", {"features": 999}, "features must be an even number"),
         ("bljes", {"tau": 0.0}, "tau must be > 0"),
-        ("bljes", {"costs": (1.0,)}, "costs must be"),
-        ("bljes", {"costs": (1.0, -2.0)}, "lower_cost must be > 0"),
         ("bljes", {"temperature": 1.0}, "bad options"),
         ("bilbo", {"beta": -1.0}, "beta must be > 0"),
         ("trusted-random", {"grid_x": 0}, "grid_x must be a positive integer"),
@@ -157,6 +157,7 @@ def test_every_method_runs_coupled_and_decoupled(method, coupled):
 def test_bljes_runs_with_constraints():
     run = run_optimization(ConstrainedSmoke(), make_method("bljes", paths=5), evaluations=EVALUATIONS, seed=0)
     assert np.all(np.isfinite(run.regret)) and not np.isnan(run.y_c).any()
+
 
 class NanRegret(Smoke):
     """The smoke problem with a broken reference optimum: every regret is NaN."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ._plotting import _pyplot
-from ._study import StudyRun, method_label, read_study
+from ._study import StudyRun, method_label, read_study, setting_label
 
 FLOOR = 1e-12
 
@@ -32,7 +32,7 @@ def plot_study(path: str | Path, out: str | Path) -> Path:
         raise ValueError(f"{path} holds no finished runs yet")
     by_benchmark: dict[str, dict[str, list[StudyRun]]] = {}
     for run in runs:
-        label = f"{method_label(run.config)} ({run.config['setting']})"
+        label = f"{method_label(run.config)} ({setting_label(run.config)})"
         by_benchmark.setdefault(run.config["benchmark"], {}).setdefault(label, []).append(run)
     plt = _pyplot()
     columns = min(3, len(by_benchmark))

@@ -9,6 +9,8 @@ from ._methods import METHODS as METHODS
 from ._methods import AbstractBilevelMethod as AbstractBilevelMethod
 from ._methods import Query as Query
 from ._methods import make_method as make_method
+from ._noise import RelativeNoise as RelativeNoise
+from ._noise import output_ranges as output_ranges
 from ._sample_optimum import BilevelModel as BilevelModel
 from ._sample_optimum import SolverOptions as SolverOptions
 from ._sample_optimum import solve_bilevel as solve_bilevel

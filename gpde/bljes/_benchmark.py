@@ -18,6 +18,10 @@ import numpy as np
 from jaxtyping import Array, Float
 
 
+#: Constraint violation below which a point counts as feasible (round-off of c at θ*(x)).
+FEASIBILITY_TOLERANCE = 1e-9
+
+
 class AbstractBilevelBenchmark(eqx.Module):
     """A bilevel problem with known (or accurately computed) optimum."""
 
@@ -61,6 +65,21 @@ class AbstractBilevelBenchmark(eqx.Module):
     @abc.abstractmethod
     def optimum(self) -> tuple[Float[np.ndarray, " dx"], float]:
         """(x*, F(x*)): the true bilevel optimum."""
+
+    def feasible(self, x: Float[np.ndarray, " dx"]) -> bool:
+        """Whether x is bilevel feasible: every constraint c(x, θ*(x)) ≥ −1e-9 at the TRUE θ*(x)
+        (always true without constraints)."""
+        if self.n_constraints == 0:
+            return True
+        x = np.asarray(x, dtype=float)
+        values = np.asarray(self.constraints(x, self.lower_optimum(x)), dtype=float)
+        return bool(np.min(values) >= -FEASIBILITY_TOLERANCE)
+
+    def observation_noise(self) -> Float[np.ndarray, " n_out"]:
+        """Standard deviation of the Gaussian noise on each observed output (f, g, c₁, …), in the
+        benchmark's units, that belongs to the benchmark itself (zero: noiseless;
+        `gpde.bljes.RelativeNoise` adds some). The loop's `noise` comes on top."""
+        return np.zeros(2 + self.n_constraints)
 
     def regret(self, x: Float[np.ndarray, " dx"]) -> float:
         """Bilevel simple regret F(x) − F(x*), F evaluated with the TRUE lower-level optimum at x."""

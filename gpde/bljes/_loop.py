@@ -8,7 +8,17 @@ queries spends about half the black-box evaluations of a coupled run of T querie
 
 Noise. `noise` is the standard deviation of independent Gaussian noise added to every observation
 of f, g and c, in the benchmark's own output units (not relative: a benchmark whose outputs span
-100 units needs a larger `noise` for the same signal-to-noise ratio than one spanning 1 unit).
+100 units needs a larger `noise` for the same signal-to-noise ratio than one spanning 1 unit). A
+benchmark may carry noise of its own, per output (`benchmark.observation_noise()`, e.g.
+`RelativeNoise`: a fraction of each output's range); the two are independent and add in variance.
+
+Costs. `costs` = (cost of an f query, cost of a g query). A coupled or initial query costs their
+sum, a decoupled one the cost of its level; `BilevelRun.cost` is the cumulative cost after each
+query, so regret can be read against the cost spent. The costs are passed to the method (BLJES
+divides the acquisition of each level by its cost).
+
+Feasibility. `BilevelRun.feasible[t]` says whether the recommendation x̂_t satisfies every
+constraint at the TRUE θ*(x̂_t) (`benchmark.feasible`; always true without constraints).
 
 Each iteration t: the method proposes (surrogates of iteration t − 1) → the benchmark is evaluated
 → all surrogates are refitted (warm started) → the recommendation x̂_t = bilevel optimum of the
@@ -46,13 +56,15 @@ class BilevelRun:
     y_c: np.ndarray  # (T, n_constraints)
     recommendation: np.ndarray  # (T, dx) recommended x̂ after each query
     regret: np.ndarray  # (T,) benchmark.regret(recommendation[t])
+    feasible: np.ndarray  # (T,) bool: benchmark.feasible(recommendation[t])
+    cost: np.ndarray  # (T,) cumulative cost of the queries 0..t (see `costs`)
     seconds: dict[str, np.ndarray]  # phase name -> (T,) wall seconds
     #: RESULTS.successful, or nonfinite_recommendation if a recommendation or its regret is NaN
     #: or inf (the run still completes its budget; those rows carry the NaN).
     result: RESULTS = field(default_factory=lambda: RESULTS.successful)
 
 
-def _check(benchmark, method, evaluations, initial, noise, seed):
+def _check(benchmark, method, evaluations, initial, noise, seed, costs=(1.0, 1.0)):
     if not isinstance(benchmark, AbstractBilevelBenchmark):
         raise ConfigError(f"benchmark must be an AbstractBilevelBenchmark, got {type(benchmark).__name__}")
     if not isinstance(method, AbstractBilevelMethod):
@@ -66,6 +78,8 @@ def _check(benchmark, method, evaluations, initial, noise, seed):
         raise ConfigError(f"noise must be a finite standard deviation >= 0, got {noise!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if len(costs) != 2 or not all(np.isfinite(c) and c > 0 for c in costs):
+        raise ConfigError(f"costs must be (cost of an f query, cost of a g query), both > 0, got {costs!r}")
     for name, bounds in (("x_bounds", benchmark.x_bounds), ("theta_bounds", benchmark.theta_bounds)):
         bounds = np.asarray(bounds, dtype=float)
         if bounds.ndim != 2 or bounds.shape[0] != 2 or bounds.shape[1] < 1 or not np.all(bounds[1] > bounds[0]):
@@ -99,10 +113,13 @@ def run_optimization(
     initial: int = 3,
     noise: float = 0.0,
     seed: int = 0,
+    costs: tuple[float, float] = (1.0, 1.0),
     progress: Callable[[int], None] | None = None,
 ) -> BilevelRun:
     """Run `method` on `benchmark` for `evaluations` queries (see the module docstring)."""
-    _check(benchmark, method, evaluations, initial, noise, seed)
+    _check(benchmark, method, evaluations, initial, noise, seed, costs)
+    costs = (float(costs[0]), float(costs[1]))
+    noise = np.sqrt(float(noise) ** 2 + np.asarray(benchmark.observation_noise(), dtype=float) ** 2)
     dx, dtheta, nc = benchmark.x_dim, benchmark.theta_dim, benchmark.n_constraints
     total = int(evaluations)
     rng = np.random.default_rng(seed)
@@ -117,6 +134,8 @@ def run_optimization(
         y_c=np.full((total, nc), np.nan),
         recommendation=np.full((total, dx), np.nan),
         regret=np.full(total, np.nan),
+        feasible=np.zeros(total, dtype=bool),
+        cost=np.full(total, np.nan),
         seconds={phase: np.zeros(total) for phase in PHASES},
     )
     fitter = SurrogateFitter(dx, nc)
@@ -127,11 +146,12 @@ def run_optimization(
         if t < initial:
             query = Query(rng.uniform(size=dx), rng.uniform(size=dtheta), BOTH)
         else:
-            query = method.propose(state, propose_key, coupled=coupled, timer=timer)
+            query = method.propose(state, propose_key, coupled=coupled, costs=costs, timer=timer)
         with timer("evaluation"):
             run.x[t], run.theta[t], run.y_f[t], run.y_g[t], run.y_c[t] = _evaluate(benchmark, query, rng, noise)
         unit[t] = np.concatenate([query.x, query.theta])
         run.observed[t] = (query.level != LOWER, query.level != UPPER)
+        run.cost[t] = (0.0 if t == 0 else run.cost[t - 1]) + costs[0] * run.observed[t, 0] + costs[1] * run.observed[t, 1]
         with timer("fit"):
             state = fitter.fit(unit, run.y_f, run.y_g, run.y_c, run.observed)
         with timer("recommendation"):
@@ -139,6 +159,7 @@ def run_optimization(
             x_hat, _ = benchmark.to_box(np.asarray(best.x), np.asarray(best.theta))
             run.recommendation[t] = x_hat
             run.regret[t] = benchmark.regret(x_hat)
+            run.feasible[t] = benchmark.feasible(x_hat)
         for phase, seconds in timer.seconds.items():
             run.seconds.setdefault(phase, np.zeros(total))[t] = seconds
         if progress is not None:

@@ -26,7 +26,9 @@ from scipy.stats import qmc
 
 from .._errors import ConfigError
 from ._acquisition import condition_on, information_gain, lower_bounds_at
-from ._sample_optimum import SolverOptions, solve_bilevel_batch
+from ._features import posterior_path, posterior_paths
+from ._hyperposterior import hyperparameter_draws
+from ._sample_optimum import BilevelModel, SolverOptions, solve_bilevel_batch
 from ._state import SearchState
 
 #: Which levels a query evaluates.
@@ -63,8 +65,12 @@ class AbstractBilevelMethod(eqx.Module):
     name: eqx.AbstractClassVar[str]
 
     @abc.abstractmethod
-    def propose(self, state: SearchState, key: PRNGKeyArray, *, coupled: bool, timer: PhaseTimer) -> Query:
-        """The next query. Results must be concrete numpy arrays (the timer measures real work)."""
+    def propose(
+        self, state: SearchState, key: PRNGKeyArray, *, coupled: bool, costs: tuple[float, float], timer: PhaseTimer
+    ) -> Query:
+        """The next query. `costs` = (cost of an f query, cost of a g query) matters only to
+        decoupled queries of a cost-aware method. Results must be concrete numpy arrays (the timer
+        measures real work)."""
 
 
 class RandomSearch(AbstractBilevelMethod):
@@ -72,7 +78,7 @@ class RandomSearch(AbstractBilevelMethod):
 
     name = "random"
 
-    def propose(self, state, key, *, coupled, timer):
+    def propose(self, state, key, *, coupled, costs, timer):
         with timer("acquisition"):
             x_key, theta_key, level_key = jax.random.split(key, 3)
             x = np.asarray(jax.random.uniform(x_key, (state.x_dim,)))
@@ -136,7 +142,7 @@ class TrustedRandom(AbstractBilevelMethod):
         _check_positive("trusted-random", beta=self.beta)
         _check_count("trusted-random", grid_x=self.grid_x, grid_theta=self.grid_theta)
 
-    def propose(self, state, key, *, coupled, timer):
+    def propose(self, state, key, *, coupled, costs, timer):
         with timer("acquisition"):
             x_key, theta_key, pick_key = jax.random.split(key, 3)
             xs = jax.random.uniform(x_key, (self.grid_x, state.x_dim))
@@ -172,7 +178,7 @@ class BILBO(AbstractBilevelMethod):
         _check_positive("bilbo", beta=self.beta)
         _check_count("bilbo", grid_x=self.grid_x, grid_theta=self.grid_theta)
 
-    def propose(self, state, key, *, coupled, timer):
+    def propose(self, state, key, *, coupled, costs, timer):
         with timer("acquisition"):
             xs = qmc.Sobol(state.x_dim, seed=0).random(self.grid_x)
             thetas = qmc.Sobol(state.theta_dim, seed=1).random(self.grid_theta)
@@ -193,10 +199,13 @@ class BLJES(AbstractBilevelMethod):
     their bilevel optima by `solver`; the acquisition maximized over candidates (x, θ) with x among
     the K sample optima and `x_candidates` uniform points, and for each x, θ among the K path-wise
     lower minimizers θ̃*_k(x) and `theta_candidates` uniform points. `tau` is the lower-optimality
-    tolerance in standardized units of g (τ = max(tau, 2 σ_n,g)); `costs` the costs of an upper
-    and a lower query in the decoupled setting. `value_bound=True` restores the former truncation
-    that also bounds g from below by the path's lower-level optimal value a_k(x) at every candidate
-    x (an ablation; it rewards learning min_θ g everywhere, see `_acquisition.py`).
+    tolerance in standardized units of g (τ = max(tau, 2 σ_n,g)). Decoupled, the acquisition of
+    each level is divided by that level's cost (the run's `costs`). `value_bound=True` restores
+    the former truncation that also bounds g from below by the path's lower-level optimal value
+    a_k(x) at every candidate x (an ablation; it rewards learning min_θ g everywhere, see
+    `_acquisition.py`). `hyperposterior=True` draws the hyperparameters of the f and g surrogates
+    per path from a Laplace approximation of their posterior (`_hyperposterior.py`) instead of
+    using the fitted ones for every path.
     """
 
     name = "bljes"
@@ -204,7 +213,7 @@ class BLJES(AbstractBilevelMethod):
     features: int = 1000
     tau: float = 0.01
     value_bound: bool = False
-    costs: tuple[float, float] = (1.0, 1.0)
+    hyperposterior: bool = False
     x_candidates: int = 16
     theta_candidates: int = 16
     solver: SolverOptions = SolverOptions()
@@ -215,24 +224,26 @@ class BLJES(AbstractBilevelMethod):
         if self.features < 2 or self.features % 2:
             raise ConfigError(f"bljes: features must be an even number >= 2 (cosine and sine pairs), got {self.features}")
         _check_positive("bljes", tau=self.tau)
-        if len(self.costs) != 2:
-            raise ConfigError(f"bljes: costs must be (cost of an upper query, cost of a lower query), got {self.costs!r}")
-        _check_positive("bljes", upper_cost=self.costs[0], lower_cost=self.costs[1])
 
-    def propose(self, state, key, *, coupled, timer):
+    def propose(self, state, key, *, coupled, costs, timer):
         path_key, optima_key, candidate_key = jax.random.split(key, 3)
         with timer("paths"):
-            models = jax.block_until_ready(_sample_models(state, path_key, self.paths, self.features))
+            if self.hyperposterior:
+                gps = _hyperparameter_draws(state, jax.random.fold_in(path_key, 1), self.paths)
+                models = _sample_models_per_path(state, gps, path_key, self.features)
+            else:
+                gps, models = None, _sample_models(state, path_key, self.paths, self.features)
+            models = jax.block_until_ready(models)
         with timer("optima"):
             optima = jax.block_until_ready(_sample_optima(models, optima_key, self.solver))
         with timer("acquisition"):
-            values, xs, thetas = _acquire(state, models, optima, candidate_key, self)
+            values, xs, thetas = _acquire(state, models, optima, candidate_key, self, gps)
             values = jax.tree.map(np.asarray, values)
             if coupled:
                 level, score = BOTH, values.coupled
             else:
-                upper = values.upper / self.costs[0]
-                lower = values.lower / self.costs[1]
+                upper = values.upper / costs[0]
+                lower = values.lower / costs[1]
                 level, score = (UPPER, upper) if upper.max() >= lower.max() else (LOWER, lower)
             i, j = np.unravel_index(np.argmax(score), score.shape)
         return Query(np.asarray(xs[i]), np.asarray(thetas[i, j]), level)
@@ -244,13 +255,38 @@ def _sample_models(state, key, paths, features):
 
 
 @eqx.filter_jit
+def _hyperparameter_draws(state, key, paths):
+    upper_key, lower_key = jax.random.split(key)
+    return hyperparameter_draws(state.upper, upper_key, paths), hyperparameter_draws(state.lower, lower_key, paths)
+
+
+@eqx.filter_jit
+def _sample_models_per_path(state, gps, key, features):
+    """Path k of f (g) drawn from the k-th GP of gps = (f GPs, g GPs); constraints as usual."""
+    upper_gps, lower_gps = gps
+    f_key, g_key, c_key = jax.random.split(key, 3)
+    count = upper_gps.mask.shape[0]
+
+    def paths(gps, key):
+        return jax.vmap(posterior_path, in_axes=(0, 0, None))(gps, jax.random.split(key, count), features)
+
+    constraints = None
+    if state.constraints is not None:
+        keys = jax.random.split(c_key, state.constraints.mask.shape[0])
+        constraints = jax.vmap(lambda gp, k: posterior_paths(gp, k, count, features), out_axes=1)(state.constraints, keys)
+    return BilevelModel(paths(upper_gps, f_key), paths(lower_gps, g_key), constraints, state.x_dim, state.theta_dim)
+
+
+@eqx.filter_jit
 def _sample_optima(models, key, solver):
     return solve_bilevel_batch(models, jax.random.split(key, models.lower.coef.shape[0]), solver)
 
 
 @eqx.filter_jit
-def _acquire(state: SearchState, models, optima, key, method: BLJES):
-    """The acquisition on the candidate grid: (Acquisition of shape (n_x, n_θ), xs, θs per x)."""
+def _acquire(state: SearchState, models, optima, key, method: BLJES, gps=None):
+    """The acquisition on the candidate grid: (Acquisition of shape (n_x, n_θ), xs, θs per x).
+    With per-path GPs `gps` = (f GPs, g GPs), path k's gain is computed under its own GPs and the
+    gains are averaged (`_hyperposterior.py`)."""
     x_key, theta_key, lower_key = jax.random.split(key, 3)
     xs = jnp.concatenate([optima.x, jax.random.uniform(x_key, (method.x_candidates, state.x_dim))])
     dense = jax.random.uniform(lower_key, (method.solver.theta_candidates, state.theta_dim))
@@ -260,14 +296,27 @@ def _acquire(state: SearchState, models, optima, key, method: BLJES):
         [jnp.swapaxes(path_thetas, 0, 1), jnp.broadcast_to(uniform, (xs.shape[0], *uniform.shape))], axis=1
     )  # (n_x, n_θ, dθ)
     tau = jnp.maximum(method.tau, 2.0 * jnp.sqrt(state.lower.noise))
-    anchors = condition_on(state.upper, state.lower, state.constraints, optima)
+    if gps is None:
+        anchors = condition_on(state.upper, state.lower, state.constraints, optima)
 
-    def at(x, x_thetas, bounds):
-        def one(theta):
-            z = jnp.concatenate([x, theta])
+        def gain(z, bounds):
             return information_gain(
                 state.upper, state.lower, state.constraints, anchors, optima.f, z, bounds, tau, method.value_bound
             )
+    else:
+        single = jax.tree.map(lambda leaf: leaf[:, None], optima)  # path k's optimum as a batch of one
+        anchors = jax.vmap(lambda f, g, o: condition_on(f, g, state.constraints, o))(*gps, single)
+
+        def gain(z, bounds):
+            def one_path(f, g, a, o, bound):
+                return information_gain(f, g, state.constraints, a, o.f, z, bound[None], tau, method.value_bound)
+
+            per_path = jax.vmap(one_path)(*gps, anchors, single, bounds)
+            return jax.tree.map(lambda v: jnp.mean(v, axis=0), per_path)
+
+    def at(x, x_thetas, bounds):
+        def one(theta):
+            return gain(jnp.concatenate([x, theta]), bounds)
 
         return jax.vmap(one)(x_thetas)
 
