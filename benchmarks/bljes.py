@@ -13,6 +13,11 @@ bilevel optimum of the posterior means), evaluation (the benchmark). The load av
 with the table: on a shared machine wall times grow with it; the process CPU seconds per iteration
 (summed over threads) do not, and bound the wall time on idle cores from above.
 
+`--tiny` shrinks every size (iterations, initial points, paths, features, seeds, evaluations) to a
+smoke test of the script that runs in seconds; the numbers then mean nothing:
+    python benchmarks/bljes.py --tiny
+    python benchmarks/bljes.py --tiny --regret smoke-1+1
+
 Regret: bilevel simple regret (median and quartiles over seeds) of each method after
 `evaluations` queries (`initial` of them uniform), coupled, noiseless, and after each of the
 `--checkpoints` query counts of the same runs. Methods take options in brackets (ablations):
@@ -32,8 +37,13 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np
 
 from gpde.bljes import PHASES, make_method, run_optimization
-from gpde.app._study import parse_options
+from gpde.app import parse_options
 from gpde.problems.bilevel import get_benchmark
+
+
+#: The sizes of --tiny: two timed BLJES iterations (a first one that compiles, one more), a few
+#: paths and features, two seeds of four queries.
+TINY = {"iterations": 2, "initial": 2, "paths": 4, "features": 64, "seeds": 2, "evaluations": 4}
 
 
 def _load() -> str:
@@ -131,7 +141,12 @@ def main(argv=None):
     parser.add_argument("--evaluations", type=int, default=20)
     parser.add_argument("--checkpoints", default="", help="comma-separated query counts with a table each (and the last)")
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--tiny", action="store_true", help="smoke-test sizes: " + ", ".join(
+        f"--{name} {value}" for name, value in TINY.items()))
     args = parser.parse_args(argv)
+    if args.tiny:
+        for name, value in TINY.items():
+            setattr(args, name, value)
     args.methods = [m.strip() for m in re.split(r",(?![^\[]*\])", args.methods)]
     table = regret(args) if args.regret else speed(args)
     print(table)

@@ -7,6 +7,7 @@ reach the goal from these data; gpde's GP prior (a smooth but otherwise unknown 
 every family below. See problems/_darcy_identifiability.py for the formula.
 
     python benchmarks/darcy_identifiability.py [--noise 1e-3 1e-4 1e-5] [--out table.md]
+    python benchmarks/darcy_identifiability.py --tiny     # a smoke test: a 20² grid, no 25-mode family
 """
 
 import argparse
@@ -15,24 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from gpde.problems._darcy_identifiability import (
+from gpde.problems.darcy import (
+    Darcy,
     constant_basis,
     cramer_rao_relative_l2,
     fourier_basis,
     level_and_amplitude_basis,
+    true_log_permeability,
 )
-from gpde.problems.darcy import Darcy, true_log_permeability
 
 GOAL = 5e-2
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noise", type=float, nargs="+", default=[1e-3, 1e-4, 1e-5],
                         help="observation noise std σ values (the problem's is 1e-3)")
     parser.add_argument("--grid", type=int, default=100, help="evaluation grid per side (gpde's default 100)")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke test: a 20 × 20 evaluation grid and the Fourier family up to frequency 1 only")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.grid = 20
 
     problem = Darcy()
     grid_points, _ = problem.domain.grid(args.grid)
@@ -43,7 +49,7 @@ def main():
         ("level + amplitude (the exact shape of a known)", level_and_amplitude_basis(true_log_permeability, level)),
         ("Fourier modes up to frequency 1", fourier_basis(1)),
         ("Fourier modes up to frequency 2", fourier_basis(2)),
-    ]
+    ][: 3 if args.tiny else None]
     lines = [
         f"Darcy: {problem.n_observations} observations (data seed {problem.data_seed}, {problem.data_grid}² grid), "
         f"error on the {args.grid}² grid; machine {platform.node()}",

@@ -1,13 +1,14 @@
 """Speed of bilevel kernel learning: seconds per outer optimizer step, one case per row.
 
-    python benchmarks/learn.py [--cases NAME,...] [--repeat N] [--out table.md]
+    python benchmarks/learn.py [--cases NAME,...] [--repeat N] [--out table.md] [--json rows.json]
+    python benchmarks/learn.py --tiny        # the tiny cases: a smoke test of the script (seconds)
 
 Each case runs in a fresh subprocess: it builds the published point sets (training interior and
-boundary, validation) of a problem, compiles one optimizer step of gpde's BilevelLearner (validation
-loss, hypergradient by autodiff through the closed-form inner Gauss-Newton step, Adam update),
-times `--repeat` further steps, and reports the compile time, the median and minimum step time and
-the peak resident set. A full run costs about gn_steps × inner_steps steps plus one Gauss-Newton step
-and one grid evaluation per outer iteration.
+boundary, validation) of a problem, compiles one optimizer step of gpde's BilevelLearner
+(`gpde.learn.optimizer_step`: validation loss, hypergradient by autodiff through the closed-form
+inner Gauss-Newton step, Adam update), times `--repeat` further steps, and reports the compile time,
+the median and minimum step time and the peak resident set. A full run costs about
+gn_steps × inner_steps steps plus one Gauss-Newton step and one grid evaluation per outer iteration.
 """
 
 import argparse
@@ -18,6 +19,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx
+import optax
+
+from gpde import make_kernel
+from gpde.app import LearnConfig, learning_points, resolve, trainable_filter
+from gpde.learn import optimizer_step
+from gpde.problems import get_problem_class
+from gpde.solve import initial_values
 
 ROOT = Path(__file__).resolve().parent.parent
 _MARKER = "@@LEARN@@ "
@@ -35,25 +49,18 @@ CASES = {
     "eikonal-gibbs-published": ("eikonal", "gibbs", (1.0 / 3.0,), 900, 300, 900),
     "burgers-gibbs-published": ("burgers", "gibbs", (0.25, 0.25), 900, 300, 900),
 }
+#: A few dozen points: every code path of the script in seconds (the timings mean little). No
+#: Gibbs kernel: compiling its step takes half a minute at any size.
+TINY_CASES = {
+    "elliptic-gaussian-tiny": ("elliptic", "gaussian", (0.5,), 36, 20, 36),
+    "burgers-gaussian-tiny": ("burgers", "gaussian", (0.3, 0.05), 36, 12, 36),
+}
+CASES.update(TINY_CASES)
 DEFAULT_CASES = ("elliptic-gaussian-400", "elliptic-gaussian-published", "elliptic-additive-published",
                  "eikonal-gaussian-published", "burgers-gaussian-published")
 
 
 def worker(name: str, repeat: int) -> dict:
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import equinox as eqx
-    import numpy as np
-    import optax
-
-    from gpde.learn._learner import _optimizer_step, _subset, _subset_values
-    from gpde.app._config import LearnConfig, resolve
-    from gpde._kernel_choice import make_kernel
-    from gpde.app._learn_run import learning_points, trainable_filter
-    from gpde.solve._linearize import initial_values
-    from gpde.problems import get_problem_class
-
     problem_name, kernel_name, lengthscale, n_interior, n_boundary, n_validation = CASES[name]
     problem_class = get_problem_class(problem_name)
     config = resolve(problem_name, problem_class.learn_defaults,
@@ -67,22 +74,22 @@ def worker(name: str, repeat: int) -> dict:
     params, static = eqx.partition(kernel, trainable_filter(kernel, "all"))
     optimizer = optax.adam(config.learning_rate)
     state = optimizer.init(params)
-    indices = tuple(np.arange(c.size) for c in valid)
-    args = (static, optimizer, train, _subset(valid, indices), initial_values(train),
-            _subset_values(initial_values(valid), indices), config.nugget, True, None)
+    # Full batch around u = 0 (the learner's first frozen iterate without a start solve).
+    rest = (optimizer, train, valid, initial_values(train), initial_values(valid), config.nugget, True, None)
     start = time.perf_counter()
-    compiled = _optimizer_step.lower(params, static, state, *args[1:]).compile()
+    compiled = optimizer_step.lower(params, static, state, *rest).compile()
     compile_seconds = time.perf_counter() - start
     times = []
     for _ in range(repeat + 1):
         start = time.perf_counter()
-        params, state, loss, finite = jax.block_until_ready(compiled(params, static, state, *args[1:]))
+        params, state, loss, finite = jax.block_until_ready(compiled(params, static, state, *rest))
         times.append(time.perf_counter() - start)
     times = sorted(times[1:])
     return {
         "case": name, "points": f"{n_interior} + {n_boundary} + {n_validation}", "compile_s": compile_seconds,
         "step_median_s": times[len(times) // 2], "step_min_s": times[0],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "finite": bool(finite),
+        "loss": float(loss),
     }
 
 
@@ -95,34 +102,48 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """Run the cases; 0 if every case ran, 1 if any failed (its error goes to stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--tiny", action="store_true", help="run the tiny cases " + ",".join(TINY_CASES)
+                        + " instead (a smoke test of the script)")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out")
+    parser.add_argument("--out", help="also write the table (markdown) to this file")
+    parser.add_argument("--json", help="also write the rows (every measurement) to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     if args.worker:
         print(_MARKER + json.dumps(worker(args.worker, args.repeat)), flush=True)
-        return
-    rows = []
-    for name in args.cases.split(","):
-        if name not in CASES:
-            parser.error(f"unknown case '{name}'; choose from {', '.join(CASES)}")
+        return 0
+    names = list(TINY_CASES) if args.tiny else [name.strip() for name in args.cases.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {', '.join(CASES)}")
+    rows, failed = [], []
+    for name in names:
         env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
         done = subprocess.run([sys.executable, __file__, "--worker", name, "--repeat", str(args.repeat)],
                               capture_output=True, text=True, env=env, cwd=ROOT)
         lines = [line for line in done.stdout.splitlines() if line.startswith(_MARKER)]
         if not lines:
             print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            failed.append(name)
             continue
         rows.append(json.loads(lines[-1][len(_MARKER):]))
         print(f"{name}: {rows[-1]['step_median_s']:.3f} s per step", flush=True)
     text = f"Load average at end: {os.getloadavg()[0]:.2f} (2-core machine; other jobs inflate timings)\n\n" + table(rows)
+    if failed:
+        text += "\n\nFailed: " + ", ".join(failed)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

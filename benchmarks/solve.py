@@ -1,6 +1,6 @@
 """Speed, memory and accuracy of the Gauss-Newton solver, one problem × size per row.
 
-    python benchmarks/solve.py [--sizes small|published|all] [--problems elliptic,burgers,eikonal]
+    python benchmarks/solve.py [--sizes tiny|small|published|all] [--problems elliptic,burgers,eikonal]
                                [--repeat N] [--out table.md] [--json results.json] [--breakdown]
 
 Every configuration runs in a fresh subprocess (so that compilation caches and the peak resident
@@ -9,26 +9,51 @@ set of one run do not leak into the next) that
   1. solves the problem with `gpde.app.run_solve` and the problem's defaults (kernel, lengthscale,
      nugget, step limit, tolerance) at the requested point counts: errors against the reference,
      compile time of the Gauss-Newton step and the wall time of each step;
-  2. times the assembly of the operator Gram blocks again (the jitted `operator_blocks`, already
-     compiled by the solve), the compiled Gauss-Newton step on fixed inputs, and one dense
-     Cholesky factorization of an N×N SPD matrix (`jnp.linalg.cholesky` under `jax.jit`), each the
-     median of `--repeat` calls after a warm-up call;
+  2. times, on the solution's own kernel and constraints, the assembly of the operator Gram blocks
+     (`gpde.solve.operator_blocks`, jitted), the compiled Gauss-Newton step
+     (`gpde.solve.gauss_newton_step`) on fixed inputs, and one dense Cholesky factorization of an
+     N×N SPD matrix (`jnp.linalg.cholesky` under `jax.jit`), each the median of `--repeat` calls
+     after a warm-up call that compiles;
   3. reports its peak resident set (`ru_maxrss`) at the end.
 
 `--breakdown` times, for each configuration, the pieces of one Gauss-Newton step
-(`gpde/solve/_linearize.py: gauss_newton_step`) both as separately jitted functions and as growing
-prefixes of the step compiled as one function (the increments show what each piece costs inside
-the fused step). See benchmarks/README.md for the columns.
+(`gpde.solve.gauss_newton_step`: `linearize`, `reduced_gram`, `nugget_diagonal`, Cholesky,
+`operator_values`, …) both as separately jitted functions and as growing prefixes of the step
+compiled as one function (the increments show what each piece costs inside the fused step).
+`--sizes tiny` (a few dozen points) only checks that every part of the script runs.
+See benchmarks/README.md for the columns.
 """
 
 import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+from gpde.app import resolve, run_solve
+from gpde.problems import get_problem_class
+from gpde.solve import (
+    gauss_newton_step,
+    initial_values,
+    linearize,
+    nugget_diagonal,
+    operator_blocks,
+    operator_values,
+    reduced_gram,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 _MARKER = "@@BENCH@@ "
@@ -42,6 +67,14 @@ SMALL = {
     "burgers": [(225, 75), (450, 150), (900, 300)],
     "eikonal": [(225, 75), (450, 150), (900, 300)],
 }
+# Smoke-test sizes: every code path in seconds (the numbers mean nothing at this size); errors on
+# a TINY_GRID × TINY_GRID grid instead of the problem's default.
+TINY_GRID = 20
+TINY = {
+    "elliptic": [(36, 28)],
+    "burgers": [(60, 20)],
+    "eikonal": [(60, 20)],
+}
 PUBLISHED = {
     "elliptic": [(900, 124)],
     "burgers": [(900, 300)],
@@ -51,6 +84,8 @@ PROBLEMS = ("elliptic", "burgers", "eikonal")
 
 
 def _sizes(which: str, problem: str) -> list[tuple[int, int]]:
+    if which == "tiny":
+        return TINY[problem]
     if which == "small":
         return SMALL[problem]
     if which == "published":
@@ -65,8 +100,6 @@ def _sizes(which: str, problem: str) -> list[tuple[int, int]]:
 
 def _timed(function, repeat: int) -> list[float]:
     """Wall times of `repeat` calls of function() after one untimed warm-up call."""
-    import jax
-
     jax.block_until_ready(function())
     times = []
     for _ in range(repeat):
@@ -77,17 +110,11 @@ def _timed(function, repeat: int) -> list[float]:
 
 
 def _summary(times: list[float]) -> dict:
-    import numpy as np
-
     return {"median": float(np.median(times)), "min": float(np.min(times)), "all": [float(t) for t in times]}
 
 
 def _cholesky_times(n: int, repeat: int) -> list[float]:
     """One dense float64 Cholesky of an n × n SPD matrix, jitted, after compilation."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
     rng = np.random.default_rng(0)
     b = rng.standard_normal((n, n))
     matrix = jnp.asarray(b @ b.T / n + np.eye(n))
@@ -98,26 +125,20 @@ def _cholesky_times(n: int, repeat: int) -> list[float]:
 def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, repeat: int) -> dict:
     """Time the pieces of `gauss_newton_step` (a) each jitted on its own, (b) as growing prefixes
     of the step compiled as one function. Inputs are the operator values `values` of an iterate."""
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
-
-    from gpde.solve import _linearize as lin
-
     sizes = [c.size for c in constraints]
     # The minimum over the calls: a piece's own cost, least disturbed by other processes.
     fastest = lambda f: _summary(_timed(f, repeat))["min"]  # noqa: E731
 
     # (a) each piece separately, on the intermediate results of the previous ones
     separate = {}
-    linearize = eqx.filter_jit(lin.linearize)
-    separate["linearize"] = fastest(lambda: linearize(constraints, values))
-    linear = linearize(constraints, values)
-    reduced_gram = eqx.filter_jit(lin.reduced_gram)
-    separate["reduced_gram"] = fastest(lambda: reduced_gram(blocks, linear.weights))
-    gram = reduced_gram(blocks, linear.weights)
+    linearize_alone = eqx.filter_jit(linearize)
+    separate["linearize"] = fastest(lambda: linearize_alone(constraints, values))
+    linear = linearize_alone(constraints, values)
+    reduced_gram_alone = eqx.filter_jit(reduced_gram)
+    separate["reduced_gram"] = fastest(lambda: reduced_gram_alone(blocks, linear.weights))
+    gram = reduced_gram_alone(blocks, linear.weights)
     add_nugget = eqx.filter_jit(
-        lambda b, w, g: g + jnp.diag(lin.nugget_diagonal(b, w, g, nugget, adaptive))
+        lambda b, w, g: g + jnp.diag(nugget_diagonal(b, w, g, nugget, adaptive))
     )
     separate["nugget"] = fastest(lambda: add_nugget(blocks, linear.weights, gram))
     gram = add_nugget(blocks, linear.weights, gram)
@@ -127,10 +148,10 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     targets = jnp.concatenate(linear.targets)
     cho_solve = jax.jit(lambda f, b: jax.scipy.linalg.cho_solve((f, True), b))
     separate["cho_solve"] = fastest(lambda: cho_solve(factor, targets))
-    coefficients = lin.split(cho_solve(factor, targets), sizes)
-    operator_values = eqx.filter_jit(lin.operator_values)
-    separate["operator_values"] = fastest(lambda: operator_values(blocks, linear.weights, coefficients))
-    new_values = operator_values(blocks, linear.weights, coefficients)
+    coefficients = _split(cho_solve(factor, targets), sizes)
+    operator_values_alone = eqx.filter_jit(operator_values)
+    separate["operator_values"] = fastest(lambda: operator_values_alone(blocks, linear.weights, coefficients))
+    new_values = operator_values_alone(blocks, linear.weights, coefficients)
     residuals = eqx.filter_jit(
         lambda cs, vs: tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(cs, vs))
     )
@@ -145,23 +166,23 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     # (b) prefixes of the step as one compiled function
     def prefix(stage):
         def step(blocks, constraints, values):
-            linear = lin.linearize(constraints, values)
+            linear = linearize(constraints, values)
             out = linear.targets
             if stage >= 1:
-                gram = lin.reduced_gram(blocks, linear.weights)
+                gram = reduced_gram(blocks, linear.weights)
                 out = gram
             if stage >= 2:
-                gram = gram + jnp.diag(lin.nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive))
+                gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive))
                 out = gram
             if stage >= 3:
                 factor = jnp.linalg.cholesky(gram)
                 out = factor
             if stage >= 4:
                 targets = jnp.concatenate(linear.targets)
-                coefficients = lin.split(jax.scipy.linalg.cho_solve((factor, True), targets), sizes)
+                coefficients = _split(jax.scipy.linalg.cho_solve((factor, True), targets), sizes)
                 out = coefficients
             if stage >= 5:
-                new_values = lin.operator_values(blocks, linear.weights, coefficients)
+                new_values = operator_values(blocks, linear.weights, coefficients)
                 out = new_values
             if stage >= 6:
                 out = (new_values, tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(constraints, new_values)))
@@ -185,80 +206,43 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     return {"separate": separate, "fused_prefix": fused, "fused_increment": increments}
 
 
-class _CaptureCompiled:
-    """Stands in for the solver's jitted step and keeps what `.lower(...).compile()` returns."""
-
-    def __init__(self, jitted):
-        self.jitted = jitted
-        self.compiled = None
-
-    def lower(self, *args, **kwargs):
-        lowered = self.jitted.lower(*args, **kwargs)
-        capture = self
-
-        class _Lowered:
-            def compile(self, *a, **k):
-                capture.compiled = lowered.compile(*a, **k)
-                return capture.compiled
-
-        return _Lowered()
-
-    def __call__(self, *args, **kwargs):
-        return self.jitted(*args, **kwargs)
+def _split(vector, sizes):
+    """vector cut into consecutive pieces of the given sizes (one per constraint)."""
+    return tuple(jnp.split(vector, np.cumsum(sizes)[:-1]))
 
 
 def worker(spec: dict) -> dict:
     """Run one configuration; return its measurements (also printed as one JSON line)."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    import resource
-
-    import numpy as np
-
-    from gpde.solve import _solver
-    from gpde.app._config import resolve
-    from gpde._kernel_choice import make_kernel
-    from gpde.solve._linearize import initial_values
-    from gpde.app._run import build_problem, collocation_points, run_solve
-    from gpde.problems import get_problem_class
-
     name, n_interior, n_boundary, repeat = spec["problem"], spec["n_interior"], spec["n_boundary"], spec["repeat"]
     load_start = os.getloadavg()[0]
     problem_class = get_problem_class(name)
-    config = resolve(name, problem_class.defaults, {"n_interior": n_interior, "n_boundary": n_boundary})
+    settings = {"n_interior": n_interior, "n_boundary": n_boundary}
+    if spec.get("grid"):
+        settings["grid"] = spec["grid"]
+    config = resolve(name, problem_class.defaults, settings)
 
-    # 1. the solve itself: errors, compile time, per-step times. The solver compiles its step with
-    # `_solver._step.lower(...).compile()`; keep that executable to time it again below instead of
-    # compiling a second time (falls back to compiling if the solver stops going through `_step`).
-    capture = _CaptureCompiled(_solver._step)
-    _solver._step = capture
-    try:
-        start = time.perf_counter()
-        run = run_solve(problem_class, config)
-        solve_seconds = time.perf_counter() - start
-    finally:
-        _solver._step = capture.jitted
+    # 1. the solve itself: errors, compile time, per-step times
+    start = time.perf_counter()
+    run = run_solve(problem_class, config)
+    solve_seconds = time.perf_counter() - start
     history = run.history
     step_seconds = [s.seconds for s in history.steps]
 
-    # 2. the same problem again, piece by piece
-    problem = build_problem(problem_class, config.parameters)
-    interior, boundary = collocation_points(problem, config)
-    kernel = make_kernel(config.kernel, config.lengthscale, problem.domain.dim, config.seed)
-    constraints = tuple(problem.constraints(interior, boundary))
+    # 2. the same kernel and constraints again, piece by piece
+    kernel, constraints = run.solution.kernels, run.solution.constraints
     n_total = sum(c.size for c in constraints)
 
-    # assembly: the solver's own jitted operator_blocks, compiled by the solve above
-    assembly = _timed(lambda: _solver._blocks(kernel, constraints), max(repeat // 2, 1))
-    blocks = jax.block_until_ready(_solver._blocks(kernel, constraints))
-    block_bytes = sum(b.nbytes for row in blocks.blocks for b in row)
+    # assembly: the warm-up call of _timed compiles, the timed calls do not
+    assemble = eqx.filter_jit(operator_blocks)
+    assembly = _timed(lambda: assemble(kernel, constraints), max(repeat // 2, 1))
+    blocks = jax.block_until_ready(assemble(kernel, constraints))
+    block_bytes = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(blocks))
 
     # the compiled Gauss-Newton step on fixed inputs (the iterate after two steps from u = 0)
     values = initial_values(constraints)
-    step = capture.compiled
-    if step is None:
-        step = _solver._step.lower(blocks, constraints, values, config.nugget, config.adaptive_nugget).compile()
+    step = eqx.filter_jit(gauss_newton_step).lower(
+        blocks, constraints, values, config.nugget, config.adaptive_nugget
+    ).compile()
     for _ in range(min(2, config.steps)):
         outcome = step(blocks, constraints, values, config.nugget, config.adaptive_nugget)
         if np.all(np.isfinite(np.concatenate([np.asarray(z).ravel() for z in outcome.values]))):
@@ -275,6 +259,7 @@ def worker(spec: dict) -> dict:
         "kernel": config.kernel,
         "lengthscale": list(config.lengthscale),
         "nugget": config.nugget,
+        "grid": config.grid,
         "steps_taken": len(step_seconds),
         "max_steps": config.steps,
         "converged": history.converged,
@@ -306,9 +291,6 @@ def worker(spec: dict) -> dict:
 
 
 def machine_info() -> dict:
-    import jax
-    import jaxlib
-
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -405,9 +387,11 @@ def breakdown_table(results: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """Run the benchmark; 0 if every row ran, 1 if any failed (the table says which)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", choices=("small", "published", "all"), default="small")
+    parser.add_argument("--sizes", choices=("tiny", "small", "published", "all"), default="small",
+                        help="tiny: a smoke test of the script (seconds); all: small and published")
     parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated subset of " + ",".join(PROBLEMS))
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement (median reported)")
     parser.add_argument("--out", help="write the markdown table (and machine info) to this file")
@@ -420,7 +404,7 @@ def main(argv=None) -> None:
 
     if args.worker:
         print(_MARKER + json.dumps(worker(json.loads(args.worker))), flush=True)
-        return
+        return 0
 
     problems = [p.strip() for p in args.problems.split(",") if p.strip()]
     unknown = set(problems) - set(PROBLEMS)
@@ -453,7 +437,7 @@ def main(argv=None) -> None:
     for problem in problems:
         for n_interior, n_boundary in _sizes(args.sizes, problem):
             spec = {"problem": problem, "n_interior": n_interior, "n_boundary": n_boundary, "repeat": args.repeat,
-                    "breakdown": args.breakdown}
+                    "breakdown": args.breakdown, "grid": TINY_GRID if args.sizes == "tiny" else None}
             t0 = time.perf_counter()
             result = _run_worker(spec, env)
             results.append(result)
@@ -475,7 +459,8 @@ def main(argv=None) -> None:
         Path(args.out).write_text(text + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1) + "\n")
+    return 1 if any("failed" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
