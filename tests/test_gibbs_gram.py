@@ -14,6 +14,7 @@ import pytest
 
 from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
 from gpde.kernels import Gaussian, Gibbs, Polynomial, Product, Sum
+from helpers import paired_points
 
 _HALF = np.array([[0.0, 0.5], [0.5, 0.0]])
 
@@ -37,10 +38,7 @@ def _gibbs(per_dimension=False, seed=3):
 
 def _points(seed, nx=4, ny=5, shared=2):
     """x, y in [0, 1]²; the first `shared` y points coincide with x points (the r = 0 diagonal)."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.0, 1.0, (nx, 2))
-    y = np.concatenate([x[:shared], rng.uniform(0.0, 1.0, (ny - shared, 2))])
-    return jnp.asarray(x), jnp.asarray(y)
+    return paired_points(seed, nx, ny, shared)
 
 
 def _derivative_stack(function):

@@ -17,6 +17,7 @@ import pytest
 import gpde
 from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
 from gpde.kernels import Gaussian, Gibbs, Matern72, Sum
+from helpers import STENCIL_OFFSETS, finite_difference_gram, paired_points, stencil_weights
 
 OPERATORS = (
     Evaluation(),
@@ -42,67 +43,14 @@ KERNELS = {
 
 def _points(seed, nx=5, ny=4, shared=2):
     """x and y points in [0.1, 0.9]²; the first `shared` y points coincide with x points (r = 0)."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.1, 0.9, (nx, 2))
-    y = np.concatenate([x[:shared], rng.uniform(0.1, 0.9, (ny - shared, 2))])
-    return jnp.asarray(x), jnp.asarray(y)
+    return paired_points(seed, nx, ny, shared, low=0.1, high=0.9)
 
 
 # --------------------------------------------------------------------------------------------
 # Finite differences
 # --------------------------------------------------------------------------------------------
 
-# Stencil offsets: the 3×3 grid {−h, 0, h}² around a point, numbered u = 3 (i0 + 1) + (i1 + 1).
-_OFFSETS = np.array([(i0, i1) for i0 in (-1, 0, 1) for i1 in (-1, 0, 1)], dtype=float)
-
-
-def _fd_weights(operator, h):
-    """Central-difference weights of `operator` on the 3×3 stencil (second order accurate)."""
-    w = np.zeros((3, 3))  # w[i0 + 1, i1 + 1]
-    e = [np.array([1, 0]), np.array([0, 1])]
-
-    def add_first(i, scale=1.0):
-        w[tuple(1 + e[i])] += scale / (2 * h)
-        w[tuple(1 - e[i])] -= scale / (2 * h)
-
-    def add_second(i, j):
-        if i == j:
-            w[tuple(1 + e[i])] += 1 / h**2
-            w[tuple(1 - e[i])] += 1 / h**2
-            w[1, 1] -= 2 / h**2
-        else:
-            for si in (1, -1):
-                for sj in (1, -1):
-                    w[tuple(1 + si * e[i] + sj * e[j])] += si * sj / (4 * h**2)
-
-    if isinstance(operator, Evaluation):
-        w[1, 1] = 1.0
-    elif isinstance(operator, Partial):
-        add_first(operator.index)
-    elif isinstance(operator, SecondPartial):
-        add_second(operator.first, operator.second)
-    elif isinstance(operator, Laplacian):
-        for i in operator.coordinates if operator.coordinates is not None else (0, 1):
-            add_second(i, i)
-    else:
-        raise AssertionError(f"no stencil for {operator!r}")
-    return w.ravel()
-
-
-@eqx.filter_jit
-def _stencil_kernel_matrix(kernel, x, y, h):
-    """K[a, u, b, v] = k(x_a + h·offset_u, y_b + h·offset_v), the plain kernel function."""
-    offsets = h * jnp.asarray(_OFFSETS)
-    xs = (x[:, None, :] + offsets[None]).reshape(-1, 2)
-    ys = (y[:, None, :] + offsets[None]).reshape(-1, 2)
-    matrix = jax.vmap(lambda a: jax.vmap(lambda b: kernel(a, b))(ys))(xs)
-    return matrix.reshape(x.shape[0], 9, y.shape[0], 9)
-
-
-def _finite_difference_gram(kernel, operators, x, y, h):
-    matrix = np.asarray(_stencil_kernel_matrix(kernel, x, y, h))
-    weights = np.stack([_fd_weights(op, h) for op in operators])  # (m, 9)
-    return np.einsum("ju,aubv,lv->jlab", weights, matrix, weights)
+# The stencils and the finite-difference Gram blocks are in tests/helpers.py.
 
 
 def test_fd_stencils_are_exact_on_quadratics():
@@ -111,11 +59,11 @@ def test_fd_stencils_are_exact_on_quadratics():
     a, b, c = rng.normal(size=6), rng.normal(size=(2, 2)), rng.normal(size=2)
     quadratic = lambda p: a[0] + c @ p + p @ b @ p  # noqa: E731
     x0, h = np.array([0.3, 0.6]), 1e-2
-    values = np.array([quadratic(x0 + h * o) for o in _OFFSETS])
+    values = np.array([quadratic(x0 + h * o) for o in STENCIL_OFFSETS])
     hessian = b + b.T
     gradient = c + hessian @ x0
     expected = [quadratic(x0), gradient[0], gradient[1], hessian[0, 1], hessian[1, 1], np.trace(hessian), hessian[1, 1]]
-    got = [values @ _fd_weights(op, h) for op in OPERATORS]
+    got = [values @ stencil_weights(op, h) for op in OPERATORS]
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -135,11 +83,11 @@ _gram = eqx.filter_jit(operator_gram)
 def _check_against_fd(kernel, ops_x, ops_y, x, y, label):
     gram = np.asarray(_gram(kernel, ops_x, x, ops_y, y))
     assert gram.shape == (len(ops_x), len(ops_y), x.shape[0], y.shape[0])
-    matrix = np.asarray(_stencil_kernel_matrix(kernel, x, y, STEP))
+    fd_gram = finite_difference_gram(kernel, ops_x, x, y, STEP, ops_y)
     worst = 0.0
     for j, op_x in enumerate(ops_x):
         for l, op_y in enumerate(ops_y):
-            fd = np.einsum("u,aubv,v->ab", _fd_weights(op_x, STEP), matrix, _fd_weights(op_y, STEP))
+            fd = fd_gram[j, l]
             deviation = np.max(np.abs(gram[j, l] - fd)) / np.max(np.abs(fd))
             assert deviation <= RTOL, (label, op_x, op_y, deviation)
             worst = max(worst, deviation)
@@ -158,10 +106,10 @@ def test_finite_difference_comparison_detects_a_wrong_block():
     # instead of both coordinates, or a sign error in one argument.
     kernel = KERNELS["gaussian"]()
     x, y = _points(1)
-    fd = _finite_difference_gram(kernel, (Laplacian(),), x, y, STEP)[0, 0]
+    fd = finite_difference_gram(kernel, (Laplacian(),), x, y, STEP)[0, 0]
     wrong = np.asarray(_gram(kernel, (Laplacian(coordinates=(1,)),), x, (Laplacian(),), y))[0, 0]
     assert np.max(np.abs(wrong - fd)) / np.max(np.abs(fd)) > 100 * RTOL
-    fd = _finite_difference_gram(kernel, (Partial(0), Evaluation()), x, y, STEP)[0, 1]  # ∂ₓ₀ k
+    fd = finite_difference_gram(kernel, (Partial(0), Evaluation()), x, y, STEP)[0, 1]  # ∂ₓ₀ k
     right = np.asarray(_gram(kernel, (Partial(0),), x, (Evaluation(),), y))[0, 0]
     assert np.max(np.abs(right - fd)) <= RTOL * np.max(np.abs(fd))
     assert np.max(np.abs(-right - fd)) > 100 * RTOL * np.max(np.abs(fd))

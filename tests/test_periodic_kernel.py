@@ -13,6 +13,7 @@ import pytest
 
 from gpde import Evaluation, Laplacian, Partial, SecondPartial, operator_gram
 from gpde.kernels import PeriodicGaussian
+from helpers import finite_difference_gram
 
 PERIOD = 2.0
 T, X = 0, 1
@@ -65,44 +66,9 @@ def test_gram_blocks_are_periodic_in_x_only():
     assert np.max(np.abs(moved - base)) > 1e-2 * np.max(np.abs(base))
 
 
-# Nested central differences on the 3×3 stencil {−h, 0, h}² in each argument.
-_OFFSETS = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], dtype=float)
-
-
-def _weights(operator, h):
-    w = np.zeros((3, 3))
-    unit = (np.array([1, 0]), np.array([0, 1]))
-
-    def second(i, j):
-        if i == j:
-            w[tuple(1 + unit[i])] += 1 / h**2
-            w[tuple(1 - unit[i])] += 1 / h**2
-            w[1, 1] -= 2 / h**2
-        else:
-            for si in (1, -1):
-                for sj in (1, -1):
-                    w[tuple(1 + si * unit[i] + sj * unit[j])] += si * sj / (4 * h**2)
-
-    if isinstance(operator, Evaluation):
-        w[1, 1] = 1.0
-    elif isinstance(operator, Partial):
-        w[tuple(1 + unit[operator.index])] += 1 / (2 * h)
-        w[tuple(1 - unit[operator.index])] -= 1 / (2 * h)
-    elif isinstance(operator, SecondPartial):
-        second(operator.first, operator.second)
-    elif isinstance(operator, Laplacian):
-        second(0, 0)
-        second(1, 1)
-    return w.ravel()
-
-
 def _fd_gram(kernel, x, y, h):
-    offsets = h * jnp.asarray(_OFFSETS)
-    xs = (x[:, None, :] + offsets[None]).reshape(-1, 2)
-    ys = (y[:, None, :] + offsets[None]).reshape(-1, 2)
-    matrix = np.asarray(jax.vmap(lambda a: jax.vmap(lambda b: kernel(a, b))(ys))(xs)).reshape(x.shape[0], 9, y.shape[0], 9)
-    w = np.stack([_weights(op, h) for op in OPERATORS])
-    return np.einsum("ju,aubv,lv->jlab", w, matrix, w)
+    """Nested central differences on the 3×3 stencil {−h, 0, h}² in each argument."""
+    return finite_difference_gram(kernel, OPERATORS, x, y, h)
 
 
 def test_every_operator_block_matches_finite_differences():
