@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 
 .PHONY: setup run test test-all benchmark figures
 
+# setuptools >= 70.1 builds wheels by itself, so the install test (tests/test_install.py) builds one offline.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=70.1'
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
