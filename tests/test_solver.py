@@ -22,6 +22,7 @@ import pytest
 
 import gpde
 from gpde import Constraint, Evaluation, GaussNewton, Laplacian, Partial, SecondPartial, operator_gram
+from gpde._results import FAILURES, is_failure, result_name
 from gpde.solve._linearize import gauss_newton_step, initial_values, operator_blocks
 from gpde.kernels import Gaussian, Matern52
 from gpde.problems.burgers import Burgers
@@ -376,8 +377,6 @@ _FIXES = ("nugget", "lengthscale", "points", "steps", "learning rate", "noise fl
 
 
 def test_every_result_has_a_message_and_every_problem_names_a_fix():
-    from gpde._results import FAILURES, is_failure, result_name
-
     names = list(gpde.RESULTS._name_to_item)
     assert len(names) == len(gpde.RESULTS) >= 10
     assert FAILURES < set(names)
