@@ -96,6 +96,7 @@ def test_small_solve_reaches_the_reference():
         assert np.sqrt(np.mean(error**2)) < 1e-2
 
 
+@pytest.mark.slow  # ~60 s of CPU (2026-11-29), almost all of it compiling the two-field learner
 def test_learning_runs_on_both_fields():
     config = resolve("gray-scott", GrayScott.learn_defaults,
                      dict(n_interior=60, n_boundary=30, n_validation=40, gn_steps=2, inner_steps=3, eval_steps=3,
