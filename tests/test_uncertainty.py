@@ -131,6 +131,23 @@ def test_variance_equals_the_dense_formula_for_every_field():
         np.testing.assert_allclose(np.diagonal(covariance), variance[:10], rtol=0, atol=amplitude * rounding * 10)
         np.testing.assert_allclose(covariance, covariance.T, rtol=0, atol=amplitude * rounding * 10)
 
+    # Held-out amplitude: held-out observations of a (new points) and, by leave-one-out, the solve's
+    # own noisy observations of a, each refitted without that row from the dense matrices.
+    points_v = jnp.asarray(points[:8])
+    values_v = jnp.sin(3.0 * points_v[:, 0]) + points_v[:, 1]
+    held_out = Constraint("held out", points_v, (OnField(Evaluation(), 1),), lambda x, z: z[0], noise_variance=1e-4,
+                          observations=values_v)
+    residual = np.asarray(posterior.mean(points_v, field=1)) - np.asarray(values_v)
+    unit_variance = np.asarray(posterior.variance(points_v, field=1)) / float(posterior.amplitude) + 1e-4
+    targets = gram @ coefficients
+    loo = []
+    for i in range(gram.shape[0] - constraints[2].size, gram.shape[0]):  # the "data" rows
+        rest = np.delete(np.arange(gram.shape[0]), i)
+        weights_i = np.linalg.solve(gram[np.ix_(rest, rest)], gram[rest, i])
+        loo.append((targets[i] - weights_i @ targets[rest]) ** 2 / (gram[i, i] - weights_i @ gram[rest, i]))
+    expected = np.mean(np.concatenate([residual**2 / unit_variance, loo]))
+    assert float(posterior.held_out_amplitude((held_out,))) == pytest.approx(expected, rel=10 * rounding)
+
 
 POISSON_NUGGET = 1e-8
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..kernels import AbstractKernel
@@ -86,12 +87,17 @@ class Posterior(eqx.Module):
         return eqx.tree_at(lambda p: p.amplitude, self, jnp.asarray(amplitude, dtype=self.amplitude.dtype))
 
     def held_out_amplitude(self, constraints: Sequence[Constraint]) -> Float[Array, ""]:
-        """s² re-estimated on equations the solve did not see (e.g. the interior PDE at fresh
-        points; no reference solution needed): linearized at the solution, each held-out
-        functional φ_v has residual r_v = φ_v(mean) − b_v, and the posterior predicts
-        r_v ~ N(0, s² (var₁(φ_v) + η_v)) with var₁ the unit-amplitude posterior variance and η_v
-        the nugget (or noise) those rows would get. The estimate is mean(r_v² / (var₁ + η_v)),
-        the maximum-likelihood s² for the held-out residuals alone."""
+        """s² re-estimated on data the solve did not see (no reference solution needed).
+
+        Held-out equations (e.g. the interior PDE at fresh points): linearized at the solution,
+        each functional φ_v has residual r_v = φ_v(mean) − b_v, which the posterior predicts as
+        N(0, s² (var₁(φ_v) + η_v)), var₁ the unit-amplitude posterior variance and η_v the nugget
+        (or noise) those rows would get. Noisy observations of the solve itself (Darcy's data)
+        enter by leave-one-out: each observation's residual when the linearized GP is refitted
+        without it, over its predictive variance (closed form, `_leave_one_out_ratios`): the PDE
+        residual alone cannot see errors that the equation does not determine (Darcy's a).
+        The estimate is the mean of all these ratios r² / var₁, the maximum-likelihood s² for the
+        held-out residuals alone."""
         return _held_out_amplitude(self, tuple(constraints))
 
     def mean(self, points: Float[Array, "n d"], field: int = 0,
@@ -160,17 +166,17 @@ def _assemble(solution: CollocationSolution, held_out: tuple[Constraint, ...], n
     ml_amplitude = c @ (train @ c) / n
     if not held_out:
         return factor, ml_amplitude, jnp.zeros(())
-    return factor, ml_amplitude, _held_out_estimate(
-        gram, n, factor, held_out, held_out_weights, held_out_residuals, nugget, adaptive_nugget
-    )
+    ratios = _held_out_ratios(gram, n, factor, held_out, held_out_weights, held_out_residuals, nugget, adaptive_nugget)
+    return factor, ml_amplitude, jnp.mean(jnp.concatenate([ratios, _leave_one_out_ratios(factor, solution)]))
 
 
 @eqx.filter_jit
 def _held_out_amplitude(posterior: Posterior, held_out: tuple[Constraint, ...]):
     n = posterior.factor.shape[0]
     gram, weights, residuals = _gram_with_held_out(posterior.solution, held_out)
-    return _held_out_estimate(gram, n, posterior.factor, held_out, weights, residuals, posterior.nugget,
+    ratios = _held_out_ratios(gram, n, posterior.factor, held_out, weights, residuals, posterior.nugget,
                               posterior.adaptive_nugget)
+    return jnp.mean(jnp.concatenate([ratios, _leave_one_out_ratios(posterior.factor, posterior.solution)]))
 
 
 def _gram_with_held_out(solution: CollocationSolution, held_out: tuple[Constraint, ...]):
@@ -193,13 +199,31 @@ def _nugget(constraints, weights, gram, nugget, adaptive_nugget):
     return nugget_diagonal(noise_only, weights, gram, nugget, adaptive_nugget)
 
 
-def _held_out_estimate(gram, n, factor, held_out, weights, residuals, nugget, adaptive_nugget):
-    """mean(r_v² / (var₁(φ_v) + η_v)) over the held-out functionals (rows n: of `gram`)."""
+def _held_out_ratios(gram, n, factor, held_out, weights, residuals, nugget, adaptive_nugget):
+    """r_v² / (var₁(φ_v) + η_v) for each held-out functional (rows n: of `gram`)."""
     held_out_gram = gram[n:, n:]
     v = jax.scipy.linalg.solve_triangular(factor, gram[:n, n:], lower=True)
     variance = (jnp.diagonal(held_out_gram) - jnp.sum(v * v, axis=0)
                 + _nugget(held_out, weights, held_out_gram, nugget, adaptive_nugget))
-    return jnp.mean(jnp.concatenate(residuals) ** 2 / variance)
+    return jnp.concatenate(residuals) ** 2 / variance
+
+
+def _leave_one_out_ratios(factor, solution: CollocationSolution):
+    """c_i² / [(K + η)⁻¹]_ii for every row i of a noisy observation constraint: the squared
+    leave-one-out residual of observation i, c_i / [(K + η)⁻¹]_ii, over its leave-one-out
+    predictive variance at unit amplitude, 1 / [(K + η)⁻¹]_ii (the closed form of refitting the
+    linearized GP without row i). [(K + η)⁻¹]_ii = ‖L⁻¹e_i‖² with the Cholesky factor L."""
+    rows, start = [], 0
+    for constraint in solution.constraints:
+        if constraint.noise_variance is not None:
+            rows.extend(range(start, start + constraint.size))
+        start += constraint.size
+    if not rows:
+        return jnp.zeros(0)
+    rows = np.asarray(rows)
+    unit = jnp.zeros((factor.shape[0], rows.size)).at[rows, np.arange(rows.size)].set(1.0)
+    inverse_diagonal = jnp.sum(jax.scipy.linalg.solve_triangular(factor, unit, lower=True) ** 2, axis=0)
+    return jnp.concatenate(solution.coefficients)[rows] ** 2 / inverse_diagonal
 
 
 def _cross_covariance(kernel: AbstractKernel, operator: AbstractOperator, points,
