@@ -8,7 +8,6 @@ build a wheel offline (setuptools older than 70.1 and no `wheel` package: `make 
 newer setuptools)."""
 
 import importlib.metadata
-import json
 import os
 import shutil
 import site
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from gpde.io import read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -143,40 +144,14 @@ def test_site_packages_has_no_top_level_kernels_problems_or_data(installed):
         assert top_level.read_text().split() == ["gpde"]
 
 
-def test_cli_runs_from_an_empty_directory(installed, tmp_path):
-    work = _empty_directory(tmp_path)
-    assert installed.gpde("--version", cwd=work).stdout.strip() == f"gpde {installed.version}"
-    located = _run([str(installed.python), "-c", "import gpde; print(gpde.__file__, gpde.__version__)"],
-                   cwd=work, env=installed.environment()).stdout.split()
-    assert Path(located[0]).is_relative_to(installed.site_packages) and located[1] == installed.version
-
-    listing = installed.gpde("list", cwd=work).stdout
-    for problem in ("eikonal", "burgers", "elliptic", "darcy"):
-        assert problem in listing
-
-    installed.gpde(*TINY_SOLVE, "--out", "r.h5", cwd=work)
-    assert (work / "r.h5").is_file()
-    shown = json.loads(installed.gpde("show", "r.h5", "--json", cwd=work).stdout)
-    assert shown["problem"] == "elliptic"
-    assert shown["gpde_version"] == installed.version
-    assert (shown["config"]["n_interior"], shown["config"]["n_boundary"], shown["config"]["grid"]) == (25, 16, 10)
-    assert all(np.isfinite(shown["errors"][name]) for name in ("rms", "linf", "l2_relative"))
-
-
-def test_files_named_like_the_source_folders_do_not_shadow_the_package(installed, tmp_path):
-    # `python -m` puts the current directory first on sys.path.
-    work = _empty_directory(tmp_path)
-    for name in FORBIDDEN_TOP_LEVEL:
-        (work / f"{name}.py").write_text(f"raise RuntimeError('the user file {name}.py was imported')\n")
-    listing = _run([str(installed.python), "-m", "gpde", "list"], cwd=work, env=installed.environment()).stdout
-    assert "elliptic" in listing
-
-
 def _snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
-def test_read_only_install_writes_nothing_into_site_packages(installed, tmp_path):
+def test_cli_runs_read_only_from_an_empty_directory(installed, tmp_path):
+    """`gpde --version`, `gpde list` and tiny solves from an empty directory, with the installed
+    package read-only and a fresh home and cache: nothing is written into site-packages, and the
+    Eikonal reference is read from the package, not computed into the cache."""
     package = installed.site_packages / "gpde"
     work = _empty_directory(tmp_path)
     env = {**installed.environment(), "PYTHONDONTWRITEBYTECODE": "1"}
@@ -184,13 +159,35 @@ def test_read_only_install_writes_nothing_into_site_packages(installed, tmp_path
     for path in [package, *package.rglob("*")]:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     try:
-        installed.gpde(*TINY_SOLVE, "--out", "elliptic.h5", cwd=work, env=env)
-        # The Eikonal reference ships with the package: read from there, not computed into the cache.
+        assert installed.gpde("--version", cwd=work, env=env).stdout.strip() == f"gpde {installed.version}"
+        listing = installed.gpde("list", cwd=work, env=env).stdout
+        installed.gpde(*TINY_SOLVE, "--out", "r.h5", cwd=work, env=env)
         installed.gpde("solve", "eikonal", "--n-interior", "25", "--n-boundary", "12", "--grid", "10",
                        "--steps", "2", "--out", "eikonal.h5", cwd=work, env=env)
     finally:
         for path in [package, *package.rglob("*")]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    assert (work / "elliptic.h5").is_file() and (work / "eikonal.h5").is_file()
+    for problem in ("eikonal", "burgers", "elliptic", "darcy"):
+        assert problem in listing
+    run = read_run(work / "r.h5")
+    assert run.problem == "elliptic" and run.gpde_version == installed.version
+    assert (run.config["n_interior"], run.config["n_boundary"], run.config["grid"]) == (25, 16, 10)
+    assert all(np.isfinite(run.group_attrs["errors"][name]) for name in ("rms", "linf", "l2_relative"))
+    assert read_run(work / "eikonal.h5").problem == "eikonal"
     assert _snapshot(installed.site_packages) == before
     assert not [p for p in installed.cache.rglob("*") if "eikonal" in p.name]
+    assert sorted(p.name for p in work.iterdir()) == ["eikonal.h5", "r.h5"]
+
+
+def test_the_installed_package_is_imported_and_user_files_do_not_shadow_it(installed, tmp_path):
+    # `python -c` puts the current directory first on sys.path: files named like the repository's
+    # top-level folders must not replace gpde's subpackages.
+    work = _empty_directory(tmp_path)
+    for name in FORBIDDEN_TOP_LEVEL:
+        (work / f"{name}.py").write_text(f"raise RuntimeError('the user file {name}.py was imported')\n")
+    script = ("import gpde, gpde.app, gpde.kernels, gpde.problems, gpde.data; "
+              "print(gpde.__file__, gpde.__version__, len(gpde.problems.catalogue()))")
+    located, version, count = _run([str(installed.python), "-c", script], cwd=work,
+                                   env=installed.environment()).stdout.split()
+    assert Path(located).is_relative_to(installed.site_packages / "gpde")
+    assert version == installed.version and int(count) >= 4
