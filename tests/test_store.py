@@ -202,15 +202,14 @@ def test_full_disk_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
     _assert_untouched(tmp_path, path, before)
 
 
-def test_error_while_closing_keeps_the_old_file(tmp_path, monkeypatch):
+def test_full_disk_met_by_the_file_write_keeps_the_old_file(tmp_path, monkeypatch):
+    # HDF5 builds the file in memory; the disk is first touched by Python's write and fsync.
     path, before = _existing(tmp_path)
-    original = h5py.File.flush
 
-    def failing_flush(self):
-        original(self)
-        raise OSError("Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(h5py.File, "flush", failing_flush)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(gpde.GpdeError, match="No space left on device"):
         store.write_run(path, _run_file())
     _assert_untouched(tmp_path, path, before)

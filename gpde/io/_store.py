@@ -3,14 +3,15 @@
 The layout and the readers are in `_schema` (re-exported here). A run file is written through
 `atomic_path`: into a temporary file beside the target, renamed over it only when complete, so an
 interrupted or failed write never leaves a half-written file and never destroys an existing one.
-Signals are held back while HDF5 writes (`deferred_interrupts`), and the HDF5 file is closed
-before any error propagates; an OSError (full disk, quota, I/O error) becomes a GpdeError naming
-the file and the fix (exit code 1 at the command line).
+HDF5 builds the file in memory and only Python writes to disk (`write_hdf5`); signals are held
+back meanwhile (`deferred_interrupts`); an OSError (full disk, quota, I/O error) becomes a
+GpdeError naming the file and the fix (exit code 1 at the command line).
 """
 
 import contextlib
 import datetime
 import errno
+import io
 import json
 import os
 import re
@@ -111,38 +112,35 @@ def write_failure(path: Path, error: OSError) -> GpdeError:
 
 
 def write_hdf5(path: Path, fill, copy_of_existing: bool = False, lock: bool = True) -> Path:
-    """Write `path` atomically: `fill(h5py.File)` fills the temporary file (opened "a" on a copy
-    of the existing file with `copy_of_existing`, else "w"), under the write lock of `path`
-    (`locked`; pass lock=False if the caller holds it). The file is closed before the rename and
-    before any error propagates; OSError → GpdeError (`write_failure`)."""
+    """Write `path` atomically: `fill(h5py.File)` fills a new file (or, with `copy_of_existing`,
+    a copy of the existing one), under the write lock of `path` (`locked`; pass lock=False if the
+    caller holds it).
+
+    HDF5 builds the file in memory and Python writes its bytes to the temporary file: a full
+    disk met inside HDF5 surfaces in object destructors, where it cannot be raised, and leaves
+    the library in a state that ends in a segmentation fault; met by Python's write it is an
+    OSError like any other, which becomes a GpdeError (`write_failure`)."""
     path = Path(path)
     try:
-        with (locked(path) if lock else contextlib.nullcontext()), \
-                atomic_path(path, copy_of_existing=copy_of_existing) as temporary, deferred_interrupts():
-            failure = _fill_and_close(temporary, fill, "a" if copy_of_existing and path.exists() else "w")
-            if failure is not None:
-                raise failure
+        with (locked(path) if lock else contextlib.nullcontext()), atomic_path(path) as temporary, \
+                deferred_interrupts():
+            existing = path.read_bytes() if copy_of_existing and path.exists() else None
+            data = _render(fill, existing)
+            with open(temporary, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
     except OSError as error:
         raise write_failure(path, error) from None
     return path
 
 
-def _fill_and_close(temporary: Path, fill, mode: str) -> OSError | None:
-    """Run `fill` on the open file and close it; an OSError from either is returned, not raised,
-    so that no h5py object stays referenced by a traceback after the file is closed."""
-    failure = None
-    out = h5py.File(temporary, mode)
-    try:
+def _render(fill, existing: bytes | None) -> bytes:
+    """The bytes of the HDF5 file that `fill` makes (from `existing`, if given), built in memory."""
+    buffer = io.BytesIO(existing or b"")
+    with h5py.File(buffer, "a" if existing else "w") as out:
         fill(out)
-        out.flush()
-    except OSError as error:
-        failure = OSError(error.errno, str(error))
-    finally:
-        try:
-            out.close()
-        except OSError as error:
-            failure = failure or OSError(error.errno, str(error))
-    return failure
+    return buffer.getvalue()
 
 
 def write_run(path: str | os.PathLike, run: RunFile) -> Path:
