@@ -149,17 +149,18 @@ figure.savefig(FIGURES / f"inverse-learning-{SETTING}.png", dpi=110)
 # the problem), for families of permeabilities that already know more and more about a: a known up
 # to a constant; up to its level and amplitude (its exact shape known); the Fourier modes up to
 # frequency 1 and 2. No unbiased method restricted to a family can beat its bound (on average);
-# the GP prior knows less than any of them (`problems/_darcy_identifiability.py`,
+# the GP prior knows less than any of them (`gpde.problems.darcy.cramer_rao_relative_l2`,
 # `benchmarks/darcy_identifiability.py`).
 
 # %%
-from gpde.problems._darcy_identifiability import (
+from gpde.problems.darcy import (
+    Darcy,
     constant_basis,
     cramer_rao_relative_l2,
     fourier_basis,
     level_and_amplitude_basis,
+    true_log_permeability,
 )
-from gpde.problems.darcy import Darcy, true_log_permeability
 
 darcy = Darcy()
 grid_points = solved.groups["fields"]["points"]

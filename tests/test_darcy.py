@@ -35,9 +35,14 @@ from gpde.solve._linearize import (
 )
 from gpde.app._run import build_problem
 from gpde.kernels import Gaussian
-from gpde.problems._darcy_identifiability import constant_basis, cramer_rao_relative_l2, fourier_basis
 from gpde.problems._darcy_reference import grid_interpolant, solve_darcy_fd
-from gpde.problems.darcy import Darcy, true_log_permeability
+from gpde.problems.darcy import (
+    Darcy,
+    constant_basis,
+    cramer_rao_relative_l2,
+    fourier_basis,
+    true_log_permeability,
+)
 
 # --------------------------------------------------------------------------------------------
 # Finite-difference reference
