@@ -230,6 +230,7 @@ def _solve(args) -> int:
 
 def _learn(args) -> int:
     from ..io import _store as store
+    from .._results import RESULTS, is_failure, result_name
     from ._config import LearnConfig
     from ._learn_run import run_learn
 
@@ -249,6 +250,10 @@ def _learn(args) -> int:
               f"RMS {errors['rms']:9.3e}  L∞ {errors['linf']:9.3e}  {record.seconds:6.1f} s", flush=True)
 
     run = run_learn(problem_class, config, progress)
+    outcome = result_name(run.result.result)
+    if is_failure(run.result.result):  # e.g. the learner's iterate diverged: no result to keep
+        raise SolverError(f"learning ended {RESULTS[run.result.result]}; no result file was written",
+                          run.result.result)
     store.write_run(out, run.record)
     if run.result.start_note:
         print(f"note: {run.result.start_note}")
@@ -270,6 +275,9 @@ def _learn(args) -> int:
             print(f"  learned {_parameter_name(key, problem_class.fields)}: {float(np.exp(value)):.6g}")
     print(f"  learning time {run.record.group_attrs['history']['learn_seconds']:.1f} s")
     print(f"wrote {out}")
+    if outcome == "interrupted":  # Ctrl-C kept what was learned (written above); still say so
+        print(f"gpde: interrupted; the hyperparameters learned so far are in {out}", file=sys.stderr)
+        return 130
     return 0
 
 
