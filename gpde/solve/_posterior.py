@@ -17,6 +17,10 @@ of models whose posterior mean is the computed solution for every s², so the am
 variance and not the mean. Its maximum-likelihood value given b ~ N(0, s²(K + η)) is in closed form,
 s² = bᵀ(K + η)⁻¹b / N = cᵀ(K + η)c / N with the solution's coefficients c and N functionals.
 One s² is shared by all fields (separate amplitudes per field would change the mean).
+`Posterior.held_out_amplitude` estimates s² instead from residuals that the solve did not see
+(held-out PDE points, leave-one-out observations); `gpde solve` stores σ with that estimate, since
+the maximum-likelihood s² is 6-120 times too large on the elliptic problem and too small on
+Burgers and Eikonal (benchmarks/calibration-results.md).
 
 This is the linearized (Gauss-Newton / Laplace-type) posterior: it quantifies what the collocation
 data leave undetermined, given that the PDE holds exactly at the collocation points in its
