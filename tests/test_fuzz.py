@@ -156,6 +156,10 @@ RUN_EDITS = [
     ("no-fields-group", _delete("fields"), ("plot",)),
     ("interior-1-column", _replace_dataset("points/interior", np.zeros((5, 1))), ("plot",)),
     ("interior-scalar", _replace_dataset("points/interior", np.float64(1.0)), ("plot",)),
+    ("calibration-incomplete", lambda f: f.create_group("calibration").attrs.__setitem__("nll", 1.0),
+     ("show",)),
+    ("calibration-text", lambda f: f.create_group("calibration").attrs.__setitem__("coverage_1", "most"),
+     ("show",)),
     ("u-is-group", lambda f: (f.__delitem__("fields/u"), f.create_group("fields/u")), ("plot",)),
 ]
 

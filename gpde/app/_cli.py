@@ -349,9 +349,17 @@ def _show(args) -> int:
 def _calibration_groups(run) -> dict[str, dict]:
     """The calibration attribute groups of a run file (`calibration`, `calibration_a`, …), as plain
     numbers and text."""
-    return {group: {key: value.item() if isinstance(value, np.generic) else value for key, value in attrs.items()}
-            for group, attrs in run.group_attrs.items()
-            if group == CALIBRATION or group.startswith(f"{CALIBRATION}_")}
+    from ..io import _schema as schema
+
+    groups = {group: {key: value.item() if isinstance(value, np.generic) else value for key, value in attrs.items()}
+              for group, attrs in run.group_attrs.items()
+              if group == CALIBRATION or group.startswith(f"{CALIBRATION}_")}
+    for group, row in groups.items():  # what `show` prints, checked (a foreign file may hold anything)
+        for key in (*(f"{p}coverage_{z}" for p in ("", "ml_") for z in (1, 2, 3)), "z_mean", "z_std", "nll",
+                    "amplitude", "ml_amplitude", "ml_nll"):
+            schema.float_attr(row, key, group, run.path)
+        schema.text_attr(row, "amplitude_source", group, run.path)
+    return groups
 
 
 def _plot(args) -> int:
