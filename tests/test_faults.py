@@ -265,3 +265,31 @@ def test_show_reads_nothing_of_a_huge_compressed_dataset(tmp_path):
     assert code == 2
     # Measured 2026-11-29: 216 MB either way, all of it the start-up (importing JAX alone: 189 MB).
     assert peak - baseline < 20_000, (peak, baseline)
+
+
+def test_study_report_counts_only_its_own_runs_and_names_no_missing_file(tmp_path, monkeypatch):
+    out = tmp_path / "study.h5"
+    specs = study.plan_study("smoke-1+1", "random", "coupled", 2, evaluations=4, initial=3)
+
+    def fail(spec):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(study, "run_one", fail)
+    with pytest.raises(GpdeError, match="no run finished, so no study file was written") as error:
+        study.run_study(specs, out, progress=False)
+    assert "finished runs are in" not in str(error.value) and not out.exists()
+
+    # A run that another invocation added first is reported as such, not as run here.
+    monkeypatch.setattr(study, "run_one", lambda spec: _fake_result(spec.seed))
+    real_append = study.append_run
+
+    def other_was_first(path, spec, result, **options):
+        if spec.seed == 1:
+            real_append(path, spec, result, **options)  # "another invocation"
+            return False
+        return real_append(path, spec, result, **options)
+
+    monkeypatch.setattr(study, "append_run", other_was_first)
+    report = study.run_study(specs, out, progress=False)
+    assert [spec.seed for spec in report.ran] == [0] and [spec.seed for spec in report.concurrent] == [1]
+    assert len(study.read_study(out)) == 2

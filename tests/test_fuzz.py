@@ -380,7 +380,7 @@ def _cases():
         cases.append(pytest.param("plot", ["plot", "{study}", "--out", out], None, id=f"plot-study:--out {label}"))
     cases.append(pytest.param("solve", ["solve", "elliptic", "--kernel-from", "{study}"], None, id="solve:--kernel-from study"))
     cases.append(pytest.param("solve", ["solve", "elliptic", "--kernel-from", "{run}"], None, id="solve:--kernel-from run"))
-    for argv in (["list", "extra"], ["list", "--bogus"], ["show"], ["plot", "{run}"], ["frobnicate"], [],
+    for argv in (["list", "extra"], ["list", "--bogus"], ["list", "--json"], ["list", "-x", "1"], ["show"], ["plot", "{run}"], ["frobnicate"], [],
                  ["show", "{run}", "--bogus"]):
         cases.append(pytest.param(argv[0] if argv else "(none)", argv, None, id=f"misc:{' '.join(argv)}"))
     return cases
