@@ -86,9 +86,9 @@ def test_inverse_notebook(tmp_path, monkeypatch):
 def test_bljes_notebook(tmp_path, monkeypatch):
     results = _execute("bljes.py", tmp_path, monkeypatch)
     files = sorted(path.name for path in (results / "bljes" / "quick").glob("*.h5"))
-    assert files == ["ablation.h5", "decoupled.h5", "main.h5"]
+    assert files == ["ablation.h5", "costs.h5", "decoupled.h5", "main.h5", "noisy.h5"]
     figures = {path.name for path in (results / "figures").glob("*.png")}
-    assert figures == {"bljes-main-quick.png", "bljes-decoupled-quick.png", "bljes-ablation-quick.png"}
+    assert figures == {f"bljes-{name}-quick.png" for name in ("main", "decoupled", "ablation", "noisy", "costs")}
 
 
 def test_uncertainty_notebook(tmp_path, monkeypatch):
