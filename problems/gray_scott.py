@@ -18,6 +18,10 @@ Measured (2026-11-29, seed 0, 600 + 400 random points, nugget 1e-10, t 101 × x 
   ℓ_u = (0.745, 0.083), ℓ_v = (1.063, 0.079) (published learned): u 1.48e-5 / 1.20e-4, v 3.92e-5 / 5.54e-4
   ℓ = (0.7, 0.1) both (the solve default):                u 1.70e-5 / 1.17e-4, v 1.34e-5 / 1.29e-4
 Published (u): learned 1.30e-4 / 4.2e-4, from (1, 1) 5.28e-2 / 0.184 (docs/references.md §8).
+Learned from (0.7071, 0.7071) (BilevelLearner, 8 × 20 Adam steps, lr 0.05, lengthscale scan off):
+ℓ_u = (0.393, 0.073), ℓ_v = (0.451, 0.076); re-solve on 1200 + 400 points u 1.71e-6 / 2.45e-5
+(benchmarks/learn-published.md, which also says why `gpde learn gray-scott` with the learner's
+default lengthscale scan does not get there).
 """
 
 from typing import ClassVar
