@@ -17,8 +17,10 @@ from jaxtyping import Bool, Int
 
 from ._pattern import SupernodalPattern
 
-# Bucket bounds: at most this many quantiles of the row counts.
-_BUCKETS = 6
+# Bucket bounds: quantiles of the row counts, at most this many. Each bucket compiles its own
+# batched kernel (about 2 s of CPU each for two operators), so small problems, where padding costs
+# little, get fewer: one bucket per decade of supernodes.
+_BUCKETS = 5
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ def bucket_layout(pattern: SupernodalPattern, entries_per_chunk: int = 2_000_000
     entries (B·S² ≈ entries_per_chunk, at least one supernode)."""
     row_counts = np.diff(pattern.row_start)
     column_counts = np.diff(pattern.column_start)
-    quantiles = np.quantile(row_counts, np.linspace(0, 1, _BUCKETS + 1)[1:])
+    buckets = int(np.clip(np.floor(np.log10(max(pattern.supernodes, 1))), 1, _BUCKETS))
+    quantiles = np.quantile(row_counts, np.linspace(0, 1, buckets + 1)[1:])
     bounds = np.unique(np.ceil(quantiles / 8).astype(np.int64) * 8)
     bucket = np.searchsorted(bounds, row_counts)
 

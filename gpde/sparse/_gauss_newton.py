@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 from jaxtyping import Array, Float
+from threadpoolctl import threadpool_limits
 
 from .._errors import ConfigError, SolverError
+from .._results import RESULTS
 from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint
 from .._results import RESULTS
@@ -43,6 +45,7 @@ from ._ordering import maximin_ordering
 from ._pattern import FOLLOW_DIRACS, supernodal_pattern
 from ._scales import coordinate_scales
 from ._settings import Sparse
+from ._solution import SparseSolution, neighbour_count, site_functional_table
 from ._triangular import TriangularFactor
 
 
@@ -81,7 +84,13 @@ class SparseSteps:
         nugget: float,
         adaptive_nugget: bool,
     ):
+        with _one_blas_thread():
+            self._setup(settings, kernel, tuple(constraints), nugget, adaptive_nugget)
+
+    def _setup(self, settings, kernel, constraints, nugget, adaptive_nugget):
         constraints = tuple(constraints)
+        if isinstance(kernel, (tuple, list)) and len(kernel) == 1:
+            kernel = kernel[0]
         if isinstance(kernel, (tuple, list)) or any(f != 0 for c in constraints for f in c.fields):
             raise ConfigError(
                 "the sparse solver handles problems with one unknown field; use the dense solver "
@@ -111,6 +120,8 @@ class SparseSteps:
         # Basis functional (g, j, a) is number basis_start[g] + j·n_g + a in the natural order.
         self.basis_start = np.concatenate([[0], np.cumsum([len(c.operators) * c.size for c in constraints])])
         site_of, rank, operator_of = map(np.concatenate, (site_of, rank, operator_of))
+        self.site_of, self.operator_of = site_of, operator_of
+        self.scales = coordinate_scales(kernel, self.sites)
         ordering = dict(band_ratio=settings.band_ratio, aggregation=settings.aggregation, site_order=site_order)
         basis = supernodal_pattern(scaled, site_of, rank, settings.rho, settings.ordering, **ordering)
         reduced = supernodal_pattern(
@@ -170,16 +181,24 @@ class SparseSteps:
         """The basis values t split per constraint, shaped (operators, points)."""
         return [t[a:b].reshape(len(c.operators), c.size) for c, a, b in zip(self.constraints, self.basis_start, self.basis_start[1:])]
 
-    def _covariance(self, y):
-        """Θ y for basis coefficients y, through the factor (its nugget S subtracted)."""
+    def _regularized_covariance(self, y):
+        """(Θ + S) y for basis coefficients y, through the factor: U⁻ᵀ U⁻¹ y."""
         out = np.empty_like(y)
         out[self.basis_order] = self.basis.covariance(y[self.basis_order])
-        return out - self.basis_shift * y
+        return out
+
+    def _covariance(self, y):
+        """Θ y for basis coefficients y, through the factor (its nugget S subtracted)."""
+        return self._regularized_covariance(y) - self.basis_shift * y
 
     # --- one step ------------------------------------------------------------------------------
 
     def step(self, values: Sequence[Float[Array, "mg ng"]]) -> tuple[StepOutcome, SparseStepInfo]:
         """Linearize around the operator values `values` and solve the reduced system."""
+        with _one_blas_thread():
+            return self._step(values)
+
+    def _step(self, values):
         linear = _linearize(self.constraints, tuple(values))
         weights = [np.asarray(w) for w in linear.weights]
         targets = np.concatenate([np.asarray(t) for t in linear.targets])
@@ -189,7 +208,15 @@ class SparseSteps:
         variances = np.concatenate(
             [np.einsum("ja,ajl,la->a", w, blocks, w) for w, blocks in zip(weights, self.point_blocks)]
         )
+        # The factor already regularizes functional a by (W S Wᵀ)_aa; top it up to the dense
+        # solver's nugget D where that is less. The operator W Θ̃ Wᵀ + top-up stays positive
+        # definite whatever the factor's error, and its regularization is max(D, W S Wᵀ).
+        covered = np.concatenate(
+            [np.sum(w**2 * shift, axis=0) for w, shift in zip(weights, self._blocks(self.basis_shift))]
+        )
         nugget = self._nugget_diagonal(variances)
+        top_up = np.maximum(nugget - covered, 0.0)
+        nugget = covered + top_up
 
         start = time.perf_counter()
         reduced_weights = np.zeros((self.sites.shape[0], len(self.operators)))
@@ -207,7 +234,7 @@ class SparseSteps:
         preconditioner = TriangularFactor(preconditioner_factor)
 
         def gram(v):
-            return self._extract(weights, self._covariance(self._lift(weights, v))) + nugget * v
+            return self._extract(weights, self._regularized_covariance(self._lift(weights, v))) + top_up * v
 
         def precondition(v):
             out = np.empty_like(v)
@@ -245,6 +272,21 @@ class SparseSteps:
         info = SparseStepInfo(iterations[0], residual, preconditioner.nnz, preconditioner_seconds, cg_seconds)
         return outcome, info
 
+    def solution(self, outcome: StepOutcome) -> SparseSolution:
+        """The iterate of `outcome` as a function: its values t = Θ̃ Wᵀ c at the basis functionals,
+        evaluated elsewhere by local kriging (`_solution.py`)."""
+        weights = [np.asarray(w) for w in outcome.weights]
+        coefficients = np.concatenate([np.asarray(c) for c in outcome.coefficients])
+        with _one_blas_thread():
+            values = self._regularized_covariance(self._lift(weights, coefficients))
+        return SparseSolution(
+            (self.kernel,), self.constraints, tuple(outcome.weights), tuple(outcome.coefficients),
+            self.sites, self.scales, tuple(self.operators),
+            site_functional_table(self.site_of, self.sites.shape[0]), self.operator_of, values,
+            self.basis_shift,
+            neighbour_count(self.settings.rho, self.sites.shape[1], self.sites.shape[0]),
+        )
+
     def _nugget_diagonal(self, variances):
         """The dense solver's regularization (`_linearize.nugget_diagonal`) from the diagonal of the
         reduced Gram matrix: η times the mean variance of each constraint's functionals (adaptive),
@@ -265,6 +307,15 @@ class SparseSteps:
         values = tuple(jnp.full((len(c.operators), c.size), jnp.nan) for c in self.constraints)
         outcome = StepOutcome(linear.weights, zeros, values, zeros, result)
         return outcome, SparseStepInfo(0, float("nan"), 0, 0.0, 0.0)
+
+
+def _one_blas_thread():
+    """BLAS/LAPACK on one thread while the sparse path runs. Its dense problems (Cholesky
+    factorizations of 100–300-row blocks, SuperLU's small kernels) are far too small for a
+    threaded BLAS, whose idle threads spin: on the loaded 2-core machine one batched Cholesky took
+    0.65 s of CPU with OpenBLAS's default threads and 0.007 s with one (JAX's CPU LAPACK is
+    scipy's OpenBLAS, so this limits it too)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 _linearize = eqx.filter_jit(linearize)

@@ -48,7 +48,7 @@ class Sparse(eqx.Module):
 
     name: ClassVar[str] = "sparse"
 
-    rho: float = 3.0
+    rho: float = 5.0
     preconditioner_rho: float | None = None
     ordering: str = FOLLOW_DIRACS
     band_ratio: float = 1.5
