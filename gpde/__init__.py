@@ -39,6 +39,8 @@ from .solve import StepRecord as StepRecord
 from .solve import error_metrics as error_metrics
 from .solve import feature_jets as feature_jets
 from .solve import operator_gram as operator_gram
+from .sparse import Dense as Dense
+from .sparse import Sparse as Sparse
 
 try:
     __version__ = version("gpde")

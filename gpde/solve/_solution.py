@@ -15,9 +15,11 @@ from .._errors import ConfigError
 from ._gram import feature_jets, operator_gram
 from ._operators import AbstractOperator, Evaluation
 
-# Evaluation points are processed in batches so that the (batch × collocation points × operators)
-# intermediate stays a few tens of MB however large the evaluation grid is.
+# Evaluation points are processed in batches, and the collocation points summed over in tiles, so
+# that the (batch × tile × operators) intermediates stay a few tens of MB however large the
+# evaluation grid and the collocation set are.
 _EVALUATION_BATCH = 512
+_COLLOCATION_TILE = 2048
 
 
 class CollocationSolution(eqx.Module):
@@ -71,17 +73,44 @@ class CollocationSolution(eqx.Module):
 def _apply(solution: CollocationSolution, operator: AbstractOperator, points, field: int):
     kernel = solution.kernels[field]
     terms = _field_terms(solution.constraints, solution.weights, solution.coefficients, field)
-    jets = [feature_jets(kernel, c.points) for c, _, _ in terms]
+    tiles = [_tiles(constraint.points, coefficient, feature_jets(kernel, constraint.points))
+             for constraint, _, coefficient in terms]
 
     def at_point(x):
         x = x[None, :]
         total = 0.0
-        for (constraint, operators, coefficient), jet in zip(terms, jets):
-            block = operator_gram(kernel, (operator,), x, operators, constraint.points, None, jet)
-            total = total + jnp.einsum("lb,lb->", block[0, :, 0, :], coefficient)
+        for (_, operators, _), (tile_points, tile_coefficients, tile_jets) in zip(terms, tiles):
+            def add(total, tile):
+                p, c, jet = tile
+                block = operator_gram(kernel, (operator,), x, operators, p, None, jet)
+                return total + jnp.einsum("lb,lb->", block[0, :, 0, :], c), None
+
+            total, _ = jax.lax.scan(add, total, (tile_points, tile_coefficients, tile_jets))
         return total
 
     return jax.lax.map(at_point, points, batch_size=_EVALUATION_BATCH)
+
+
+def _tiles(points, coefficients, jets):
+    """The collocation points, their coefficients (m, n) and jets cut into tiles of at most
+    _COLLOCATION_TILE points (leading axis: the tile); the last tile is padded with copies of the
+    last point and zero coefficients. Summing over tiles keeps the intermediates of a batch of
+    evaluation points at (batch × tile) however many collocation points there are; one (batch × N)
+    block per operator would be 512 × N entries, 4 GB at N = 10⁶."""
+    n = points.shape[0]
+    count = -(-n // _COLLOCATION_TILE)
+    size = -(-n // count)
+    pad = count * size - n
+
+    def cut(a, axis, fill):
+        padding = [(0, 0)] * a.ndim
+        padding[axis] = (0, pad)
+        a = jnp.pad(a, padding, mode="edge") if fill is None else jnp.pad(a, padding, constant_values=fill)
+        shape = a.shape[:axis] + (count, size) + a.shape[axis + 1 :]
+        return jnp.moveaxis(a.reshape(shape), axis, 0)
+
+    jets = jax.tree.map(lambda leaf: cut(leaf, 0, None), jets)
+    return cut(points, 0, None), cut(coefficients, 1, 0.0), jets
 
 
 def _field_terms(constraints: Sequence[Constraint], weights, coefficients, field: int):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..kernels import AbstractKernel
@@ -13,6 +14,8 @@ from ..kernels import AbstractKernel
 from ._constraint import Constraint, field_kernels
 from .._errors import ConfigError, SolverError
 from .._results import RESULTS, result_name
+from ..sparse._gauss_newton import SparseSteps
+from ..sparse._settings import Dense, Sparse
 from ._linearize import (
     compiled_values_at,
     gauss_newton_step,
@@ -34,6 +37,11 @@ class StepRecord:
     residual_max: float
     update: float
     seconds: float
+    #: Sparse solver only (None with the dense one): CG iterations of the step's linear solve, the
+    #: relative residual ‖b − A c‖/‖b‖ of its answer, the preconditioner factor's nonzeros.
+    cg_iterations: int | None = None
+    cg_residual: float | None = None
+    preconditioner_nnz: int | None = None
 
 
 @dataclass
@@ -49,6 +57,17 @@ class SolveHistory:
     #: The residual RMS that the final one is judged against (GaussNewton's divergence rule): the
     #: larger of the starting iterate's and that of u = 0, at the collocation points.
     start_residual_rms: float = float("nan")
+    #: The linear solver ("dense" or "sparse") and, for the sparse one, its sparsity radius, the
+    #: functional ordering, the number of basis functionals and the nonzeros of their factor.
+    solver: str = "dense"
+    rho: float | None = None
+    ordering: str | None = None
+    functionals: int | None = None
+    factor_nnz: int | None = None
+    #: Operator values of the final iterate at the constraints' points (values[g][j, a] =
+    #: (L_{g,j} u)(x_{g,a})), which the last step computed anyway; set by the sparse solver, whose
+    #: solution is expensive to re-evaluate at 10⁵ points.
+    final_values: tuple | None = None
 
     @property
     def converged(self) -> bool:
@@ -65,9 +84,19 @@ class SolveHistory:
         return reasons.get(result_name(self.result), result_name(self.result))
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        """Per-step columns as numpy arrays (for the HDF5 history group)."""
+        """Per-step columns as numpy arrays (for the HDF5 history group); the sparse solver adds
+        its CG iterations, CG residual and preconditioner nonzeros."""
         names = ("step", "residual_rms", "residual_max", "update", "seconds")
+        if self.solver == "sparse":
+            names += ("cg_iterations", "cg_residual", "preconditioner_nnz")
         return {name: np.array([getattr(s, name) for s in self.steps]) for name in names}
+
+    def solver_attributes(self) -> dict[str, str | float | int]:
+        """The linear solver's settings and sizes as scalars (for the HDF5 history attributes)."""
+        if self.solver != "sparse":
+            return {"solver": self.solver}
+        return {"solver": self.solver, "rho": self.rho, "ordering": self.ordering,
+                "functionals": self.functionals, "factor_nnz": self.factor_nnz}
 
 
 class GaussNewton(eqx.Module):
@@ -103,6 +132,9 @@ class GaussNewton(eqx.Module):
     tolerance: float = 1e-8
     stall_steps: int = 3
     stall_update: float = 1e-5
+    #: How each step solves its linear system: Dense() (exact, up to ~10⁴ points) or Sparse(rho=…)
+    #: (sparse Cholesky factors and preconditioned CG, gpde/sparse; one unknown field).
+    linear_solver: Dense | Sparse = Dense()
 
     def __check_init__(self):
         if not (np.isfinite(self.nugget) and self.nugget > 0):
@@ -111,6 +143,8 @@ class GaussNewton(eqx.Module):
             raise ConfigError(f"max_steps must be an integer >= 1, got {self.max_steps}")
         if not (np.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ConfigError(f"tolerance must be >= 0, got {self.tolerance}")
+        if not isinstance(self.linear_solver, (Dense, Sparse)):
+            raise ConfigError(f"linear_solver must be Dense() or Sparse(...), got {self.linear_solver!r}")
         if not (isinstance(self.stall_steps, int) and self.stall_steps >= 0):
             raise ConfigError(f"stall_steps must be an integer >= 0 (0: off), got {self.stall_steps}")
 
@@ -139,22 +173,16 @@ class GaussNewton(eqx.Module):
         kernels = field_kernels(kernel, constraints)
         history = SolveHistory()
 
-        start = time.perf_counter()
-        blocks = jax.block_until_ready(_blocks(kernels, constraints))
-        history.assembly_seconds = time.perf_counter() - start
-
-        values = initial_values(constraints) if initial is None else compiled_values_at(
-            initial.kernels, constraints, initial.constraints, initial.weights, initial.coefficients
-        )
+        if isinstance(self.linear_solver, Sparse):
+            run, values, finish = self._sparse_steps(kernels, constraints, initial, history)
+        else:
+            run, values, finish = self._dense_steps(kernels, constraints, initial, history)
         history.start_residual_rms = reference_residual_rms(constraints, values)
-        start = time.perf_counter()
-        step = _step.lower(blocks, constraints, values, self.nugget, self.adaptive_nugget).compile()
-        history.compile_seconds = time.perf_counter() - start
 
         outcome = None
         for number in range(1, self.max_steps + 1):
             start = time.perf_counter()
-            outcome = jax.block_until_ready(step(blocks, constraints, values, self.nugget, self.adaptive_nugget))
+            outcome, info = run(values)
             seconds = time.perf_counter() - start
             if not outcome.result == RESULTS.successful:
                 raise SolverError(f"Gauss-Newton step {number} failed: {RESULTS[outcome.result]}", outcome.result)
@@ -166,6 +194,8 @@ class GaussNewton(eqx.Module):
                 residual_max=float(np.max(np.abs(residuals))),
                 update=update,
                 seconds=seconds,
+                **({} if info is None else {"cg_iterations": info.cg_iterations, "cg_residual": info.cg_residual,
+                                            "preconditioner_nnz": info.preconditioner_nnz}),
             )
             history.steps.append(record)
             if callback is not None:
@@ -185,8 +215,44 @@ class GaussNewton(eqx.Module):
                 f"{history.start_residual_rms:.3g} at the start): {why}",
                 RESULTS.diverged,
             )
-        solution = CollocationSolution(kernels, constraints, outcome.weights, outcome.coefficients)
-        return solution, history
+        if history.solver == "sparse":
+            history.final_values = tuple(outcome.values)
+        return finish(outcome), history
+
+    def _dense_steps(self, kernels, constraints, initial, history):
+        """(step: values ↦ (outcome, None), starting values, outcome ↦ solution) of the dense solver:
+        the per-operator Gram blocks assembled and the step compiled once."""
+        start = time.perf_counter()
+        blocks = jax.block_until_ready(_blocks(kernels, constraints))
+        history.assembly_seconds = time.perf_counter() - start
+        values = initial_values(constraints) if initial is None else compiled_values_at(
+            initial.kernels, constraints, initial.constraints, initial.weights, initial.coefficients
+        )
+        start = time.perf_counter()
+        step = _step.lower(blocks, constraints, values, self.nugget, self.adaptive_nugget).compile()
+        history.compile_seconds = time.perf_counter() - start
+
+        def run(values):
+            return jax.block_until_ready(step(blocks, constraints, values, self.nugget, self.adaptive_nugget)), None
+
+        def finish(outcome):
+            return CollocationSolution(kernels, constraints, outcome.weights, outcome.coefficients)
+
+        return run, values, finish
+
+    def _sparse_steps(self, kernels, constraints, initial, history):
+        """(step: values ↦ (outcome, SparseStepInfo), starting values, outcome ↦ SparseSolution) of
+        the sparse solver: ordering, patterns and the basis functionals' factor built once
+        (assembly time, compilation included). A warm start evaluates `initial` at the points."""
+        start = time.perf_counter()
+        steps = SparseSteps(self.linear_solver, kernels, constraints, self.nugget, self.adaptive_nugget)
+        history.assembly_seconds = time.perf_counter() - start
+        history.solver, history.rho, history.ordering = "sparse", self.linear_solver.rho, self.linear_solver.ordering
+        history.functionals, history.factor_nnz = steps.setup.functionals, steps.setup.factor_nnz
+        values = initial_values(constraints) if initial is None else tuple(
+            jnp.stack([initial.apply(operator, c.points) for operator in c.operators]) for c in constraints
+        )
+        return steps.step, values, steps.solution
 
 
     def _stalled(self, steps: list[StepRecord]) -> bool:
