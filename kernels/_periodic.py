@@ -23,7 +23,7 @@ class PeriodicGaussian(AbstractPointKernel):
     (P/π) sin(πh/P) = h + O(h³), so ℓ_i means locally what a Gaussian lengthscale means, in every
     dimension. The kernel is the Gaussian kernel of the embedding x_i ↦ (P/2π)(cos 2πx_i/P,
     sin 2πx_i/P) in the periodic dimensions, hence positive definite. The published bilevel code
-    (docs/references.md §3) writes it as exp(−Σ_t (h_t/ℓ'_t)² − Σ_x 2 sin²(πh_x/P)/ℓ'_x²); its
+    (docs/references.md §8) writes it as exp(−Σ_t (h_t/ℓ'_t)² − Σ_x 2 sin²(πh_x/P)/ℓ'_x²); its
     lengthscales correspond to ℓ_t = ℓ'_t/√2 and ℓ_x = P ℓ'_x/(2π).
 
     The lengthscales are stored as logarithms; the period and the periodic dimensions are fixed
