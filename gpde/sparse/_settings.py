@@ -14,8 +14,9 @@ import numpy as np
 from .._errors import ConfigError
 from ._pattern import FOLLOW_DIRACS, ORDERINGS
 
-#: `auto` picks the sparse solver from this many collocation points (all constraints together) on.
-AUTO_SPARSE_FROM = 4000
+#: `auto` picks the sparse solver from this many collocation points (all constraints together) on:
+#: measured, dense was faster at 5,184 points and sparse 1.6x faster (7.6x less memory) at 10,404.
+AUTO_SPARSE_FROM = 8000
 #: The CLI's choices for --solver.
 SOLVER_NAMES = ("dense", "sparse", "auto")
 

@@ -1,0 +1,228 @@
+"""The sparse-Cholesky Gauss-Newton path (gpde/sparse, docs/sparse.md).
+
+Tolerances follow the method's accuracy: the factor's KL divergence from the dense one falls by a
+constant factor per unit of ρ (about 4 on these problems), and with a pattern that covers every
+earlier functional the factor IS the dense inverse Cholesky factor, so the sparse solver then
+reproduces the dense one up to round-off.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpde import ConfigError, Dense, GaussNewton, OnField, Sparse, operator_gram
+from gpde.kernels import Gaussian, Gibbs, Matern72
+from gpde.problems.elliptic import NonlinearElliptic
+from gpde.sparse import (
+    DIRACS_FIRST,
+    FOLLOW_DIRACS,
+    SparseSteps,
+    linear_solver,
+    maximin_ordering,
+    supernodal_pattern,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _elliptic(side):
+    problem = NonlinearElliptic()
+    interior = problem.domain.interior_points(side * side, "grid", jax.random.PRNGKey(0))
+    boundary = problem.domain.boundary_points(4 * (side + 1), "grid", jax.random.PRNGKey(1))
+    return problem, interior, problem.constraints(interior, boundary)
+
+
+def _dense_basis_gram(kernel, constraints):
+    """Θ over all basis functionals in the natural order (constraint, operator, point)."""
+    rows = []
+    for cg in constraints:
+        row = []
+        for ch in constraints:
+            block = np.asarray(operator_gram(kernel, cg.operators, cg.points, ch.operators, ch.points))
+            m1, m2, n1, n2 = block.shape
+            row.append(block.transpose(0, 2, 1, 3).reshape(m1 * n1, m2 * n2))
+        rows.append(row)
+    return np.block(rows)
+
+
+def _kl_and_factor(steps, theta):
+    """KL(N(0, Θ + S) ‖ N(0, (U Uᵀ)⁻¹)) in the factor's ordering, and U densely."""
+    order = steps.basis_order
+    covariance = theta[np.ix_(order, order)] + np.diag(steps.basis_shift[order])
+    factor = steps.basis.factor.toarray()
+    whitened = factor.T @ covariance @ factor
+    eigenvalues = np.linalg.eigvalsh(0.5 * (whitened + whitened.T))
+    return 0.5 * float(np.sum(eigenvalues - 1.0 - np.log(eigenvalues))), factor, covariance
+
+
+# --------------------------------------------------------------------------------------------
+# Ordering and pattern
+# --------------------------------------------------------------------------------------------
+
+
+def test_maximin_ordering_is_a_coarse_to_fine_permutation():
+    points = np.asarray(jax.random.uniform(jax.random.PRNGKey(3), (300, 2)))
+    order, lengthscales = maximin_ordering(points)
+    assert sorted(order.tolist()) == list(range(300))
+    assert np.all(np.diff(lengthscales) <= 1e-15) and np.all(np.isfinite(lengthscales))
+    for k in range(1, 300):  # ℓ_k is the distance to the points chosen before, and the largest one
+        distances = np.min(np.linalg.norm(points[None, order[:k]] - points[:, None], axis=2), axis=1)
+        distances[order[:k]] = -1
+        assert lengthscales[k] == pytest.approx(np.linalg.norm(points[order[k]] - points[order[:k]], axis=1).min())
+        assert lengthscales[k] == pytest.approx(distances.max())
+
+
+@pytest.mark.parametrize("ordering", [FOLLOW_DIRACS, DIRACS_FIRST])
+def test_pattern_holds_every_columns_own_set(ordering):
+    rho, points = 2.5, np.asarray(jax.random.uniform(jax.random.PRNGKey(4), (150, 2)))
+    site_of = np.concatenate([np.arange(150), np.arange(100)])  # 100 sites carry a second functional
+    rank = np.concatenate([np.zeros(150, int), np.ones(100, int)])
+    pattern = supernodal_pattern(points, site_of, rank, rho, ordering)
+    assert sorted(pattern.columns.tolist()) == list(range(250))
+    located = points[site_of[pattern.order]]
+    if ordering == DIRACS_FIRST:  # every leading functional before every derivative functional
+        assert np.all(rank[pattern.order][:150] == 0)
+    else:  # a site's functionals are adjacent, the leading one first
+        first = {}
+        for position, i in enumerate(pattern.order):
+            first.setdefault(site_of[i], position)
+            assert position - first[site_of[i]] == rank[i]
+    for s in range(pattern.supernodes):
+        rows = pattern.rows[pattern.row_start[s] : pattern.row_start[s + 1]]
+        for c in pattern.columns[pattern.column_start[s] : pattern.column_start[s + 1]]:
+            own = np.flatnonzero(np.linalg.norm(located[: c + 1] - located[c], axis=1) <= rho * pattern.lengthscales[c])
+            assert np.all(np.isin(own, rows)) and c in rows
+
+
+def test_factor_size_is_linear_in_n():
+    """No N × N object: nonzeros per functional stay flat when N quadruples (O(N ρ^d) storage)."""
+    per_functional = []
+    for side in (30, 60):
+        a = np.linspace(0, 1, side + 2)[1:-1]
+        points = np.stack(np.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2) / 0.3
+        n = points.shape[0]
+        pattern = supernodal_pattern(points, np.tile(np.arange(n), 2), np.repeat([0, 1], n), 3.0)
+        per_functional.append(pattern.column_counts().sum() / (2 * n))
+    assert per_functional[1] < 1.25 * per_functional[0]
+    assert per_functional[1] < 0.02 * 2 * 3600
+
+
+# --------------------------------------------------------------------------------------------
+# The factor against the dense inverse Cholesky factor
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ordering", [FOLLOW_DIRACS, DIRACS_FIRST])
+def test_factor_converges_to_the_dense_inverse_cholesky_factor(ordering):
+    kernel = Matern72(0.3)
+    _, _, constraints = _elliptic(12)
+    theta = _dense_basis_gram(kernel, constraints)
+    divergences = []
+    for rho in (2.0, 3.0, 4.0, 5.0):
+        steps = SparseSteps(Sparse(rho=rho, ordering=ordering), kernel, constraints, 1e-10, True)
+        divergences.append(_kl_and_factor(steps, theta)[0])
+    assert all(b < a for a, b in zip(divergences, divergences[1:])), divergences
+    assert divergences[-1] < divergences[0] / 20, divergences  # geometric: ~4× per unit of ρ
+    # A radius that covers every earlier functional gives the exact factor: U = L⁻ᵀ, L Lᵀ = Θ + S.
+    steps = SparseSteps(Sparse(rho=1e3, ordering=ordering), kernel, constraints, 1e-10, True)
+    divergence, factor, covariance = _kl_and_factor(steps, theta)
+    exact = np.linalg.inv(np.linalg.cholesky(covariance)).T
+    assert divergence < 1e-6
+    assert np.max(np.abs(factor - exact)) <= 1e-6 * np.max(np.abs(exact))
+
+
+# --------------------------------------------------------------------------------------------
+# Gauss-Newton: sparse against dense and against the exact solution
+# --------------------------------------------------------------------------------------------
+
+
+def test_sparse_gauss_newton_matches_dense_and_exact():
+    problem, interior, constraints = _elliptic(20)
+    kernel, grid = Matern72(0.3), problem.domain.grid(25)[0]
+    reference = problem.reference(grid)
+    dense, _ = GaussNewton(nugget=1e-10, max_steps=4).solve(kernel, constraints)
+    u_dense = np.asarray(dense(grid))
+    dense_error = np.sqrt(np.mean((u_dense - reference) ** 2))
+    gaps = {}
+    for rho in (3.0, 6.0):
+        sparse, history = GaussNewton(nugget=1e-10, max_steps=4, linear_solver=Sparse(rho=rho)).solve(kernel, constraints)
+        u = np.asarray(sparse(grid))
+        gaps[rho] = np.sqrt(np.mean((u - u_dense) ** 2))
+        # CG convergence is reported, not assumed.
+        assert all(s.cg_iterations > 0 and s.cg_residual < 1e-8 for s in history.steps)
+        # The returned function reproduces the iterate's values at the collocation points.
+        assert np.allclose(np.asarray(sparse(interior)), np.asarray(history.final_values[0][0]), atol=1e-5)
+    assert gaps[6.0] < gaps[3.0]
+    assert gaps[6.0] < 0.3 * dense_error  # agreement well inside the discretization error
+    exact, _ = GaussNewton(nugget=1e-10, max_steps=4, linear_solver=Sparse(rho=1e3)).solve(kernel, constraints)
+    assert np.max(np.abs(np.asarray(exact(grid)) - u_dense)) < 1e-6 * np.max(np.abs(u_dense))
+
+
+@pytest.mark.parametrize("kind", ["gibbs", "anisotropic"])
+def test_sparse_solve_equals_dense_for_other_kernels(kind):
+    """Every kernel goes through operator_gram, so with a full pattern the sparse solve is the
+    dense one; with a sparse pattern it is close."""
+    problem, interior, constraints = _elliptic(10)
+    if kind == "gibbs":
+        kernel = Gibbs(2, key=jax.random.PRNGKey(0), width=8, depth=1, scale=0.3)
+    else:
+        kernel = Gaussian(jnp.array([0.25, 0.12]))
+    settings = dict(nugget=1e-8, max_steps=3, stall_steps=0)
+    dense, _ = GaussNewton(**settings).solve(kernel, constraints)
+    grid = problem.domain.grid(12)[0]
+    u_dense = np.asarray(dense(grid))
+    full, _ = GaussNewton(**settings, linear_solver=Sparse(rho=1e3)).solve(kernel, constraints)
+    assert np.max(np.abs(np.asarray(full(grid)) - u_dense)) < 1e-6 * np.max(np.abs(u_dense))
+    sparse, history = GaussNewton(**settings, linear_solver=Sparse(rho=4.0)).solve(kernel, constraints)
+    assert history.factor_nnz < 0.8 * history.functionals * (history.functionals + 1) / 2
+    assert np.sqrt(np.mean((np.asarray(sparse(grid)) - u_dense) ** 2)) < 0.05 * np.sqrt(np.mean(u_dense**2))
+
+
+# --------------------------------------------------------------------------------------------
+# Settings, records, the benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def test_settings_and_cli_choice():
+    with pytest.raises(ConfigError):
+        Sparse(rho=-1.0)
+    with pytest.raises(ConfigError):
+        Sparse(ordering="nearest")
+    with pytest.raises(ConfigError):
+        GaussNewton(linear_solver="sparse")
+    assert isinstance(linear_solver("dense", 10**6), Dense)
+    assert linear_solver("sparse", 100, rho=4).rho == 4.0
+    assert isinstance(linear_solver("auto", 1000), Dense) and isinstance(linear_solver("auto", 10**5), Sparse)
+    with pytest.raises(ConfigError):
+        linear_solver("cholesky", 100)
+
+
+def test_history_records_the_sparse_solver():
+    _, _, constraints = _elliptic(8)
+    _, history = GaussNewton(nugget=1e-10, max_steps=2, linear_solver=Sparse(rho=3.0)).solve(Matern72(0.3), constraints)
+    columns = history.as_arrays()
+    assert set(columns) >= {"cg_iterations", "cg_residual", "preconditioner_nnz"}
+    attributes = history.solver_attributes()
+    assert attributes["solver"] == "sparse" and attributes["rho"] == 3.0 and attributes["factor_nnz"] > 0
+    _, dense = GaussNewton(nugget=1e-10, max_steps=1).solve(Matern72(0.3), constraints)
+    assert "cg_iterations" not in dense.as_arrays() and dense.solver_attributes() == {"solver": "dense"}
+
+
+def test_several_fields_are_refused():
+    problem, interior, constraints = _elliptic(6)
+    extra = constraints[0].__class__("other", interior, (OnField(constraints[0].operators[0], 1),), lambda x, z: z[0])
+    with pytest.raises(ConfigError, match="one unknown field"):
+        GaussNewton(linear_solver=Sparse()).solve((Matern72(0.3), Matern72(0.3)), constraints + (extra,))
+
+
+def test_benchmark_runs_at_tiny_size():
+    spec = importlib.util.spec_from_file_location("benchmark_sparse", ROOT / "benchmarks" / "sparse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.main(["--tiny"])
+    rows = [line for line in text.splitlines() if line.startswith("| elliptic")]
+    assert [row.split("|")[3].strip() for row in rows] == ["dense", "sparse"]
