@@ -73,6 +73,8 @@ class LearnConfig:
     field_lengthscales: dict = field(default_factory=dict)
     #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
     scale_search: bool = False
+    #: Scan longer lengthscales before the first step (BilevelLearner.lengthscale_scan).
+    lengthscale_scan: bool = True
     #: Validation points are drawn this far from the boundary (LearnDefaults.validation_margin).
     validation_margin: float = 0.0
     #: Gauss-Newton steps with the initial kernel on the training points before learning; the
@@ -96,6 +98,8 @@ class LearnConfig:
             raise ConfigError(f"unknown trainable '{self.trainable}'; choose one of: {', '.join(TRAINABLE)}")
         if not isinstance(self.scale_search, bool):
             raise ConfigError(f"scale_search must be true or false, got {self.scale_search!r}")
+        if not isinstance(self.lengthscale_scan, bool):
+            raise ConfigError(f"lengthscale_scan must be true or false, got {self.lengthscale_scan!r}")
         if not (isinstance(self.loss_tolerance, (int, float)) and self.loss_tolerance >= 0):
             raise ConfigError(f"loss_tolerance must be >= 0, got {self.loss_tolerance}")
 

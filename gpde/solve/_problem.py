@@ -54,6 +54,8 @@ class LearnDefaults:
     field_lengthscales: dict = dataclasses.field(default_factory=dict)
     #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
     scale_search: bool = False
+    #: Before the first step, try the lengthscales scaled up by 2 … 64 (BilevelLearner.lengthscale_scan).
+    lengthscale_scan: bool = True
     #: Draw the validation points at least this far from the boundary (0: anywhere inside).
     #: Why: the outer loss is a mean of squared residuals, and a few validation points within a
     #: boundary-point spacing of the boundary dominate it (Eikonal, 900 + 300 + 900 points: the five
