@@ -435,11 +435,13 @@ def _list(args) -> int:
     from .._kernel_choice import KERNELS
 
     print("problems:")
-    for name, problem in catalogue().items():
+    problems = catalogue()
+    width = max(len(name) for name in problems) + 2
+    for name, problem in problems.items():
         d = problem.defaults
-        print(f"  {name:<10}{problem.summary}")
+        print(f"  {name:<{width}}{problem.summary}")
         others = "".join(f", ℓ_{f}={list(v)}" for f, v in d.field_lengthscales.items())
-        print(f"  {'':<10}defaults: {d.kernel} ℓ={list(d.lengthscale)}{others}, {d.n_interior}+{d.n_boundary} points "
+        print(f"  {'':<{width}}defaults: {d.kernel} ℓ={list(d.lengthscale)}{others}, {d.n_interior}+{d.n_boundary} points "
               f"({d.layout}), nugget {d.nugget:g}, {d.steps} steps")
     print("kernels:")
     print("  " + ", ".join(KERNELS))
