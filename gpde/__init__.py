@@ -10,8 +10,6 @@ Layers (imports point down only):
 The core API is re-exported here; the modules themselves are private.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._errors import ConfigError as ConfigError
 from ._errors import GpdeError as GpdeError
 from ._errors import PrecisionError as PrecisionError
@@ -41,8 +39,4 @@ from .solve import feature_jets as feature_jets
 from .solve import operator_gram as operator_gram
 from .sparse import Dense as Dense
 from .sparse import Sparse as Sparse
-
-try:
-    __version__ = version("gpde")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
+from ._version import __version__ as __version__

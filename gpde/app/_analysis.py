@@ -7,15 +7,19 @@ an existing file whose stored configuration differs from the one asked for is an
 figure can never silently show a run made with other settings.
 """
 
+from collections.abc import Iterable, Sequence
 import json
 import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..io import _store as store
 from .._errors import ConfigError
+from ..io import _store as store
+from ._config import LearnConfig, SolveConfig, resolve
+from ._learn_run import run_learn
+from ._run import run_solve
+from gpde.problems import get_problem_class
 
 #: The error measures of a result file (attributes of its /errors group), in table order.
 ERROR_KEYS = ("rms", "l2_relative", "linf")
@@ -54,9 +58,7 @@ def _check_matches(path: Path, stored: dict, wanted: dict) -> None:
 def _ensure(path, problem: str, overrides: dict, learn: bool) -> Path:
     # 64-bit mode is the caller's switch (the notebooks turn it on in their first cell); the
     # solver refuses float32 with a message that says how.
-    from gpde.problems import get_problem_class
 
-    from ._config import LearnConfig, SolveConfig, resolve
 
     path = Path(path)
     problem_class = get_problem_class(problem)
@@ -69,11 +71,9 @@ def _ensure(path, problem: str, overrides: dict, learn: bool) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     if learn:
-        from ._learn_run import run_learn
 
         record = run_learn(problem_class, config).record
     else:
-        from ._run import run_solve
 
         record = run_solve(problem_class, config).record
     return store.write_run(path, record)

@@ -7,16 +7,31 @@ failed write (full disk); 2 bad input (flags, TOML, parameters, sizes, files); 1
 """
 
 import argparse
+import dataclasses
 import json
-import sys
 from pathlib import Path
+import sys
 
 import numpy as np
 
+from . import _study as study
+from . import _validation as validation
 from .._errors import ConfigError, GpdeError, SolverError
+from .._kernel_choice import KERNELS
+from .._results import RESULTS, is_failure, result_name
+from .._version import __version__
+from ..io import _schema as schema
+from ..io import _store as store
 from ..io import terminate_as_interrupt
-from ._run import CALIBRATION
+from ._config import LearnConfig, SolveConfig, load_toml, resolve
+from ._learn_run import learning_points, run_learn
+from ._plotting import check_figure_path, plot_fields
+from ._run import CALIBRATION, build_problem, collocation_points, learned_kernel, run_solve
+from ._study import final_regret_table, format_table, read_study
+from ._study_plots import plot_study
 from ._validation import ArgumentParser
+from gpde.problems import DEFAULT_PROBLEM, catalogue, get_problem_class
+from gpde.problems.bilevel import catalogue as bilevel_catalogue
 
 
 def _lengthscales(text: str) -> tuple[float, ...]:
@@ -44,7 +59,6 @@ def _field_lengthscale(text: str) -> tuple[str, tuple[float, ...]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
 
     parser = ArgumentParser(prog="gpde", description="Gaussian-process collocation for nonlinear PDEs.")
     parser.add_argument("--version", action="version", version=f"gpde {__version__}")
@@ -143,19 +157,12 @@ def _configured(args, config_class, defaults: str, prefix: str):
     the configuration's values, the problem's parameters (by building the problem), the kernel's
     lengthscales against the dimension, the memory the sizes need, a `--kernel-from` file, and
     the output. Turns on 64-bit mode first: the solver needs it."""
-    import dataclasses
 
     import jax
 
     jax.config.update("jax_enable_x64", True)
 
-    from gpde.problems import DEFAULT_PROBLEM, get_problem_class
 
-    from ..io import _store as store
-    from . import _validation as validation
-    from ._config import LearnConfig, load_toml, resolve
-    from ._learn_run import learning_points
-    from ._run import build_problem, collocation_points, learned_kernel
 
     file_settings = load_toml(args.config, config_class) if args.config else {}
     if "problem" in file_settings:
@@ -193,9 +200,6 @@ def _configured(args, config_class, defaults: str, prefix: str):
 
 
 def _solve(args) -> int:
-    from ..io import _store as store
-    from ._config import SolveConfig
-    from ._run import run_solve
 
     name, problem_class, config, out = _configured(args, SolveConfig, "defaults", "gpde-")
 
@@ -229,10 +233,6 @@ def _solve(args) -> int:
 
 
 def _learn(args) -> int:
-    from ..io import _store as store
-    from .._results import RESULTS, is_failure, result_name
-    from ._config import LearnConfig
-    from ._learn_run import run_learn
 
     name, problem_class, config, out = _configured(args, LearnConfig, "learn_defaults", "gpde-learn-")
     print(f"gpde learn {name}: kernel {config.kernel} (trainable: {config.trainable}), "
@@ -292,7 +292,6 @@ def _parameter_name(key: str, fields) -> str:
 
 
 def _show(args) -> int:
-    from ..io import _schema as schema
 
     with schema.open_hdf5(args.file) as source:
         kind = schema.kind_of(source)
@@ -349,7 +348,6 @@ def _show(args) -> int:
 def _calibration_groups(run) -> dict[str, dict]:
     """The calibration attribute groups of a run file (`calibration`, `calibration_a`, …), as plain
     numbers and text."""
-    from ..io import _schema as schema
 
     groups = {group: {key: value.item() if isinstance(value, np.generic) else value for key, value in attrs.items()}
               for group, attrs in run.group_attrs.items()
@@ -363,23 +361,17 @@ def _calibration_groups(run) -> dict[str, dict]:
 
 
 def _plot(args) -> int:
-    from ..io import _schema as schema
-    from ..io import _store as store
-    from ._plotting import check_figure_path
 
     out = check_figure_path(args.out)
     with schema.open_hdf5(args.file) as source:
         kind = schema.kind_of(source)
     if kind == schema.STUDY_KIND:
-        from ._study import read_study
-        from ._study_plots import plot_study
 
         if not read_study(args.file):
             raise ConfigError(f"{args.file} holds no finished runs yet; nothing to plot")
         store.check_writable(out)
         print(f"wrote {plot_study(args.file, out)}")
         return 0
-    from ._plotting import plot_fields
 
     run = schema.read_run(args.file)
     store.check_writable(out)
@@ -392,8 +384,6 @@ def _bljes(args) -> int:
 
     jax.config.update("jax_enable_x64", True)
 
-    from ..io import _store as store
-    from . import _study as study
 
     specs = study.plan_study(args.benchmark, args.method, args.setting, args.seeds, args.iters, args.init, args.noise,
                              args.options, args.cost)
@@ -415,7 +405,6 @@ def _bljes(args) -> int:
 
 
 def _show_study(args) -> int:
-    from ._study import final_regret_table, format_table, read_study
 
     runs = read_study(args.file)
     table = final_regret_table(runs)
@@ -430,9 +419,7 @@ def _show_study(args) -> int:
 
 
 def _list(args) -> int:
-    from gpde.problems import catalogue
 
-    from .._kernel_choice import KERNELS
 
     print("problems:")
     problems = catalogue()
@@ -445,7 +432,6 @@ def _list(args) -> int:
               f"({d.layout}), nugget {d.nugget:g}, {d.steps} steps")
     print("kernels:")
     print("  " + ", ".join(KERNELS))
-    from gpde.problems.bilevel import catalogue as bilevel_catalogue
 
     print("bilevel benchmarks (gpde bljes):")
     for name, factory in bilevel_catalogue().items():

@@ -2,10 +2,10 @@
 learn θ on training + validation points, then freeze θ and re-solve by plain Gauss-Newton on
 training ∪ validation points; the same re-solve with the initial θ gives the "before" row."""
 
-import dataclasses
-import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
+import time
 
 import equinox as eqx
 import jax
@@ -13,16 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..kernels import AbstractKernel, Gibbs
-
+from .._errors import ConfigError, SolverError
+from .._kernel_choice import kernel_arrays
 from ..io import _schema as schema
 from ..io import _store as store
+from ..kernels import AbstractKernel, Gibbs
 from ..learn._learner import BilevelLearner, LearnResult, OuterRecord, scalar_hyperparameters
-from ._config import LearnConfig
-from .._errors import SolverError
-from .._kernel_choice import kernel_arrays
 from ..solve._precision import require_float64
 from ..solve._problem import AbstractProblem
+from ..solve._solver import GaussNewton
+from ._config import LearnConfig
 from ._run import (
     LEARNED_KERNEL,
     build_problem,
@@ -30,7 +30,6 @@ from ._run import (
     kernel_settings,
     problem_kernel,
 )
-from ..solve._solver import GaussNewton
 
 KERNEL = LEARNED_KERNEL
 BEFORE = schema.BEFORE
@@ -49,7 +48,6 @@ def trainable_filter(kernel: AbstractKernel, which: str):
     paths = jax.tree_util.tree_flatten_with_path(kernel)[0]
     flags = [("log_lengthscale" in jax.tree_util.keystr(p)) and eqx.is_inexact_array(leaf) for p, leaf in paths]
     if not any(flags):
-        from .._errors import ConfigError
 
         raise ConfigError(f"the {type(kernel).__name__} kernel has no lengthscale parameter; use --trainable all")
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(kernel), flags)

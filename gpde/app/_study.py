@@ -26,25 +26,28 @@ leaves (a temporary file) is removed by the next writer. On restart, runs whose 
 """
 
 import ast
+from collections.abc import Callable, Iterable, Sequence
 import contextlib
 import dataclasses
 import datetime
-import json
 import logging
 import os
+from pathlib import Path
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .._errors import ConfigError, GpdeError
+from .._version import __version__
+from ..bljes._loop import run_optimization
+from ..bljes._methods import METHODS, make_method
 from ..io import _schema as schema
 from ..io import write_hdf5
 from ..io._lock import locked
 from ._validation import check_memory
+from gpde.problems.bilevel import catalogue, get_benchmark
 
 KIND = schema.KIND
 STUDY_KIND = schema.STUDY_KIND
@@ -215,9 +218,7 @@ def plan_study(
     design, `costs` of an f and a g query ('f=1,g=0.1' or a pair). Builds every benchmark and
     method once, so that a bad combination fails here, before any run starts. Raises ConfigError
     naming the problem and the fix."""
-    from gpde.problems.bilevel import catalogue, get_benchmark
 
-    from ..bljes._methods import METHODS, make_method
 
     benchmark_names = _benchmark_names(benchmarks, catalogue())
     costs = parse_costs(costs) if isinstance(costs, str) else tuple(float(c) for c in costs)
@@ -252,10 +253,7 @@ def run_one(spec: RunSpec) -> dict:
 
     jax.config.update("jax_enable_x64", True)  # the surrogates need float64; workers start fresh
 
-    from gpde.problems.bilevel import get_benchmark
 
-    from ..bljes._loop import run_optimization
-    from ..bljes._methods import make_method
 
     benchmark = get_benchmark(spec.benchmark)
     start = time.perf_counter()
@@ -338,7 +336,6 @@ def append_run(path: str | os.PathLike, spec: RunSpec, result: dict, replace: bo
     """Add one finished run to the study file atomically (copy, append, rename). False if the
     run was already there (written meanwhile by another invocation). With `replace`, a file at
     `path` that is not a study is replaced by a new study (the CLI's --overwrite)."""
-    from .. import __version__
 
     path = Path(path)
     with locked(path):

@@ -16,7 +16,6 @@ the regret, feasibility) is the wrapped benchmark's: the regret is still that of
 
 import itertools
 
-import equinox as eqx
 import numpy as np
 from jaxtyping import Float
 from scipy.stats import qmc

@@ -14,15 +14,16 @@ import errno
 import io
 import json
 import os
+from pathlib import Path
 import re
 import stat
 import tempfile
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .._errors import ConfigError, GpdeError
+from .._version import __version__
 from ._atomic import atomic_path
 from ._interrupts import deferred_interrupts
 from ._lock import locked
@@ -46,10 +47,10 @@ from ._schema import (  # noqa: F401  (the schema's names, re-exported for the w
     RUN_KIND,
     SEED,
     STUDY_KIND,
-    U,
     U_REF,
     VERSION,
     RunFile,
+    U,
     field_names,
     file_kind,
     learn_record,
@@ -145,7 +146,6 @@ def _render(fill, existing: bytes | None) -> bytes:
 
 def write_run(path: str | os.PathLike, run: RunFile) -> Path:
     """Write `run` to `path` atomically (see `write_hdf5`)."""
-    from .. import __version__
 
     path = check_writable(path)
     config = json.dumps(run.config, sort_keys=True)  # fails (TypeError) before anything is written
