@@ -30,6 +30,7 @@ from ._run import CALIBRATION, build_problem, collocation_points, learned_kernel
 from ._study import final_regret_table, format_table, read_study
 from ._study_plots import plot_study
 from ._validation import ArgumentParser
+from ..sparse import AUTO_SPARSE_FROM, SOLVER_NAMES
 from gpde.problems import DEFAULT_PROBLEM, catalogue, get_problem_class
 from gpde.problems.bilevel import catalogue as bilevel_catalogue
 
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     solve.add_argument("--n-boundary", type=int, dest="n_boundary", help="number of boundary points")
     solve.add_argument("--layout", help="collocation points: grid or random")
     solve.add_argument("--nugget", type=float, help="nugget η (scaled per constraint, adaptive)")
+    solve.add_argument("--solver", choices=SOLVER_NAMES,
+                       help=f"linear solver per Gauss-Newton step: dense, sparse (sparse Cholesky + CG) or auto "
+                            f"(sparse from {AUTO_SPARSE_FROM} points)")
+    solve.add_argument("--rho", type=float, help="sparsity radius ρ of the sparse solver (default 5)")
     solve.add_argument("--steps", type=int, help="maximum number of Gauss-Newton steps")
     solve.add_argument("--tolerance", type=float, help="stop when the relative update is below this")
     solve.add_argument("--seed", type=int, help="random seed of the point sets (and network weights)")

@@ -10,6 +10,7 @@ from ..solve._domain import LAYOUTS
 from .._errors import ConfigError
 from .._kernel_choice import KERNELS
 from ..solve._problem import LearnDefaults, SolveDefaults
+from ..sparse import SOLVER_NAMES
 from ._validation import check_parameters, check_path_setting, check_problem_name, check_seed
 
 
@@ -35,11 +36,21 @@ class SolveConfig:
     #: Lengthscales of a multi-field problem's other fields by name, e.g. {"a": (0.14,)};
     #: fields not named use `lengthscale`.
     field_lengthscales: dict = field(default_factory=dict)
+    #: Linear solver of each Gauss-Newton step: "dense" (exact Cholesky), "sparse" (sparse
+    #: Cholesky + CG, docs/sparse.md) or "auto" (sparse from gpde.sparse.AUTO_SPARSE_FROM points).
+    solver: str = "dense"
+    #: Sparsity radius ρ of the sparse solver (None: gpde.Sparse's default).
+    rho: float | None = None
 
     def __post_init__(self):
         _check_common(self)
         _check_count("steps", self.steps)
         check_path_setting("kernel_from", self.kernel_from)
+        if self.solver not in SOLVER_NAMES:
+            raise ConfigError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVER_NAMES)}")
+        if self.rho is not None and (isinstance(self.rho, bool) or not isinstance(self.rho, (int, float))
+                                     or not math.isfinite(self.rho) or not self.rho > 0):
+            raise ConfigError(f"rho must be a finite number > 0 (typical 3 … 6), got {self.rho!r}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,6 +23,7 @@ from ..solve._solution import CollocationSolution
 from ..solve._calibration import calibration
 from ..solve._posterior import Posterior
 from ..solve._solver import GaussNewton, SolveHistory, StepRecord
+from ..sparse import Sparse, linear_solver
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
 LEARNED_KERNEL = schema.KERNEL
@@ -150,10 +151,12 @@ def run_solve(
     problem = build_problem(problem_class, config.parameters)
     interior, boundary = collocation_points(problem, config)
     kernel = learned_kernel(config.kernel_from) if config.kernel_from else problem_kernel(problem, config)
+    constraints = problem.constraints(interior, boundary)
     solver = GaussNewton(
-        nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance
+        nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance,
+        linear_solver=linear_solver(config.solver, sum(c.size for c in constraints), config.rho),
     )
-    solution, history = solver.solve(kernel, problem.constraints(interior, boundary), callback)
+    solution, history = solver.solve(kernel, constraints, callback)
 
     grid_points, grid_shape = problem.domain.grid(config.grid)
     start = time.perf_counter()
@@ -161,8 +164,13 @@ def run_solve(
     evaluation_seconds = time.perf_counter() - start
     errors = field_errors[store.ERRORS]
     start = time.perf_counter()
-    std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,
-                                                    fields)
+    if isinstance(solver.linear_solver, Sparse):
+        # The posterior variance needs the reduced system's exact factor, which the sparse path
+        # never forms (it has a sparse approximate factor as CG preconditioner only).
+        std_fields, calibrations = {}, {}
+    else:
+        std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,
+                                                        fields)
     for attrs in calibrations.values():
         attrs["seconds"] = time.perf_counter() - start
 
@@ -179,6 +187,7 @@ def run_solve(
             "evaluation_seconds": evaluation_seconds,
             "converged": int(history.converged),
             "stalled": int(history.stalled),
+            **history.solver_attributes(),
         },
     )
     record.groups[store.FIELDS].update(std_fields)

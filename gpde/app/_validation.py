@@ -11,6 +11,7 @@ import math
 import os
 
 from .._errors import ConfigError
+from ..sparse import AUTO_SPARSE_FROM, Sparse
 
 #: Seeds are 32-bit (what jax.random.PRNGKey takes on every platform).
 MAX_SEED = 2**32 - 1
@@ -66,7 +67,15 @@ def check_sizes(config, dim: int, extra_points: int = 0):
     grid_points = float(config.grid) ** dim
     what = f"{config.n_interior} interior + {config.n_boundary} boundary points" + (
         f" + {config.n_validation} validation points" if hasattr(config, "n_validation") else "")
-    check_memory(FLOAT * 3.0 * n**2, what, "use fewer points (--n-interior, --n-boundary)")
+    if getattr(config, "solver", "dense") == "sparse" or (
+            getattr(config, "solver", "dense") == "auto" and n >= AUTO_SPARSE_FROM):
+        # Sparse path: per functional, its factor column and its padded supernode block
+        # (~ (ρ + 1)^d neighbours), and the grid evaluated in tiles.
+        rho = config.rho or Sparse().rho
+        check_memory(FLOAT * 64.0 * n * (rho + 1.0) ** dim + FLOAT * 8.0 * grid_points, what,
+                     "use fewer points (--n-interior, --n-boundary) or a smaller --rho")
+        return
+    check_memory(FLOAT * 3.0 * n**2, what, "use fewer points (--n-interior, --n-boundary), or --solver sparse")
     check_memory(solve_memory(n, grid_points), f"the {config.grid}^{dim} evaluation grid with {what}",
                  "use a smaller --grid")
 
