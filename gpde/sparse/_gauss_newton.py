@@ -36,7 +36,6 @@ from .._errors import ConfigError, SolverError
 from .._results import RESULTS
 from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint
-from .._results import RESULTS
 from ..solve._linearize import StepOutcome, linearize
 from ..solve._operators import AbstractOperator, Evaluation
 from ._buckets import bucket_layout
