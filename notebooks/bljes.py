@@ -49,8 +49,7 @@ import numpy as np
 
 from gpde.app import analysis
 from gpde.app import final_regret_table, plan_study, plot_study, read_study, run_study
-from gpde.app._study import setting_label
-from gpde.app._study_tables import checkpoint_table, markdown_checkpoints
+from gpde.app import checkpoint_table, markdown_checkpoints, setting_label
 
 if SETTING not in ("quick", "full"):
     raise ValueError(f"GPDE_NOTEBOOK_SETTING must be 'quick' or 'full', got {SETTING!r}")

@@ -190,3 +190,16 @@ def test_eikonal_outer_loss_tiny(tmp_path):
         assert all(v >= 0 for v in values)
         argmin = float(name.rsplit("argmin ", 1)[1])
         assert values[lengthscales.index(argmin)] == min(values)
+
+
+# --------------------------------------------------------------------------------------------
+# space_time_solves.py
+# --------------------------------------------------------------------------------------------
+
+
+def test_space_time_solves_tiny(capsys):
+    load_benchmark("space_time_solves").main("gray-scott", "30", "24", "0.7,0.1")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("gray-scott: 30 + 24 points")
+    values = [float(v) for v in re.findall(r"(?:RMS|L∞) ([0-9.e+-]+)", lines[1])]
+    assert len(values) == 4 and all(np.isfinite(values)), lines[1]

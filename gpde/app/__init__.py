@@ -27,4 +27,7 @@ from ._study import parse_options as parse_options
 from ._study import plan_study as plan_study
 from ._study import read_study as read_study
 from ._study import run_study as run_study
+from ._study import setting_label as setting_label
+from ._study_tables import checkpoint_table as checkpoint_table
+from ._study_tables import markdown_checkpoints as markdown_checkpoints
 from ._study_plots import plot_study as plot_study

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._plotting import _pyplot
+from ._plotting import _pyplot, save_figure
 from ._study import StudyRun, method_label, read_study, setting_label
 
 FLOOR = 1e-12
@@ -52,7 +52,6 @@ def plot_study(path: str | Path, out: str | Path) -> Path:
     for ax in list(axes.flat)[len(by_benchmark):]:
         ax.set_visible(False)
     figure.tight_layout()
-    out = Path(out)
-    figure.savefig(out, dpi=120)
+    out = save_figure(figure, out, dpi=120)
     plt.close(figure)
     return out
