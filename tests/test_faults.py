@@ -82,18 +82,24 @@ APPEND = SLOW_WRITES + textwrap.dedent("""
 """)
 
 
+def _kill_while_writing(delay: float, code: str, *args: str):
+    """Start `code`, SIGKILL it `delay` seconds after it says it is writing; the killed child."""
+    child = _start(code, *args)
+    _wait_for(child, "writing")
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    return child
+
+
 def test_kill_during_study_append_loses_nothing(tmp_path):
     path = tmp_path / "study.h5"
     study.append_run(path, _spec(0), _fake_result(0))
     kept = 1
     for trial, delay in enumerate(KILL_DELAYS):
         before = path.read_bytes()
-        child = _start(APPEND, str(path), str(kept))
-        _wait_for(child, "writing")
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        assert child.returncode == -signal.SIGKILL
+        child = _kill_while_writing(delay, APPEND, str(path), str(kept))
         assert path.read_bytes() == before, f"trial {trial}: the study changed under a killed append"
         assert len(study.read_study(path)) == kept
         # The next writer appends the same run and removes what the killed one left.
@@ -119,12 +125,7 @@ def test_kill_during_result_write_keeps_the_old_file(tmp_path):
     store.write_run(path, _solve_record())
     for trial, delay in enumerate(KILL_DELAYS):
         before = path.read_bytes()
-        child = _start(WRITE, str(path), str(trial + 1))
-        _wait_for(child, "writing")
-        time.sleep(delay)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        assert child.returncode == -signal.SIGKILL
+        child = _kill_while_writing(delay, WRITE, str(path), str(trial + 1))
         assert path.read_bytes() == before, f"trial {trial}"
         record = _solve_record()
         record.seed = 100 + trial
