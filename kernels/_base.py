@@ -9,6 +9,7 @@ evaluates (and differentiates) the features once per point instead of once per p
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
@@ -47,6 +48,16 @@ class AbstractStationaryKernel(AbstractPointKernel):
     @abc.abstractmethod
     def profile(self, s: Float[Array, ""]) -> Float[Array, ""]:
         """κ(s), smooth in s ≥ 0 to at least fourth order at s = 0."""
+
+    def profile_derivatives(self, s: Float[Array, "*n"], order: int) -> list[Float[Array, "*n"]]:
+        """[κ(s), κ′(s), …, κ⁽ᵒʳᵈᵉʳ⁾(s)] elementwise, by nested autodiff of the profile. Kernels with
+        closed forms override this: a Gram entry then costs one exponential instead of the
+        transcendental functions of every nested derivative."""
+        derivatives, f = [], self.profile
+        for _ in range(order + 1):
+            derivatives.append(f(s))
+            f = jax.grad(lambda t, f=f: jnp.sum(f(t)))
+        return derivatives
 
     @property
     def lengthscale(self) -> Float[Array, "*d"]:

@@ -24,6 +24,16 @@ def _safe_sqrt(s):
     return jnp.sqrt(jnp.where(positive, s, 1.0))
 
 
+def _scaled_distance(a2, s):
+    """(x, 1/x, e^{−x}) for x = a·√s, with 1/x = 0 at s = 0 (where every use multiplies it by
+    zero) and derivatives finite everywhere (the s = 0 branch never sees √0)."""
+    positive = s > 0
+    root = jnp.sqrt(jnp.where(positive, s, 1.0))
+    x = jnp.where(positive, jnp.sqrt(a2) * root, 0.0)
+    inverse_x = jnp.where(positive, 1.0 / (jnp.sqrt(a2) * root), 0.0)
+    return x, inverse_x, jnp.exp(-x)
+
+
 class Gaussian(AbstractStationaryKernel):
     """k(x, y) = exp(−Σ_i (x_i − y_i)² / (2 ℓ_i²)): the squared-exponential kernel."""
 
@@ -34,6 +44,10 @@ class Gaussian(AbstractStationaryKernel):
 
     def profile(self, s):
         return jnp.exp(-0.5 * s)
+
+    def profile_derivatives(self, s, order):
+        value = jnp.exp(-0.5 * s)
+        return [(-0.5) ** m * value for m in range(order + 1)]
 
 
 class Matern52(AbstractStationaryKernel):
@@ -54,6 +68,21 @@ class Matern52(AbstractStationaryKernel):
         series = 1.0 - a2 * s / 6.0 + a2**2 * s**2 / 24.0 - a2**2 * jnp.sqrt(a2) * s**2 * odd / 45.0 + a2**3 * s**3 / 144.0
         return jnp.where(s > _MATERN_SERIES_BELOW, closed_form, series)
 
+    def profile_derivatives(self, s, order):
+        # With x = a r and D = d/ds = (a²/2x) d/dx, each derivative of P(x) e^{−x} is again a
+        # polynomial times e^{−x} until P runs out: κ′ = −(a²/6)(1 + x)e^{−x}, κ″ = (a⁴/12)e^{−x};
+        # κ‴ and κ⁗ carry 1/x and 1/x³, and every Gram entry multiplies them by s² or more.
+        a2 = 5.0
+        x, inverse_x, exponential = _scaled_distance(a2, s)
+        values = [
+            (1.0 + x + a2 * s / 3.0) * exponential,
+            -(a2 / 6.0) * (1.0 + x) * exponential,
+            (a2**2 / 12.0) * exponential,
+            -(a2**3 / 24.0) * exponential * inverse_x,
+            (a2**4 / 48.0) * (1.0 + x) * exponential * inverse_x**3,
+        ]
+        return values[: order + 1] if order <= 4 else super().profile_derivatives(s, order)
+
 
 class Matern72(AbstractStationaryKernel):
     """Matérn ν = 7/2: k = (1 + a r + 2a² r²/5 + a³ r³/15) e^{−a r}, a = √7."""
@@ -70,6 +99,20 @@ class Matern72(AbstractStationaryKernel):
         closed_form = (1.0 + a_r + 2.0 * a2 * s / 5.0 + a_r * a2 * s / 15.0) * jnp.exp(-a_r)
         series = 1.0 - a2 * s / 10.0 + a2**2 * s**2 / 120.0 - a2**3 * s**3 / 720.0
         return jnp.where(s > _MATERN_SERIES_BELOW, closed_form, series)
+
+    def profile_derivatives(self, s, order):
+        # As for Matern52: κ′ = −(a²/30)(3 + 3x + x²)e^{−x}, κ″ = (a⁴/60)(1 + x)e^{−x},
+        # κ‴ = −(a⁶/120)e^{−x}, κ⁗ = (a⁸/240)e^{−x}/x (finite in every entry, which multiplies it by s²).
+        a2 = 7.0
+        x, inverse_x, exponential = _scaled_distance(a2, s)
+        values = [
+            (1.0 + x + 2.0 * a2 * s / 5.0 + a2 * s * x / 15.0) * exponential,
+            -(a2 / 30.0) * (3.0 + 3.0 * x + a2 * s) * exponential,
+            (a2**2 / 60.0) * (1.0 + x) * exponential,
+            -(a2**3 / 120.0) * exponential,
+            (a2**4 / 240.0) * exponential * inverse_x,
+        ]
+        return values[: order + 1] if order <= 4 else super().profile_derivatives(s, order)
 
 
 class RationalQuadratic(AbstractStationaryKernel):

@@ -8,7 +8,6 @@ and differentiated ONCE PER POINT, and no network runs per pair of points.
 
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -48,15 +47,6 @@ def operator_gram(
     return feature_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
 
 
-def _profile_derivatives(profile, s, order):
-    """κ(s), κ'(s), …, κ^(order)(s) elementwise, by nested autodiff of the scalar profile."""
-    derivatives, f = [], profile
-    for _ in range(order + 1):
-        derivatives.append(f(s))
-        f = jax.grad(lambda t, f=f: jnp.sum(f(t)))
-    return derivatives
-
-
 def _order(coefficients):
     _, c1, c2 = coefficients
     return 2 if np.any(c2) else 1 if np.any(c1) else 0
@@ -79,7 +69,7 @@ def _stationary_gram(kernel, operators_x, points_x, operators_y, points_y):
     lam = 2.0 / jnp.broadcast_to(jnp.exp(kernel.log_lengthscale), (dim,)) ** 2
     h = points_x.T[:, :, None] - points_y.T[:, None, :]  # (d, nx, ny)
     g = lam[:, None, None] * h
-    k = _profile_derivatives(kernel.profile, jnp.sum(0.5 * g * h, axis=0), highest)
+    k = kernel.profile_derivatives(jnp.sum(0.5 * g * h, axis=0), highest)
     k = k + [0.0] * (5 - len(k))
 
     def dot(u, v):  # Σ_i u_i v_i over the leading (dimension) axis
