@@ -3,11 +3,13 @@
 The dense work of a supernode (its Gram block, Cholesky factor and triangular solve) runs batched:
 supernodes of similar size share one bucket, padded to the bucket's row count S and column count
 M, in chunks of B supernodes, so that each bucket compiles once and a chunk's Gram blocks stay
-within a memory budget. Bucket bounds are quantiles of the row counts (rounded up to a multiple of
-8), which wastes less padding than geometric bounds because most supernodes sit at the finest
-scales and have similar sizes. Padding slots come last in a supernode, where they cannot change
-the leading rows of L⁻ᵀ that the real columns use. Everything here is numpy, built once per
-sparsity pattern and reused whenever the factor's values change.
+within a memory budget. The bucket bounds are chosen by dynamic programming over the sorted row
+counts (rounded up to a multiple of 8) to minimize the modelled time: each supernode costs what its
+padded block costs (Gram entries ∝ S², Cholesky ∝ S³) and each bucket one compilation. Small
+problems therefore get one or two buckets and large ones many, with little padding. Padding slots
+come last in a supernode, where they cannot change the leading rows of L⁻ᵀ that the real columns
+use. Everything here is numpy, built once per sparsity pattern and reused whenever the factor's
+values change.
 """
 
 from dataclasses import dataclass
@@ -17,10 +19,51 @@ from jaxtyping import Bool, Int
 
 from ._pattern import SupernodalPattern
 
-# Bucket bounds: quantiles of the row counts, at most this many. Each bucket compiles its own
-# batched kernel (about 2 s of CPU each for two operators), so small problems, where padding costs
-# little, get fewer: one bucket per decade of supernodes.
-_BUCKETS = 5
+# Cost model of the bucket choice (seconds, one CPU core, measured 2026-11-29 for Matérn 7/2 with δ
+# and Δ): a Gram entry with all its operator blocks, a Cholesky flop, and one bucket's compilation.
+_SECONDS_PER_ENTRY = 4e-8
+_SECONDS_PER_FLOP = 7e-11
+_SECONDS_PER_COMPILE = 1.5
+_MAX_BUCKETS = 24
+
+
+def _block_seconds(size):
+    size = np.asarray(size, dtype=np.float64)
+    return _SECONDS_PER_ENTRY * size**2 + _SECONDS_PER_FLOP * size**3 / 3
+
+
+def bucket_bounds(row_counts: Int[np.ndarray, " s"]) -> Int[np.ndarray, " b"]:
+    """Padded sizes (ascending, multiples of 8) minimizing Σ block cost(padded size) + compilations.
+
+    Dynamic programming over the distinct rounded sizes u_1 < … < u_m: best[k][i] is the least cost
+    of covering the supernodes of size ≤ u_i with k buckets, the largest of which is u_i."""
+    rounded = np.ceil(np.asarray(row_counts) / 8).astype(np.int64) * 8
+    sizes, counts = np.unique(rounded, return_counts=True)
+    m = sizes.shape[0]
+    cumulative = np.concatenate([[0], np.cumsum(counts)])
+    block = _block_seconds(sizes)
+    # cover[j, i]: the supernodes with sizes u_(j+1) … u_i, all padded to u_i (j < i).
+    cover = np.full((m + 1, m), np.inf)
+    for i in range(m):
+        j = np.arange(i + 1)
+        cover[j, i] = (cumulative[i + 1] - cumulative[j]) * block[i]
+    best = np.full((_MAX_BUCKETS + 1, m), np.inf)
+    choice = np.zeros((_MAX_BUCKETS + 1, m), dtype=np.int64)
+    best[1] = cover[0]
+    for k in range(2, _MAX_BUCKETS + 1):
+        for i in range(m):
+            if i == 0:
+                continue
+            candidates = best[k - 1, :i] + cover[1 : i + 1, i]
+            j = int(np.argmin(candidates))
+            best[k, i], choice[k, i] = candidates[j], j
+    total = best[1:, m - 1] + _SECONDS_PER_COMPILE * np.arange(1, _MAX_BUCKETS + 1)
+    k = int(np.argmin(total)) + 1
+    bounds, i = [], m - 1
+    while k >= 1:
+        bounds.append(int(sizes[i]))
+        i, k = int(choice[k, i]), k - 1
+    return np.array(sorted(bounds), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -63,9 +106,7 @@ def bucket_layout(pattern: SupernodalPattern, entries_per_chunk: int = 2_000_000
     entries (B·S² ≈ entries_per_chunk, at least one supernode)."""
     row_counts = np.diff(pattern.row_start)
     column_counts = np.diff(pattern.column_start)
-    buckets = int(np.clip(np.floor(np.log10(max(pattern.supernodes, 1))), 1, _BUCKETS))
-    quantiles = np.quantile(row_counts, np.linspace(0, 1, buckets + 1)[1:])
-    bounds = np.unique(np.ceil(quantiles / 8).astype(np.int64) * 8)
+    bounds = bucket_bounds(row_counts)
     bucket = np.searchsorted(bounds, row_counts)
 
     slots = np.empty(pattern.size, dtype=np.int64)  # row slot of each column in its supernode
@@ -87,7 +128,7 @@ def bucket_layout(pattern: SupernodalPattern, entries_per_chunk: int = 2_000_000
         members = np.flatnonzero(bucket == b)
         if members.size == 0:
             continue
-        width = int(column_counts[members].max())
+        width = int(np.ceil(column_counts[members].max() / 8)) * 8
         per_chunk = max(1, entries_per_chunk // int(size) ** 2)
         for start in range(0, members.size, per_chunk):
             part = members[start : start + per_chunk]

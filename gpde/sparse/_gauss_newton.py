@@ -83,6 +83,7 @@ class SparseSteps:
         nugget: float,
         adaptive_nugget: bool,
     ):
+        self._last_coefficients = None
         with _one_blas_thread():
             self._setup(settings, kernel, tuple(constraints), nugget, adaptive_nugget)
 
@@ -248,15 +249,26 @@ class SparseSteps:
         def count(_):
             iterations[0] += 1
 
+        # Start from the better of the preconditioned right-hand side and the last step's
+        # coefficients: once Gauss-Newton settles, successive reduced systems and their solutions
+        # differ little, and CG then starts close to the answer.
+        start_point = precondition(targets)
+        if self._last_coefficients is not None:
+            def misfit(c):
+                return np.linalg.norm(targets - gram(c))
+            if misfit(self._last_coefficients) < misfit(start_point):
+                start_point = self._last_coefficients
+
         start = time.perf_counter()
         coefficients, _ = scipy.sparse.linalg.cg(
-            operator, targets, x0=precondition(targets), rtol=self.settings.cg_tolerance,
+            operator, targets, x0=start_point, rtol=self.settings.cg_tolerance,
             maxiter=self.settings.cg_max_iterations, M=inverse, callback=count,
         )
         cg_seconds = time.perf_counter() - start
         scale = max(np.linalg.norm(targets), np.finfo(float).tiny)
         residual = float(np.linalg.norm(targets - gram(coefficients)) / scale)
 
+        self._last_coefficients = coefficients
         basis_values = self._covariance(self._lift(weights, coefficients))
         new_values = tuple(jnp.asarray(z) for z in self._blocks(basis_values))
         residuals = _residuals(self.constraints, new_values)

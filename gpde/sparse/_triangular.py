@@ -21,7 +21,6 @@ class TriangularFactor:
 
     def __init__(self, factor: scipy.sparse.csc_matrix):
         self.factor = factor.tocsc()
-        self._transpose = self.factor.T.tocsc()
         self._solver = None
 
     @property
@@ -30,7 +29,7 @@ class TriangularFactor:
 
     def precision(self, v: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
         """U Uᵀ v ≈ Θ⁻¹ v (two sparse products)."""
-        return self.factor @ (self._transpose @ v)
+        return self.factor @ (self.factor.T @ v)  # .T of a CSC matrix is a CSR view: no copy
 
     def covariance(self, v: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
         """U⁻ᵀ U⁻¹ v ≈ Θ v (two sparse triangular solves)."""
