@@ -282,3 +282,27 @@ def test_direct_autodiff_reference_agrees_with_closed_form():
     np.testing.assert_allclose(direct[0, 0], (1 / ell**2 - delta[..., 0] ** 2 / ell**4) * k, rtol=1e-12, atol=1e-12)
     expected = (r2**2 / ell**8 - 8 * r2 / ell**6 + 8 / ell**4) * k
     np.testing.assert_allclose(direct[1, 1], expected, rtol=1e-11, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [Matern72(0.4), gpde.kernels.Matern52(jnp.array([0.5, 0.3])), Sum(Gaussian(0.7), gpde.kernels.Scaled(Matern72(0.3), 2.0))],
+    ids=["matern72", "matern52-anisotropic", "sum-scaled"],
+)
+def test_functional_gram_is_the_weighted_sum_of_operator_blocks(kernel):
+    """functional_gram's fused closed form (per-point coefficients of Σ_j w_j L_j) equals
+    Σ_jl w_j w_l K(L_j, L_l) from the per-operator blocks, for every operator order, at coincident
+    and distinct points; a wrong weight changes it."""
+    from gpde.solve._gram import functional_gram
+
+    x = jax.random.uniform(jax.random.PRNGKey(0), (12, 2))
+    y = jnp.concatenate([x[:5], jax.random.uniform(jax.random.PRNGKey(1), (6, 2))])
+    wx = jax.random.normal(jax.random.PRNGKey(2), (12, len(OPERATORS)))
+    wy = jax.random.normal(jax.random.PRNGKey(3), (11, len(OPERATORS)))
+    blocks = operator_gram(kernel, OPERATORS, x, OPERATORS, y)
+    expected = jnp.einsum("aj,jlab,bl->ab", wx, blocks, wy)
+    fused = functional_gram(kernel, OPERATORS, wx, x, wy, y)
+    scale = float(jnp.max(jnp.abs(expected)))
+    assert float(jnp.max(jnp.abs(fused - expected))) <= 1e-12 * scale
+    wrong = functional_gram(kernel, OPERATORS, wx.at[0, -1].add(1.0), x, wy, y)
+    assert float(jnp.max(jnp.abs(wrong - expected))) > 1e-6 * scale

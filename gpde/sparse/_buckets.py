@@ -21,9 +21,9 @@ from ._pattern import SupernodalPattern
 
 # Cost model of the bucket choice (seconds, one CPU core, measured 2026-11-29 for Matérn 7/2 with δ
 # and Δ): a Gram entry with all its operator blocks, a Cholesky flop, and one bucket's compilation.
-_SECONDS_PER_ENTRY = 4e-8
-_SECONDS_PER_FLOP = 7e-11
-_SECONDS_PER_COMPILE = 1.5
+_SECONDS_PER_ENTRY = 2.2e-8
+_SECONDS_PER_FLOP = 1.5e-10
+_SECONDS_PER_COMPILE = 0.6
 _MAX_BUCKETS = 24
 
 

@@ -9,7 +9,8 @@ supernode (Schäfer, Katzfuss, Owhadi 2021).
 Every functional is a weighted sum of the operators of one dictionary at one point,
 φ = Σ_j w_j L_j δ_x (one-hot weights for the basis functionals, the linearization weights for the
 reduced system), so a supernode's Gram block is Σ_jl w_j w_l K(L_j, L_l) from gpde's own
-`operator_gram`: every kernel (stationary, sums, products, Gibbs, any feature kernel) and every
+`functional_gram` (one fused closed-form pass for stationary kernels, `operator_gram`'s blocks
+otherwise): every kernel (stationary, sums, products, Gibbs, any feature kernel) and every
 operator works here. The blocks are computed in JAX, batched over the padded supernodes of a bucket
 chunk (`_buckets.py`) with `vmap`; the results are scattered on the host into the factor's
 compressed columns. Nothing of size N² is ever formed: the largest array is one chunk's blocks.
@@ -25,7 +26,7 @@ import scipy.sparse
 from jaxtyping import Array, Bool, Float, Int
 
 from ..kernels import AbstractKernel
-from ..solve._gram import operator_gram
+from ..solve._gram import functional_gram, operator_gram
 from ..solve._operators import AbstractOperator
 from ._buckets import BucketLayout
 
@@ -87,11 +88,7 @@ def _chunk_columns(
     w = jnp.where(valid[:, :, None], weights[rows], 0.0)
 
     def gram(xb, wb):
-        blocks = operator_gram(kernel, operators, xb, operators, xb)  # (m, m, S, S)
-        # Σ_jl w_j B_jl w_l as elementwise products: XLA fuses them into one pass, where the
-        # einsum became batched dots and transposes 20x slower (measured on CPU).
-        m = len(operators)
-        return sum(wb[:, j, None] * blocks[j, l] * wb[None, :, l] for j in range(m) for l in range(m))
+        return functional_gram(kernel, operators, wb, xb, wb, xb)
 
     gram_blocks = jax.vmap(gram)(x, w)
     diagonal = jnp.diagonal(gram_blocks, axis1=1, axis2=2)
