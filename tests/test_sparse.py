@@ -21,6 +21,7 @@ from gpde.sparse import (
     DIRACS_FIRST,
     FOLLOW_DIRACS,
     SparseSteps,
+    grouped_maximin_ordering,
     linear_solver,
     maximin_ordering,
     supernodal_pattern,
@@ -74,6 +75,19 @@ def test_maximin_ordering_is_a_coarse_to_fine_permutation():
         distances[order[:k]] = -1
         assert lengthscales[k] == pytest.approx(np.linalg.norm(points[order[k]] - points[order[:k]], axis=1).min())
         assert lengthscales[k] == pytest.approx(distances.max())
+
+
+def test_grouped_ordering_puts_group_zero_first_and_measures_to_every_earlier_point():
+    points = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), (200, 2)))
+    group = (points[:, 0] > 0.3).astype(np.int64)  # group 0: a strip, ordered first
+    order, lengthscales = grouped_maximin_ordering(points, group)
+    assert sorted(order.tolist()) == list(range(200))
+    first = int(np.sum(group == 0))
+    assert np.all(group[order[:first]] == 0) and np.all(group[order[first:]] == 1)
+    for part in (slice(0, first), slice(first, 200)):  # coarse to fine within each group
+        assert np.all(np.diff(lengthscales[part]) <= 1e-15)
+    for k in range(1, 200):  # ℓ_k: distance to ALL points before it, group 0 included
+        assert lengthscales[k] == pytest.approx(np.linalg.norm(points[order[k]] - points[order[:k]], axis=1).min())
 
 
 @pytest.mark.parametrize("ordering", [FOLLOW_DIRACS, DIRACS_FIRST])

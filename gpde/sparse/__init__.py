@@ -9,6 +9,7 @@ solver's O(N²) and O(N³).
 from ._gauss_newton import SparseSetup as SparseSetup
 from ._gauss_newton import SparseStepInfo as SparseStepInfo
 from ._gauss_newton import SparseSteps as SparseSteps
+from ._ordering import grouped_maximin_ordering as grouped_maximin_ordering
 from ._ordering import maximin_ordering as maximin_ordering
 from ._pattern import DIRACS_FIRST as DIRACS_FIRST
 from ._pattern import FOLLOW_DIRACS as FOLLOW_DIRACS

@@ -40,7 +40,7 @@ from ..solve._linearize import StepOutcome, linearize
 from ..solve._operators import AbstractOperator, Evaluation
 from ._buckets import bucket_layout
 from ._factor import factor, pointwise_blocks
-from ._ordering import maximin_ordering
+from ._ordering import grouped_maximin_ordering
 from ._pattern import FOLLOW_DIRACS, supernodal_pattern
 from ._scales import coordinate_scales
 from ._settings import Sparse
@@ -108,7 +108,15 @@ class SparseSteps:
         start = time.perf_counter()
         self.sites = np.concatenate([np.asarray(c.points) for c in constraints])
         scaled = self.sites / coordinate_scales(kernel, self.sites)
-        site_order = maximin_ordering(scaled)
+        # Sites of Dirac-only constraints (boundary and data values) first when asked: they then
+        # form the coarse levels, and every interior functional conditions on nearby ones.
+        if settings.dirac_constraints_first:
+            site_group = np.concatenate(
+                [np.full(c.size, 0 if all(isinstance(op, Evaluation) for op in c.operators) else 1) for c in constraints]
+            )
+        else:
+            site_group = np.zeros(self.sites.shape[0], dtype=np.int64)
+        site_order = grouped_maximin_ordering(scaled, site_group)
         site_of, rank, operator_of = [], [], []
         for g, c in enumerate(constraints):
             lead = next((j for j, op in enumerate(c.operators) if isinstance(op, Evaluation)), 0)
@@ -122,7 +130,9 @@ class SparseSteps:
         site_of, rank, operator_of = map(np.concatenate, (site_of, rank, operator_of))
         self.site_of, self.operator_of = site_of, operator_of
         self.scales = coordinate_scales(kernel, self.sites)
-        ordering = dict(band_ratio=settings.band_ratio, aggregation=settings.aggregation, site_order=site_order)
+        ordering = dict(
+            band_ratio=settings.band_ratio, aggregation=settings.aggregation, site_order=site_order, site_group=site_group
+        )
         basis = supernodal_pattern(scaled, site_of, rank, settings.rho, settings.ordering, **ordering)
         reduced = supernodal_pattern(
             scaled, np.arange(self.sites.shape[0]), np.zeros(self.sites.shape[0], dtype=np.int64),

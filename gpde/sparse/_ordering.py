@@ -18,12 +18,16 @@ from jaxtyping import Float, Int
 from scipy.spatial import cKDTree
 
 
-def maximin_ordering(points: Float[np.ndarray, "n d"]) -> tuple[Int[np.ndarray, " n"], Float[np.ndarray, " n"]]:
+def maximin_ordering(
+    points: Float[np.ndarray, "n d"], initial_distance: Float[np.ndarray, " n"] | None = None
+) -> tuple[Int[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """(order, lengthscales): order[k] is the index of the k-th point, lengthscales[k] its distance
     to the points order[:k] (for the first point: its largest distance to any point, so every
     lengthscale is finite). Ties are broken by the smaller index, so the result is deterministic.
 
-    The first point is the one closest to the centroid. Duplicate points get lengthscale 0.
+    The first point is the one closest to the centroid. Duplicate points get lengthscale 0. With
+    `initial_distance` (each point's distance to points already ordered elsewhere) the ordering
+    continues from those: the first point is the farthest from them and distances start there.
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
     n = points.shape[0]
@@ -32,9 +36,16 @@ def maximin_ordering(points: Float[np.ndarray, "n d"]) -> tuple[Int[np.ndarray, 
     if n == 0:
         return order, lengthscales
     tree = cKDTree(points)
-    first = int(np.argmin(np.sum((points - points.mean(axis=0)) ** 2, axis=1)))
-    distance = np.sqrt(np.sum((points - points[first]) ** 2, axis=1))
-    order[0], lengthscales[0] = first, float(distance.max())
+    if initial_distance is None:
+        first = int(np.argmin(np.sum((points - points.mean(axis=0)) ** 2, axis=1)))
+        distance = np.sqrt(np.sum((points - points[first]) ** 2, axis=1))
+        order[0], lengthscales[0] = first, float(distance.max())
+    else:
+        distance = np.asarray(initial_distance, dtype=np.float64).copy()
+        first = int(np.argmax(distance))
+        order[0], lengthscales[0] = first, float(distance[first])
+        near = np.asarray(tree.query_ball_point(points[first], distance[first], return_sorted=False), dtype=np.int64)
+        distance[near] = np.minimum(distance[near], np.sqrt(np.sum((points[near] - points[first]) ** 2, axis=1)))
     chosen = np.zeros(n, dtype=bool)
     chosen[first] = True
     # Max-heap on the distance to the chosen set, stored negated; an entry is stale when its key
@@ -60,3 +71,24 @@ def maximin_ordering(points: Float[np.ndarray, "n d"]) -> tuple[Int[np.ndarray, 
             for j, dj in zip(near.tolist(), d.tolist()):
                 heapq.heappush(heap, (-dj, j))
     return order, lengthscales
+
+
+def grouped_maximin_ordering(
+    points: Float[np.ndarray, "n d"], group: Int[np.ndarray, " n"]
+) -> tuple[Int[np.ndarray, " n"], Float[np.ndarray, " n"]]:
+    """Maximin ordering of the points group by group (group 0 first): each group is ordered
+    coarse to fine, its lengthscales measured to every point of the earlier groups too. Putting
+    the Dirac-only constraints (boundary values) first makes them the coarse levels that screen
+    the interior's derivative functionals."""
+    group = np.asarray(group)
+    order_parts, scale_parts = [], []
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        initial = None
+        if order_parts:
+            earlier = np.concatenate(order_parts)
+            initial, _ = cKDTree(points[earlier]).query(points[members])
+        order, scales = maximin_ordering(points[members], initial)
+        order_parts.append(members[order])
+        scale_parts.append(scales)
+    return np.concatenate(order_parts), np.concatenate(scale_parts)

@@ -107,11 +107,13 @@ def supernodal_pattern(
     band_ratio: float = 1.5,
     aggregation: float = 0.7,
     site_order: tuple[np.ndarray, np.ndarray] | None = None,
+    site_group: Int[np.ndarray, " sites"] | None = None,
 ) -> SupernodalPattern:
     """Order the functionals (site_of[i], rank[i]: the site of functional i and its rank there)
     and build the supernodes for sparsity radius ρ (`rho`), band ratio λ (`band_ratio`) and cell
     size α·ρ·ℓ (`aggregation` = α). `site_points` are in the kernel's scaled coordinates.
-    `site_order` = (order, lengthscales) reuses a maximin ordering of the sites."""
+    `site_order` = (order, lengthscales) reuses a maximin ordering of the sites; `site_group`
+    (from a grouped ordering) keeps the groups' columns in separate supernodes."""
     if not rho > 0:
         raise ConfigError(f"the sparsity radius rho must be > 0 (typical 2 … 5), got {rho}")
     if not band_ratio > 1:
@@ -126,6 +128,8 @@ def supernodal_pattern(
     lengthscale_of_site[sites_in_order] = site_scales
     order, lengthscales, group = functional_order(lengthscale_of_site, site_rank, site_of, rank, ordering)
     points = site_points[site_of[order]]  # coordinates by position
+    if site_group is not None:
+        group = group + 2 * np.asarray(site_group)[site_of[order]]
 
     # Supernode key of each column: (group, band, cell).
     top = float(np.max(lengthscales))

@@ -37,6 +37,10 @@ class Sparse(eqx.Module):
       as the CG preconditioner (it changes CG's iteration count, not the answer). Default: `rho`.
     - `ordering`: where the derivative functionals of a point go, "follow_diracs" (right after
       the point's δ, the default) or "diracs_first" (after all points, at the finest scale).
+    - `dirac_constraints_first`: order the points of constraints made only of point values
+      (boundary and data values) before all others, as coarse levels of the hierarchy; the interior
+      functionals then condition on nearby boundary values, which cut CG's iteration count 
+      several-fold on elliptic problems (docs/sparse.md).
     - `band_ratio` (λ) and `aggregation` (α): supernodes gather columns whose lengthscales differ by
       less than λ and whose points share a cell of side α·ρ·ℓ.
     - `factor_nugget`: relative nugget added to the diagonal of the basis-functional factor's local
@@ -52,6 +56,7 @@ class Sparse(eqx.Module):
     rho: float = 5.0
     preconditioner_rho: float | None = None
     ordering: str = FOLLOW_DIRACS
+    dirac_constraints_first: bool = True
     band_ratio: float = 1.5
     aggregation: float = 0.7
     factor_nugget: float | None = None
