@@ -36,7 +36,7 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np
 
-from gpde.bljes import PHASES, make_method, run_optimization
+from gpde.bljes import METHODS, PHASES, make_method, run_optimization
 from gpde.app import parse_options
 from gpde.problems.bilevel import get_benchmark
 
@@ -83,10 +83,15 @@ def speed(args) -> str:
     return "\n".join(lines)
 
 
-def _method(spec: str):
-    """'bljes' or 'bljes[value_bound=True,paths=10]': a method with options (an ablation)."""
+def _method(spec: str, args):
+    """'bljes' or 'bljes[value_bound=True,paths=10]': a method with options (an ablation). A method
+    that has `paths` and `features` takes them from --paths and --features unless its options set
+    them (as the speed run does, so that --tiny shrinks them too)."""
     name, _, options = spec.partition("[")
-    return make_method(name, **parse_options(options.rstrip("]")))
+    options = parse_options(options.rstrip("]"))
+    sizes = {key: getattr(args, key) for key in ("paths", "features")
+             if hasattr(METHODS.get(name), key) and key not in options}
+    return make_method(name, **sizes, **options)
 
 
 def regret(args) -> str:
@@ -103,7 +108,7 @@ def regret(args) -> str:
             for seed in range(args.seeds):
                 start = time.perf_counter()
                 run = run_optimization(
-                    benchmark, _method(method_name), evaluations=args.evaluations, initial=args.initial, seed=seed
+                    benchmark, _method(method_name, args), evaluations=args.evaluations, initial=args.initial, seed=seed
                 )
                 regrets.append([run.regret[c - 1] for c in checkpoints])
                 history = ", ".join(f"{c}: {run.regret[c - 1]:.3g}" for c in checkpoints)
