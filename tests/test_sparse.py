@@ -247,3 +247,23 @@ def test_benchmark_runs_at_tiny_size():
     text = module.main(["--tiny"])
     rows = [line for line in text.splitlines() if line.startswith("| elliptic")]
     assert [row.split("|")[3].strip() for row in rows] == ["dense", "sparse"]
+
+
+@pytest.mark.parametrize("block_nonzeros", [10**9, 4000, 50])
+def test_blocked_triangular_solves_equal_dense_solves(block_nonzeros):
+    """U⁻ᵀU⁻¹v through SuperLU diagonal blocks and sparse off-diagonal products equals the dense
+    solves, however U is split (one block, several, a block per few columns)."""
+    import scipy.sparse
+
+    from gpde.sparse._triangular import TriangularFactor
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    strict = scipy.sparse.triu(scipy.sparse.random(n, n, density=0.01, random_state=1, format="csc"), k=1)
+    factor = (0.1 * strict + scipy.sparse.diags(1.0 + rng.random(n))).tocsc()
+    v = rng.standard_normal(n)
+    dense = factor.toarray()
+    expected = np.linalg.solve(dense.T, np.linalg.solve(dense, v))
+    triangular = TriangularFactor(factor, block_nonzeros=block_nonzeros)
+    assert np.max(np.abs(triangular.covariance(v) - expected)) <= 1e-12 * np.max(np.abs(expected))
+    assert np.allclose(triangular.precision(v), dense @ (dense.T @ v), rtol=1e-12, atol=0)

@@ -84,6 +84,7 @@ class SparseSteps:
         adaptive_nugget: bool,
     ):
         self._last_coefficients = None
+        self._preconditioner = None
         with _one_blas_thread():
             self._setup(settings, kernel, tuple(constraints), nugget, adaptive_nugget)
 
@@ -234,14 +235,23 @@ class SparseSteps:
             for j, column in enumerate(self.operator_index[g]):
                 reduced_weights[self.offsets[g] : self.offsets[g + 1], column] += w[j]
         order = self.reduced_order
-        preconditioner_factor = factor(
-            self.kernel, self.operators, self.sites[order], reduced_weights[order], nugget[order], 0.0,
-            self.reduced_layout,
-        )
+        # The preconditioner only changes CG's speed, never its answer: keep the last one while
+        # the reduced functionals (weights and nugget) moved by less than `preconditioner_refresh`
+        # relative to their size, as they do once Gauss-Newton has settled.
+        previous = self._preconditioner
+        if previous is not None and _relative_change(previous[0], reduced_weights) <= self.settings.preconditioner_refresh \
+                and _relative_change(previous[1], nugget) <= self.settings.preconditioner_refresh:
+            preconditioner = previous[2]
+        else:
+            preconditioner_factor = factor(
+                self.kernel, self.operators, self.sites[order], reduced_weights[order], nugget[order], 0.0,
+                self.reduced_layout,
+            )
+            if not np.all(np.isfinite(preconditioner_factor.data)):
+                return self._failed(linear, RESULTS.cholesky_failed)
+            preconditioner = TriangularFactor(preconditioner_factor)
+            self._preconditioner = (reduced_weights, nugget, preconditioner)
         preconditioner_seconds = time.perf_counter() - start
-        if not np.all(np.isfinite(preconditioner_factor.data)):
-            return self._failed(linear, RESULTS.cholesky_failed)
-        preconditioner = TriangularFactor(preconditioner_factor)
 
         def gram(v):
             return self._extract(weights, self._regularized_covariance(self._lift(weights, v))) + top_up * v
@@ -328,6 +338,12 @@ class SparseSteps:
         values = tuple(jnp.full((len(c.operators), c.size), jnp.nan) for c in self.constraints)
         outcome = StepOutcome(linear.weights, zeros, values, zeros, result)
         return outcome, SparseStepInfo(0, float("nan"), 0, 0.0, 0.0)
+
+
+def _relative_change(old, new) -> float:
+    """max |new − old| / max |old| (∞ when old is all zero)."""
+    scale = float(np.max(np.abs(old)))
+    return float(np.max(np.abs(new - old))) / scale if scale > 0 else float("inf")
 
 
 def _one_blas_thread():

@@ -46,6 +46,8 @@ class Sparse(eqx.Module):
     - `factor_nugget`: relative nugget added to the diagonal of the basis-functional factor's local
       Gram blocks to keep them positive definite; it is subtracted again where the factor is used,
       so it does not change the regularization (default: the Gauss-Newton nugget η).
+    - `preconditioner_refresh`: the preconditioner is rebuilt when the reduced functionals' weights
+      or nugget moved by more than this fraction of their size since it was built (0: every step).
     - `cg_tolerance`, `cg_max_iterations`: CG stops at this relative residual or iteration count.
     - `chunk_entries`: Gram entries per batched chunk of supernodes (memory per chunk ≈ 8 bytes ×
       operators² × chunk_entries, plus the kernel's intermediates).
@@ -58,8 +60,9 @@ class Sparse(eqx.Module):
     ordering: str = FOLLOW_DIRACS
     dirac_constraints_first: bool = True
     band_ratio: float = 1.5
-    aggregation: float = 0.7
+    aggregation: float = 1.0
     factor_nugget: float | None = None
+    preconditioner_refresh: float = 0.2
     cg_tolerance: float = 1e-10
     cg_max_iterations: int = 500
     chunk_entries: int = 1_000_000
@@ -77,6 +80,10 @@ class Sparse(eqx.Module):
             raise ConfigError(f"Sparse: unknown ordering '{self.ordering}'; choose one of {', '.join(ORDERINGS)}")
         if self.factor_nugget is not None and not (np.isfinite(self.factor_nugget) and self.factor_nugget > 0):
             raise ConfigError(f"Sparse: factor_nugget must be > 0, got {self.factor_nugget!r}")
+        if not (isinstance(self.preconditioner_refresh, (int, float)) and self.preconditioner_refresh >= 0):
+            raise ConfigError(f"Sparse: preconditioner_refresh must be >= 0 (0: rebuild every step), got {self.preconditioner_refresh!r}")
+        if not isinstance(self.dirac_constraints_first, bool):
+            raise ConfigError(f"Sparse: dirac_constraints_first must be True or False, got {self.dirac_constraints_first!r}")
         if not (np.isfinite(self.cg_tolerance) and self.cg_tolerance > 0):
             raise ConfigError(f"Sparse: cg_tolerance must be > 0, got {self.cg_tolerance!r}")
         for name in ("cg_max_iterations", "chunk_entries"):
