@@ -240,13 +240,17 @@ def test_several_fields_are_refused():
         GaussNewton(linear_solver=Sparse()).solve((Matern72(0.3), Matern72(0.3)), constraints + (extra,))
 
 
-def test_benchmark_runs_at_tiny_size():
-    spec = importlib.util.spec_from_file_location("benchmark_sparse", ROOT / "benchmarks" / "sparse.py")
+@pytest.mark.parametrize("problem", ["elliptic", "burgers", "eikonal"])
+def test_scale_benchmark_runs_at_tiny_size(problem):
+    spec = importlib.util.spec_from_file_location("benchmark_scale", ROOT / "benchmarks" / "scale.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    text = module.main(["--tiny"])
-    rows = [line for line in text.splitlines() if line.startswith("| elliptic")]
-    assert [row.split("|")[3].strip() for row in rows] == ["dense", "sparse"]
+    text = module.main(["--tiny", "--problem", problem])
+    rows = [line.split("|") for line in text.splitlines() if line.startswith(f"| {problem}")]
+    assert [row[3].strip() for row in rows] == ["dense", "sparse"]
+    for row in rows:  # RMS, relative L2 and L∞ errors are finite and positive
+        errors = [float(cell) for cell in row[11:14]]
+        assert all(np.isfinite(e) and e > 0 for e in errors), row
 
 
 @pytest.mark.parametrize("block_nonzeros", [10**9, 4000, 50])

@@ -101,10 +101,20 @@ class SparseSteps:
         self.nugget, self.adaptive_nugget = nugget, adaptive_nugget
         self.sizes = [c.size for c in constraints]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        # The basis functionals of a constraint are its operators at its points, with δ added in
+        # front where the constraint has no point value (Eikonal's ∂x, ∂y, Δ): derivative
+        # functionals alone screen poorly, and the factor conditions every column on the nearby
+        # values of u. The added δ carry zero weight in every reduced functional, so the solved
+        # problem is the same; only the factor's approximation improves (10x on Eikonal at 256 points).
+        self.basis_operators = [
+            tuple(c.operators) if any(isinstance(op, Evaluation) for op in c.operators) else (Evaluation(), *c.operators)
+            for c in constraints
+        ]
+        self.added = [len(b) - len(c.operators) for b, c in zip(self.basis_operators, constraints)]
         self.operators: list[AbstractOperator] = []
         self.operator_index = []
-        for c in constraints:
-            self.operator_index.append(tuple(self._dictionary_index(op) for op in c.operators))
+        for operators in self.basis_operators:
+            self.operator_index.append(tuple(self._dictionary_index(op) for op in operators))
 
         start = time.perf_counter()
         self.sites = np.concatenate([np.asarray(c.points) for c in constraints])
@@ -119,15 +129,17 @@ class SparseSteps:
             site_group = np.zeros(self.sites.shape[0], dtype=np.int64)
         site_order = grouped_maximin_ordering(scaled, site_group)
         site_of, rank, operator_of = [], [], []
-        for g, c in enumerate(constraints):
-            lead = next((j for j, op in enumerate(c.operators) if isinstance(op, Evaluation)), 0)
-            ranks = [0 if j == lead else 1 + j - (j > lead) for j in range(len(c.operators))]
-            for j in range(len(c.operators)):
+        for g, (c, operators) in enumerate(zip(constraints, self.basis_operators)):
+            lead = next(j for j, op in enumerate(operators) if isinstance(op, Evaluation))
+            ranks = [0 if j == lead else 1 + j - (j > lead) for j in range(len(operators))]
+            for j in range(len(operators)):
                 site_of.append(self.offsets[g] + np.arange(c.size))
                 rank.append(np.full(c.size, ranks[j]))
                 operator_of.append(np.full(c.size, self.operator_index[g][j]))
         # Basis functional (g, j, a) is number basis_start[g] + j·n_g + a in the natural order.
-        self.basis_start = np.concatenate([[0], np.cumsum([len(c.operators) * c.size for c in constraints])])
+        self.basis_start = np.concatenate(
+            [[0], np.cumsum([len(operators) * c.size for c, operators in zip(constraints, self.basis_operators)])]
+        )
         site_of, rank, operator_of = map(np.concatenate, (site_of, rank, operator_of))
         self.site_of, self.operator_of = site_of, operator_of
         self.scales = coordinate_scales(kernel, self.sites)
@@ -147,10 +159,12 @@ class SparseSteps:
         start = time.perf_counter()
         # Per-point covariances of each constraint's functionals: the diagonal of Θ, and the
         # diagonal of the reduced Gram matrix for the adaptive nugget.
-        self.point_blocks = [np.asarray(pointwise_blocks(kernel, c.operators, c.points)) for c in constraints]
+        self.point_blocks = [
+            np.asarray(pointwise_blocks(kernel, operators, c.points)) for c, operators in zip(constraints, self.basis_operators)
+        ]
         shift = settings.factor_nugget if settings.factor_nugget is not None else nugget
         self.basis_shift = shift * np.concatenate(
-            [self.point_blocks[g][:, j, j] for g, c in enumerate(constraints) for j in range(len(c.operators))]
+            [self.point_blocks[g][:, j, j] for g, operators in enumerate(self.basis_operators) for j in range(len(operators))]
         )
         one_hot = np.eye(len(self.operators))[operator_of[self.basis_order]]
         basis_factor = factor(
@@ -190,7 +204,14 @@ class SparseSteps:
 
     def _blocks(self, t):
         """The basis values t split per constraint, shaped (operators, points)."""
-        return [t[a:b].reshape(len(c.operators), c.size) for c, a, b in zip(self.constraints, self.basis_start, self.basis_start[1:])]
+        return [
+            t[a:b].reshape(len(operators), c.size)
+            for c, operators, a, b in zip(self.constraints, self.basis_operators, self.basis_start, self.basis_start[1:])
+        ]
+
+    def _basis_weights(self, weights):
+        """The reduced functionals' weights on the basis functionals: zero on an added δ."""
+        return [np.concatenate([np.zeros((k, w.shape[1])), w]) if k else w for w, k in zip(weights, self.added)]
 
     def _regularized_covariance(self, y):
         """(Θ + S) y for basis coefficients y, through the factor: U⁻ᵀ U⁻¹ y."""
@@ -211,7 +232,7 @@ class SparseSteps:
 
     def _step(self, values):
         linear = _linearize(self.constraints, tuple(values))
-        weights = [np.asarray(w) for w in linear.weights]
+        weights = self._basis_weights([np.asarray(w) for w in linear.weights])
         targets = np.concatenate([np.asarray(t) for t in linear.targets])
         finite = all(np.all(np.isfinite(w)) for w in weights) and np.all(np.isfinite(targets))
         if not finite:
@@ -290,7 +311,7 @@ class SparseSteps:
 
         self._last_coefficients = coefficients
         basis_values = self._covariance(self._lift(weights, coefficients))
-        new_values = tuple(jnp.asarray(z) for z in self._blocks(basis_values))
+        new_values = tuple(jnp.asarray(z[k:]) for z, k in zip(self._blocks(basis_values), self.added))
         residuals = _residuals(self.constraints, new_values)
         finite = np.isfinite(residual) and all(np.all(np.isfinite(np.asarray(z))) for z in new_values)
         outcome = StepOutcome(
@@ -306,7 +327,7 @@ class SparseSteps:
     def solution(self, outcome: StepOutcome) -> SparseSolution:
         """The iterate of `outcome` as a function: its values t = Θ̃ Wᵀ c at the basis functionals,
         evaluated elsewhere by local kriging (`_solution.py`)."""
-        weights = [np.asarray(w) for w in outcome.weights]
+        weights = self._basis_weights([np.asarray(w) for w in outcome.weights])
         coefficients = np.concatenate([np.asarray(c) for c in outcome.coefficients])
         with _one_blas_thread():
             values = self._regularized_covariance(self._lift(weights, coefficients))

@@ -1,25 +1,34 @@
 """Sparse-Cholesky Gauss-Newton at scale: time, memory and accuracy against N (docs/sparse.md).
 
-    python benchmarks/sparse.py [--sizes 4900,10000,40000,99856] [--rho 3] [--ordering follow_diracs]
-                                [--problem elliptic|series] [--steps 4] [--dense-up-to 10000]
-                                [--compare-orderings] [--tiny] [--out table.md]
+    python benchmarks/scale.py [--problem elliptic|series|eikonal|burgers] [--sizes 10000,40000,160000]
+                               [--rho 5] [--ordering follow_diracs] [--steps 4] [--dense-up-to 10000]
+                               [--compare-orderings] [--tiny] [--out table.md]
 
-The problem is −Δu + u³ = f on [0,1]² on a grid of m × m interior points and 4(m + 1) boundary
-points, Matérn 7/2 with ℓ = 0.3, nugget 1e-10, a fixed number of Gauss-Newton steps from u = 0:
-`elliptic` is gpde's manufactured solution (problems/elliptic.py), `series` the smoother
-u = Σ_{k=1}^{600} sin(πkx) sin(πky)/k⁶ of Chen, Owhadi and Schäfer. Every configuration runs in a
-fresh subprocess (its peak resident set is its own; compilation caches do not leak) unless
-`--tiny`, which runs one small configuration of each solver in this process (what the test suite
-does). Errors are at the interior collocation points, where the iterate's values come out of the
-last step for free: RMS and L∞ against the exact solution. `--compare-orderings` runs both
-functional orderings ("follow_diracs", "diracs_first") at every size. The fitted exponent is the
-least-squares slope of log(total time) against log N over the sparse rows.
+Problems, each on a grid of about `size` interior points plus the boundary (or initial line and
+walls), solved by a fixed number of Gauss-Newton steps from u = 0:
 
-Columns: N (collocation points, interior + boundary), solver, ρ, ordering, setup (ordering, pattern
-and factor of the basis functionals, compilation included), s/step (mean Gauss-Newton step:
-linearization, preconditioner factor, CG, new values), total, CPU (process CPU time: the machine
-may be shared), peak RSS, RMS and L∞ error, nnz of the basis factor and per functional, CG
-iterations of each step.
+- `elliptic`: −Δu + u³ = f on [0,1]², gpde's manufactured solution (problems/elliptic.py),
+  Matérn 7/2 ℓ = 0.3, nugget 1e-10, m × m interior and 4(m + 1) boundary points;
+- `series`: the same equation with the smoother u = Σ_{k=1}^{600} sin(πkx) sin(πky)/k⁶ of
+  Chen, Owhadi and Schäfer;
+- `eikonal`: |∇u|² = 1 + εΔu, ε = 0.01, u = 0 on ∂[0,1]² (problems/eikonal.py, its reference
+  by the Hopf-Cole transform), Matérn 5/2 ℓ = 0.2;
+- `burgers`: u_t + u u_x = ν u_xx, ν = 0.02 (or `--viscosity`), in space-time (t, x) ∈ [0,1]×[−1,1],
+  Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05), an m × 2m interior grid.
+
+Every configuration runs in a fresh subprocess (its peak resident set is its own; compilation
+caches do not leak) unless `--tiny`, which runs one small configuration of each solver in this
+process (what the test suite does). Errors are at the interior collocation points, where the
+iterate's values come out of the last step for free: RMS, relative L2 and L∞ against the reference.
+The fitted exponent is the least-squares slope of log(total time) against log N over the sparse rows.
+It runs unchanged on a GPU when JAX sees one (the factor's batched blocks run there; ordering,
+triangular solves and CG stay on the CPU).
+
+Columns: N (collocation points), solver, ρ, ordering, setup (ordering, pattern and factor of the
+basis functionals, compilation included), s/step (mean Gauss-Newton step: linearization,
+preconditioner factor, CG, new values), total, CPU (process CPU time: the machine may be shared),
+peak RSS, RMS / relative L2 / L∞ error, nnz of the basis factor per functional, CG iterations of
+each step.
 """
 
 import argparse
@@ -36,23 +45,45 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 _MARKER = "@@SPARSE@@ "
 TINY_SIDE = 14
+#: Gauss-Newton steps from u = 0 that each problem needs to converge on fine grids.
+STEPS = {"elliptic": 4, "series": 4, "eikonal": 10, "burgers": 8}
 
 
-def _problem_constraints(problem: str, side: int):
-    """(constraints, interior points, exact solution at them) for an m × m interior grid."""
+def _problem_constraints(problem: str, side: int, viscosity: float = 0.02):
+    """(constraints, kernel, interior points, reference solution at them) on a grid of side m."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from gpde import Box, Constraint, Evaluation, Laplacian
-    from gpde.problems.elliptic import NonlinearElliptic
+    from gpde.kernels import Matern52, Matern72
 
+    if problem == "burgers":
+        from gpde.problems.burgers import Burgers
+
+        burgers = Burgers(viscosity=viscosity)
+        t = (np.arange(side) + 1.0) / side  # t ∈ (0, 1], nothing imposed at t = 1
+        x = -1.0 + 2.0 * (np.arange(2 * side) + 1.0) / (2 * side + 1)
+        interior = np.stack(np.meshgrid(t, x, indexing="ij"), axis=-1).reshape(-1, 2)
+        line = -1.0 + 2.0 * np.arange(2 * side + 2) / (2 * side + 1)
+        walls = np.concatenate([[[ti, -1.0] for ti in t], [[ti, 1.0] for ti in t]])
+        boundary = np.concatenate([np.stack([np.zeros_like(line), line], axis=1), walls])
+        interior, boundary = jnp.asarray(interior), jnp.asarray(boundary)
+        return (burgers.constraints(interior, boundary), Matern72(jnp.array([0.3, 0.05])), interior,
+                np.asarray(burgers.reference(interior)))
     box = Box((0.0, 0.0), (1.0, 1.0))
     interior = box.interior_points(side * side, "grid", jax.random.PRNGKey(0))
     boundary = box.boundary_points(4 * (side + 1), "grid", jax.random.PRNGKey(1))
+    if problem == "eikonal":
+        from gpde.problems.eikonal import Eikonal
+
+        eikonal = Eikonal(epsilon=0.01)
+        return eikonal.constraints(interior, boundary), Matern52(0.2), interior, np.asarray(eikonal.reference(interior))
     if problem == "elliptic":
+        from gpde.problems.elliptic import NonlinearElliptic
+
         elliptic = NonlinearElliptic()
-        return elliptic.constraints(interior, boundary), interior, elliptic.reference(interior)
+        return elliptic.constraints(interior, boundary), Matern72(0.3), interior, np.asarray(elliptic.reference(interior))
     k = jnp.arange(1, 601, dtype=jnp.float64)
 
     def exact(x):
@@ -72,7 +103,16 @@ def _problem_constraints(problem: str, side: int):
                    observations=source),
         Constraint("boundary", boundary, (Evaluation(),), lambda x, z: z[0], observations=u_boundary),
     )
-    return constraints, interior, np.asarray(u_interior)
+    return constraints, Matern72(0.3), interior, np.asarray(u_interior)
+
+
+def _grid(problem: str, size: int) -> tuple[int, int]:
+    """(grid side m, collocation points N) for about `size` interior points."""
+    if problem == "burgers":  # m × 2m interior, 2m + 2 initial and 2m wall points
+        side = max(2, round((size / 2) ** 0.5))
+        return side, 2 * side * side + 4 * side + 2
+    side = max(2, round(size**0.5))
+    return side, side * side + 4 * (side + 1)
 
 
 def run_one(config: dict) -> dict:
@@ -82,11 +122,12 @@ def run_one(config: dict) -> dict:
     jax.config.update("jax_enable_x64", True)
     import numpy as np
 
-    from gpde import GaussNewton
-    from gpde.kernels import Matern72
+    from gpde import GaussNewton, Evaluation
     from gpde.sparse import Dense, Sparse
 
-    constraints, interior, exact = _problem_constraints(config["problem"], config["side"])
+    constraints, kernel, interior, exact = _problem_constraints(
+        config["problem"], config["side"], config.get("viscosity", 0.02)
+    )
     if config["solver"] == "dense":
         solver = Dense()
     else:
@@ -95,9 +136,12 @@ def run_one(config: dict) -> dict:
         nugget=1e-10, max_steps=config["steps"], tolerance=0.0, stall_steps=0, linear_solver=solver
     )
     wall, cpu = time.perf_counter(), time.process_time()
-    solution, history = gauss_newton.solve(Matern72(0.3), constraints)
+    solution, history = gauss_newton.solve(kernel, constraints)
     total, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    u = np.asarray(history.final_values[0][0]) if history.final_values is not None else np.asarray(solution(interior))
+    if history.final_values is not None and isinstance(constraints[0].operators[0], Evaluation):
+        u = np.asarray(history.final_values[0][0])
+    else:  # the interior constraint does not evaluate u itself (Eikonal): the solution does
+        u = np.asarray(solution(interior))
     error = u - np.asarray(exact)
     n = sum(c.size for c in constraints)
     return {
@@ -113,6 +157,7 @@ def run_one(config: dict) -> dict:
         "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "rms": float(np.sqrt(np.mean(error**2))),
         "linf": float(np.max(np.abs(error))),
+        "relative_l2": float(np.linalg.norm(error) / np.linalg.norm(exact)),
         "nnz": history.factor_nnz,
         "functionals": history.functionals,
         "cg": [s.cg_iterations for s in history.steps] if config["solver"] == "sparse" else None,
@@ -137,18 +182,19 @@ def table(rows: list[dict]) -> str:
     import numpy as np
 
     header = ("| problem | N | solver | ρ | ordering | setup s | s/step | total s | CPU s | peak RSS GB "
-              "| RMS error | L∞ error | nnz | nnz/functional | CG iterations |")
+              "| RMS error | rel. L2 | L∞ error | nnz | nnz/functional | CG iterations |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         sparse = r["solver"] == "sparse"
         lines.append(
             f"| {r['problem']} | {r['N']:,} | {r['solver']} | {r['rho'] if sparse else '–'} "
             f"| {r['ordering'] if sparse else '–'} | {r['setup_s']:.2f} | {r['step_s']:.2f} | {r['total_s']:.1f} "
-            f"| {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['rms']:.2e} | {r['linf']:.2e} "
+            f"| {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['rms']:.2e} | {r['relative_l2']:.2e} | {r['linf']:.2e} "
             f"| {r['nnz']:,} | {r['nnz'] / r['functionals']:.0f} | {','.join(map(str, r['cg']))} |"
             if sparse else
             f"| {r['problem']} | {r['N']:,} | dense | – | – | {r['setup_s']:.2f} | {r['step_s']:.2f} "
-            f"| {r['total_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['rms']:.2e} | {r['linf']:.2e} | – | – | – |"
+            f"| {r['total_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['rms']:.2e} | {r['relative_l2']:.2e} "
+            f"| {r['linf']:.2e} | – | – | – |"
         )
     sparse_rows = [r for r in rows if r["solver"] == "sparse"]
     for key in sorted({(r["problem"], r["rho"], r["ordering"]) for r in sparse_rows}):
@@ -162,11 +208,12 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="4900,10000,40000,99856", help="interior points (perfect squares)")
+    parser.add_argument("--sizes", default="10000,40000,160000", help="interior points (about)")
     parser.add_argument("--rho", type=float, default=5.0)
     parser.add_argument("--ordering", default="follow_diracs")
-    parser.add_argument("--problem", default="elliptic", choices=("elliptic", "series"))
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--problem", default="elliptic", choices=("elliptic", "series", "eikonal", "burgers"))
+    parser.add_argument("--viscosity", type=float, default=0.02, help="Burgers' ν")
+    parser.add_argument("--steps", type=int, help="Gauss-Newton steps (default: per problem, STEPS)")
     parser.add_argument("--dense-up-to", type=int, default=10000, help="also run the dense solver up to this N")
     parser.add_argument("--compare-orderings", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="one small size of each solver, in this process")
@@ -177,16 +224,17 @@ def main(argv=None) -> str:
         print(_MARKER + json.dumps(run_one(json.loads(args.one))), flush=True)
         return ""
 
-    base = {"problem": args.problem, "steps": args.steps, "rho": args.rho, "ordering": args.ordering}
+    base = {"problem": args.problem, "steps": args.steps or STEPS[args.problem], "rho": args.rho, "ordering": args.ordering,
+            "viscosity": args.viscosity}
     if args.tiny:
-        configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse", steps=2)]
+        configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse")]
         rows = [run_one(c) for c in configs]
     else:
         orderings = ("follow_diracs", "diracs_first") if args.compare_orderings else (args.ordering,)
         rows = []
         for size in (int(s) for s in args.sizes.split(",")):
-            side = round(size**0.5)
-            if side * side + 4 * (side + 1) <= args.dense_up_to:
+            side, points = _grid(args.problem, size)
+            if points <= args.dense_up_to:
                 rows.append(_isolated(dict(base, side=side, solver="dense")))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
             for ordering in orderings:
