@@ -231,14 +231,16 @@ def test_hyperposterior_option_runs_and_changes_the_queries():
 
 def test_study_on_a_local_cluster_of_two_processes_is_bitwise_the_in_process_study(tmp_path):
     distributed = pytest.importorskip("distributed")
-    specs = study.plan_study("smoke-1+1,smd12[noise=0.05]", "random,trusted-random", seeds=2, evaluations=4)
+    # One benchmark, the one with noise draws and a constraint (a feasibility array): each worker
+    # compiles every benchmark it runs, and a second one (smoke-1+1) took over a third of the test's time.
+    specs = study.plan_study("smd12[noise=0.05]", "random,trusted-random", seeds=2, evaluations=4)
     inline, clustered = tmp_path / "inline.h5", tmp_path / "cluster.h5"
     study.run_study(specs, inline, progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         study.run_study(specs, clustered, scheduler=cluster.scheduler_address, progress=False)
     first, second = study.read_study(inline), study.read_study(clustered)
     assert [run.config for run in first] == [run.config for run in second]
-    assert len(first) == len(specs) == 8
+    assert len(first) == len(specs) == 4
     for a, b in zip(first, second):
         assert set(a.arrays) == set(study.ARRAYS)
         for name in study.ARRAYS:
