@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from .._errors import ConfigError
 from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint, OnField
-from ..solve._gram import operator_gram
+from ..solve._gram import functional_gram, operator_gram
 from ..solve._operators import AbstractOperator, Evaluation
 
 # Evaluation points per batched call: the local Gram blocks of a batch are batch × (k·m)² entries.
@@ -101,11 +101,8 @@ class SparseSolution(eqx.Module):
 @eqx.filter_jit
 def _krige(kernel, operators, operator, x, sites, weights, diagonal, values):
     """Batched local kriging: for each b, K(L δ_{x_b}, s_b) (Θ_{s_b} + diag) ⁻¹ values_b."""
-    m = len(operators)
-
     def one(xb, sb, wb, db, vb):
-        blocks = operator_gram(kernel, operators, sb, operators, sb)
-        gram = sum(wb[:, j, None] * blocks[j, l] * wb[None, :, l] for j in range(m) for l in range(m))
+        gram = functional_gram(kernel, operators, wb, sb, wb, sb)
         # Padding rows have zero weights: a unit diagonal there (db = 1) leaves the rest alone.
         gram = gram + jnp.diag(db)
         cross = operator_gram(kernel, (operator,), xb[None], operators, sb)[0, :, 0, :]  # (m, K)
