@@ -15,7 +15,8 @@ from .._errors import ConfigError
 from ._pattern import FOLLOW_DIRACS, ORDERINGS
 
 #: `auto` picks the sparse solver from this many collocation points (all constraints together) on:
-#: measured, dense was faster at 5,184 points and sparse 1.6x faster (7.6x less memory) at 10,404.
+#: measured on the elliptic problem (benchmarks/scale-results.md), dense was 1.8x faster at 4,356
+#: points and sparse 4.5x faster with 15x less memory at 16,900.
 AUTO_SPARSE_FROM = 8000
 #: The CLI's choices for --solver.
 SOLVER_NAMES = ("dense", "sparse", "auto")
