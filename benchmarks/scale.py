@@ -14,7 +14,7 @@ walls), solved by a fixed number of Gauss-Newton steps from u = 0:
 - `eikonal`: |∇u|² = 1 + εΔu, ε = 0.01, u = 0 on ∂[0,1]² (problems/eikonal.py, its reference
   by the Hopf-Cole transform), Matérn 5/2 ℓ = 0.2;
 - `burgers`: u_t + u u_x = ν u_xx, ν = 0.02 (or `--viscosity`), in space-time (t, x) ∈ [0,1]×[−1,1],
-  Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05), an m × 2m interior grid.
+  Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05) (or `--x-lengthscale`), an m × 2m interior grid.
 
 Every configuration runs in a fresh subprocess (its peak resident set is its own; compilation
 caches do not leak) unless `--tiny`, which runs one small configuration of each solver in this
@@ -49,7 +49,7 @@ TINY_SIDE = 14
 STEPS = {"elliptic": 4, "series": 4, "eikonal": 10, "burgers": 8}
 
 
-def _problem_constraints(problem: str, side: int, viscosity: float = 0.02):
+def _problem_constraints(problem: str, side: int, viscosity: float = 0.02, x_lengthscale: float = 0.05):
     """(constraints, kernel, interior points, reference solution at them) on a grid of side m."""
     import jax
     import jax.numpy as jnp
@@ -69,7 +69,7 @@ def _problem_constraints(problem: str, side: int, viscosity: float = 0.02):
         walls = np.concatenate([[[ti, -1.0] for ti in t], [[ti, 1.0] for ti in t]])
         boundary = np.concatenate([np.stack([np.zeros_like(line), line], axis=1), walls])
         interior, boundary = jnp.asarray(interior), jnp.asarray(boundary)
-        return (burgers.constraints(interior, boundary), Matern72(jnp.array([0.3, 0.05])), interior,
+        return (burgers.constraints(interior, boundary), Matern72(jnp.array([0.3, x_lengthscale])), interior,
                 np.asarray(burgers.reference(interior)))
     box = Box((0.0, 0.0), (1.0, 1.0))
     interior = box.interior_points(side * side, "grid", jax.random.PRNGKey(0))
@@ -126,7 +126,7 @@ def run_one(config: dict) -> dict:
     from gpde.sparse import Dense, Sparse
 
     constraints, kernel, interior, exact = _problem_constraints(
-        config["problem"], config["side"], config.get("viscosity", 0.02)
+        config["problem"], config["side"], config.get("viscosity", 0.02), config.get("x_lengthscale", 0.05)
     )
     if config["solver"] == "dense":
         solver = Dense()
@@ -213,6 +213,7 @@ def main(argv=None) -> str:
     parser.add_argument("--ordering", default="follow_diracs")
     parser.add_argument("--problem", default="elliptic", choices=("elliptic", "series", "eikonal", "burgers"))
     parser.add_argument("--viscosity", type=float, default=0.02, help="Burgers' ν")
+    parser.add_argument("--x-lengthscale", type=float, default=0.05, help="Burgers' kernel lengthscale in x")
     parser.add_argument("--steps", type=int, help="Gauss-Newton steps (default: per problem, STEPS)")
     parser.add_argument("--dense-up-to", type=int, default=10000, help="also run the dense solver up to this N")
     parser.add_argument("--compare-orderings", action="store_true")
@@ -225,7 +226,7 @@ def main(argv=None) -> str:
         return ""
 
     base = {"problem": args.problem, "steps": args.steps or STEPS[args.problem], "rho": args.rho, "ordering": args.ordering,
-            "viscosity": args.viscosity}
+            "viscosity": args.viscosity, "x_lengthscale": args.x_lengthscale}
     if args.tiny:
         configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse")]
         rows = [run_one(c) for c in configs]
