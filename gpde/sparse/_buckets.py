@@ -51,9 +51,7 @@ def bucket_bounds(row_counts: Int[np.ndarray, " s"]) -> Int[np.ndarray, " b"]:
     choice = np.zeros((_MAX_BUCKETS + 1, m), dtype=np.int64)
     best[1] = cover[0]
     for k in range(2, _MAX_BUCKETS + 1):
-        for i in range(m):
-            if i == 0:
-                continue
+        for i in range(1, m):  # two or more buckets need two or more sizes
             candidates = best[k - 1, :i] + cover[1 : i + 1, i]
             j = int(np.argmin(candidates))
             best[k, i], choice[k, i] = candidates[j], j

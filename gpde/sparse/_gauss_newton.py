@@ -118,7 +118,8 @@ class SparseSteps:
 
         start = time.perf_counter()
         self.sites = np.concatenate([np.asarray(c.points) for c in constraints])
-        scaled = self.sites / coordinate_scales(kernel, self.sites)
+        self.scales = coordinate_scales(kernel, self.sites)
+        scaled = self.sites / self.scales
         # Sites of Dirac-only constraints (boundary and data values) first when asked: they then
         # form the coarse levels, and every interior functional conditions on nearby ones.
         if settings.dirac_constraints_first:
@@ -142,7 +143,6 @@ class SparseSteps:
         )
         site_of, rank, operator_of = map(np.concatenate, (site_of, rank, operator_of))
         self.site_of, self.operator_of = site_of, operator_of
-        self.scales = coordinate_scales(kernel, self.sites)
         ordering = dict(
             band_ratio=settings.band_ratio, aggregation=settings.aggregation, site_order=site_order, site_group=site_group
         )
