@@ -54,7 +54,7 @@ def _kl_and_factor(steps, theta):
     """KL(N(0, Θ + S) ‖ N(0, (U Uᵀ)⁻¹)) in the factor's ordering, and U densely."""
     order = steps.basis_order
     covariance = theta[np.ix_(order, order)] + np.diag(steps.basis_shift[order])
-    factor = steps.basis.factor.toarray()
+    factor = steps.basis.toarray()
     whitened = factor.T @ covariance @ factor
     eigenvalues = np.linalg.eigvalsh(0.5 * (whitened + whitened.T))
     return 0.5 * float(np.sum(eigenvalues - 1.0 - np.log(eigenvalues))), factor, covariance
@@ -276,10 +276,9 @@ def test_scale_benchmark_runs_at_tiny_size(problem):
         assert all(np.isfinite(e) and e > 0 for e in errors), row
 
 
-@pytest.mark.parametrize("block_nonzeros", [10**9, 4000, 50])
-def test_blocked_triangular_solves_equal_dense_solves(block_nonzeros):
-    """U⁻ᵀU⁻¹v through SuperLU diagonal blocks and sparse off-diagonal products equals the dense
-    solves, however U is split (one block, several, a block per few columns)."""
+def test_triangular_solves_and_products_equal_dense_ones():
+    """U⁻ᵀU⁻¹v through the unit-triangular sweeps and U Uᵀ v through the normalized form equal
+    the dense solves and products."""
     import scipy.sparse
 
     from gpde.sparse._triangular import TriangularFactor
@@ -291,6 +290,7 @@ def test_blocked_triangular_solves_equal_dense_solves(block_nonzeros):
     v = rng.standard_normal(n)
     dense = factor.toarray()
     expected = np.linalg.solve(dense.T, np.linalg.solve(dense, v))
-    triangular = TriangularFactor(factor, block_nonzeros=block_nonzeros)
+    triangular = TriangularFactor(factor.copy())
+    assert np.allclose(triangular.toarray(), dense, rtol=1e-14, atol=0)
     assert np.max(np.abs(triangular.covariance(v) - expected)) <= 1e-12 * np.max(np.abs(expected))
     assert np.allclose(triangular.precision(v), dense @ (dense.T @ v), rtol=1e-12, atol=0)

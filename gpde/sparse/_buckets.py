@@ -119,9 +119,13 @@ def bucket_layout(pattern: SupernodalPattern, entries_per_chunk: int = 2_000_000
     counts = np.empty(pattern.size, dtype=np.int64)
     counts[pattern.columns] = slots + 1
     indptr = np.concatenate([[0], np.cumsum(counts)])
+    # 32-bit indices (what SuperLU's triangular sweep takes) whenever they fit: the factor's
+    # compressed columns then share these arrays without a copy.
+    index_type = np.intc if indptr[-1] < np.iinfo(np.intc).max else np.int64
+    indptr = indptr.astype(index_type)
 
     chunks = []
-    indices = np.empty(indptr[-1], dtype=np.int64)
+    indices = np.empty(indptr[-1], dtype=index_type)
     for b, size in enumerate(bounds):
         members = np.flatnonzero(bucket == b)
         if members.size == 0:

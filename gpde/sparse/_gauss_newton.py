@@ -264,6 +264,7 @@ class SparseSteps:
                 and _relative_change(previous[1], nugget) <= self.settings.preconditioner_refresh:
             preconditioner = previous[2]
         else:
+            previous = self._preconditioner = None  # its memory is free before the new one is built
             preconditioner_factor = factor(
                 self.kernel, self.operators, self.sites[order], reduced_weights[order], nugget[order], 0.0,
                 self.reduced_layout,
