@@ -14,7 +14,8 @@ walls), solved by a fixed number of Gauss-Newton steps from u = 0:
 - `eikonal`: |∇u|² = 1 + εΔu, ε = 0.01, u = 0 on ∂[0,1]² (problems/eikonal.py, its reference
   by the Hopf-Cole transform), Matérn 5/2 ℓ = 0.2;
 - `burgers`: u_t + u u_x = ν u_xx, ν = 0.02 (or `--viscosity`), in space-time (t, x) ∈ [0,1]×[−1,1],
-  Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05) (or `--x-lengthscale`), an m × 2m interior grid.
+  Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05) (or `--t-lengthscale`, `--x-lengthscale`), an
+  m × a·m interior grid (a = 2, or `--aspect`: fronts at small ν need many more points in x than in t).
 
 Every configuration runs in a fresh subprocess (its peak resident set is its own; compilation
 caches do not leak) unless `--tiny`, which runs one small configuration of each solver in this
@@ -49,7 +50,10 @@ TINY_SIDE = 14
 STEPS = {"elliptic": 4, "series": 4, "eikonal": 10, "burgers": 8}
 
 
-def _problem_constraints(problem: str, side: int, viscosity: float = 0.02, x_lengthscale: float = 0.05):
+def _problem_constraints(
+    problem: str, side: int, viscosity: float = 0.02, x_lengthscale: float = 0.05, t_lengthscale: float = 0.3,
+    aspect: int = 2,
+):
     """(constraints, kernel, interior points, reference solution at them) on a grid of side m."""
     import jax
     import jax.numpy as jnp
@@ -63,13 +67,13 @@ def _problem_constraints(problem: str, side: int, viscosity: float = 0.02, x_len
 
         burgers = Burgers(viscosity=viscosity)
         t = (np.arange(side) + 1.0) / side  # t ∈ (0, 1], nothing imposed at t = 1
-        x = -1.0 + 2.0 * (np.arange(2 * side) + 1.0) / (2 * side + 1)
+        x = -1.0 + 2.0 * (np.arange(aspect * side) + 1.0) / (aspect * side + 1)
         interior = np.stack(np.meshgrid(t, x, indexing="ij"), axis=-1).reshape(-1, 2)
-        line = -1.0 + 2.0 * np.arange(2 * side + 2) / (2 * side + 1)
+        line = -1.0 + 2.0 * np.arange(aspect * side + 2) / (aspect * side + 1)
         walls = np.concatenate([[[ti, -1.0] for ti in t], [[ti, 1.0] for ti in t]])
         boundary = np.concatenate([np.stack([np.zeros_like(line), line], axis=1), walls])
         interior, boundary = jnp.asarray(interior), jnp.asarray(boundary)
-        return (burgers.constraints(interior, boundary), Matern72(jnp.array([0.3, x_lengthscale])), interior,
+        return (burgers.constraints(interior, boundary), Matern72(jnp.array([t_lengthscale, x_lengthscale])), interior,
                 np.asarray(burgers.reference(interior)))
     box = Box((0.0, 0.0), (1.0, 1.0))
     interior = box.interior_points(side * side, "grid", jax.random.PRNGKey(0))
@@ -106,11 +110,11 @@ def _problem_constraints(problem: str, side: int, viscosity: float = 0.02, x_len
     return constraints, Matern72(0.3), interior, np.asarray(u_interior)
 
 
-def _grid(problem: str, size: int) -> tuple[int, int]:
+def _grid(problem: str, size: int, aspect: int = 2) -> tuple[int, int]:
     """(grid side m, collocation points N) for about `size` interior points."""
-    if problem == "burgers":  # m × 2m interior, 2m + 2 initial and 2m wall points
-        side = max(2, round((size / 2) ** 0.5))
-        return side, 2 * side * side + 4 * side + 2
+    if problem == "burgers":  # m × a·m interior, a·m + 2 initial and 2m wall points
+        side = max(2, round((size / aspect) ** 0.5))
+        return side, aspect * side * side + (aspect + 2) * side + 2
     side = max(2, round(size**0.5))
     return side, side * side + 4 * (side + 1)
 
@@ -126,7 +130,8 @@ def run_one(config: dict) -> dict:
     from gpde.sparse import Dense, Sparse
 
     constraints, kernel, interior, exact = _problem_constraints(
-        config["problem"], config["side"], config.get("viscosity", 0.02), config.get("x_lengthscale", 0.05)
+        config["problem"], config["side"], config.get("viscosity", 0.02), config.get("x_lengthscale", 0.05),
+        config.get("t_lengthscale", 0.3), config.get("aspect", 2),
     )
     if config["solver"] == "dense":
         solver = Dense()
@@ -214,6 +219,8 @@ def main(argv=None) -> str:
     parser.add_argument("--problem", default="elliptic", choices=("elliptic", "series", "eikonal", "burgers"))
     parser.add_argument("--viscosity", type=float, default=0.02, help="Burgers' ν")
     parser.add_argument("--x-lengthscale", type=float, default=0.05, help="Burgers' kernel lengthscale in x")
+    parser.add_argument("--t-lengthscale", type=float, default=0.3, help="Burgers' kernel lengthscale in t")
+    parser.add_argument("--aspect", type=int, default=2, help="Burgers' grid: points in x per point in t")
     parser.add_argument("--steps", type=int, help="Gauss-Newton steps (default: per problem, STEPS)")
     parser.add_argument("--dense-up-to", type=int, default=10000, help="also run the dense solver up to this N")
     parser.add_argument("--compare-orderings", action="store_true")
@@ -226,7 +233,8 @@ def main(argv=None) -> str:
         return ""
 
     base = {"problem": args.problem, "steps": args.steps or STEPS[args.problem], "rho": args.rho, "ordering": args.ordering,
-            "viscosity": args.viscosity, "x_lengthscale": args.x_lengthscale}
+            "viscosity": args.viscosity, "x_lengthscale": args.x_lengthscale, "t_lengthscale": args.t_lengthscale,
+            "aspect": args.aspect}
     if args.tiny:
         configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse")]
         rows = [run_one(c) for c in configs]
@@ -234,7 +242,7 @@ def main(argv=None) -> str:
         orderings = ("follow_diracs", "diracs_first") if args.compare_orderings else (args.ordering,)
         rows = []
         for size in (int(s) for s in args.sizes.split(",")):
-            side, points = _grid(args.problem, size)
+            side, points = _grid(args.problem, size, args.aspect)
             if points <= args.dense_up_to:
                 rows.append(_isolated(dict(base, side=side, solver="dense")))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
