@@ -237,24 +237,8 @@ class SparseSteps:
         finite = all(np.all(np.isfinite(w)) for w in weights) and np.all(np.isfinite(targets))
         if not finite:
             return self._failed(linear, RESULTS.nonfinite_linearization)
-        variances = np.concatenate(
-            [np.einsum("ja,ajl,la->a", w, blocks, w) for w, blocks in zip(weights, self.point_blocks)]
-        )
-        # The factor already regularizes functional a by (W S Wᵀ)_aa; top it up to the dense
-        # solver's nugget D where that is less. The operator W Θ̃ Wᵀ + top-up stays positive
-        # definite whatever the factor's error, and its regularization is max(D, W S Wᵀ).
-        covered = np.concatenate(
-            [np.sum(w**2 * shift, axis=0) for w, shift in zip(weights, self._blocks(self.basis_shift))]
-        )
-        nugget = self._nugget_diagonal(variances)
-        top_up = np.maximum(nugget - covered, 0.0)
-        nugget = covered + top_up
-
         start = time.perf_counter()
-        reduced_weights = np.zeros((self.sites.shape[0], len(self.operators)))
-        for g, w in enumerate(weights):
-            for j, column in enumerate(self.operator_index[g]):
-                reduced_weights[self.offsets[g] : self.offsets[g + 1], column] += w[j]
+        reduced_weights, nugget, top_up = self._reduced_system(weights)
         order = self.reduced_order
         # The preconditioner only changes CG's speed, never its answer: keep the last one while
         # the reduced functionals (weights and nugget) moved by less than `preconditioner_refresh`
@@ -339,6 +323,25 @@ class SparseSteps:
             self.basis_shift,
             neighbour_count(self.settings.rho, self.sites.shape[1], self.sites.shape[0]),
         )
+
+    def _reduced_system(self, weights):
+        """(reduced weights, nugget, top-up) of the reduced functionals with basis weights
+        `weights`: functional a is Σ_j reduced_weights[a, j] operators[j] at site a. The factor
+        already regularizes functional a by (W S Wᵀ)_aa; it is topped up to the dense solver's
+        nugget D where that is less, so that W Θ̃ Wᵀ + top-up stays positive definite whatever the
+        factor's error, with regularization nugget = max(D, W S Wᵀ)."""
+        variances = np.concatenate(
+            [np.einsum("ja,ajl,la->a", w, blocks, w) for w, blocks in zip(weights, self.point_blocks)]
+        )
+        covered = np.concatenate(
+            [np.sum(w**2 * shift, axis=0) for w, shift in zip(weights, self._blocks(self.basis_shift))]
+        )
+        top_up = np.maximum(self._nugget_diagonal(variances) - covered, 0.0)
+        reduced_weights = np.zeros((self.sites.shape[0], len(self.operators)))
+        for g, w in enumerate(weights):
+            for j, column in enumerate(self.operator_index[g]):
+                reduced_weights[self.offsets[g] : self.offsets[g + 1], column] += w[j]
+        return reduced_weights, covered + top_up, top_up
 
     def _nugget_diagonal(self, variances):
         """The dense solver's regularization (`_linearize.nugget_diagonal`) from the diagonal of the
