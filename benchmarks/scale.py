@@ -48,6 +48,8 @@ _MARKER = "@@SPARSE@@ "
 TINY_SIDE = 14
 #: Gauss-Newton steps from u = 0 that each problem needs to converge on fine grids.
 STEPS = {"elliptic": 4, "series": 4, "eikonal": 10, "burgers": 8}
+#: Gauss-Newton steps of each continuation stage (Burgers, `--continuation`).
+CONTINUATION_STEPS = 4
 
 
 def _problem_constraints(
@@ -121,6 +123,7 @@ def _grid(problem: str, size: int, aspect: int = 2) -> tuple[int, int]:
 
 def run_one(config: dict) -> dict:
     """Solve one configuration in this process; the row of the table as a dict."""
+    import equinox as eqx
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -141,7 +144,13 @@ def run_one(config: dict) -> dict:
         nugget=1e-10, max_steps=config["steps"], tolerance=0.0, stall_steps=0, linear_solver=solver
     )
     wall, cpu = time.perf_counter(), time.process_time()
-    solution, history = gauss_newton.solve(kernel, constraints)
+    initial = None
+    for viscosity in _continuation(config):  # Burgers at decreasing ν, each warm-started
+        from gpde.problems.burgers import Burgers
+
+        stage = eqx.tree_at(lambda g: g.max_steps, gauss_newton, CONTINUATION_STEPS)
+        initial, _ = stage.solve(kernel, Burgers(viscosity=viscosity).constraints(*_points(constraints)), initial=initial)
+    solution, history = gauss_newton.solve(kernel, constraints, initial=initial)
     total, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if history.final_values is not None and isinstance(constraints[0].operators[0], Evaluation):
         u = np.asarray(history.final_values[0][0])
@@ -168,6 +177,21 @@ def run_one(config: dict) -> dict:
         "cg": [s.cg_iterations for s in history.steps] if config["solver"] == "sparse" else None,
         "cg_residual": max(s.cg_residual for s in history.steps) if config["solver"] == "sparse" else None,
     }
+
+
+def _continuation(config: dict) -> list[float]:
+    """The viscosities solved before Burgers' own with `--continuation K`: K values falling
+    geometrically from 0.02 towards ν (exclusive), each solved for CONTINUATION_STEPS steps from
+    the previous solution. Gauss-Newton from u = 0 does not find the steep front at small ν."""
+    stages, target = config.get("continuation", 0), config.get("viscosity", 0.02)
+    if config["problem"] != "burgers" or not stages or target >= 0.02:
+        return []
+    return [0.02 * (target / 0.02) ** (k / stages) for k in range(stages)]
+
+
+def _points(constraints):
+    """(interior, boundary) points of Burgers' two constraints."""
+    return constraints[0].points, constraints[1].points
 
 
 def _isolated(config: dict) -> dict:
@@ -221,6 +245,8 @@ def main(argv=None) -> str:
     parser.add_argument("--x-lengthscale", type=float, default=0.05, help="Burgers' kernel lengthscale in x")
     parser.add_argument("--t-lengthscale", type=float, default=0.3, help="Burgers' kernel lengthscale in t")
     parser.add_argument("--aspect", type=int, default=2, help="Burgers' grid: points in x per point in t")
+    parser.add_argument("--continuation", type=int, default=0,
+                        help="Burgers: first solve at this many larger viscosities (from 0.02 down), warm-starting each")
     parser.add_argument("--steps", type=int, help="Gauss-Newton steps (default: per problem, STEPS)")
     parser.add_argument("--dense-up-to", type=int, default=10000, help="also run the dense solver up to this N")
     parser.add_argument("--compare-orderings", action="store_true")
@@ -234,7 +260,7 @@ def main(argv=None) -> str:
 
     base = {"problem": args.problem, "steps": args.steps or STEPS[args.problem], "rho": args.rho, "ordering": args.ordering,
             "viscosity": args.viscosity, "x_lengthscale": args.x_lengthscale, "t_lengthscale": args.t_lengthscale,
-            "aspect": args.aspect}
+            "aspect": args.aspect, "continuation": args.continuation}
     if args.tiny:
         configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse")]
         rows = [run_one(c) for c in configs]

@@ -263,12 +263,15 @@ def test_several_fields_are_refused():
         GaussNewton(linear_solver=Sparse()).solve((Matern72(0.3), Matern72(0.3)), constraints + (extra,))
 
 
-@pytest.mark.parametrize("problem", ["elliptic", "burgers", "eikonal"])
-def test_scale_benchmark_runs_at_tiny_size(problem):
+@pytest.mark.parametrize(
+    "problem, options",
+    [("elliptic", []), ("burgers", ["--viscosity", "0.01", "--continuation", "1", "--aspect", "3"]), ("eikonal", [])],
+)
+def test_scale_benchmark_runs_at_tiny_size(problem, options):
     spec = importlib.util.spec_from_file_location("benchmark_scale", ROOT / "benchmarks" / "scale.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    text = module.main(["--tiny", "--problem", problem])
+    text = module.main(["--tiny", "--problem", problem, *options])
     rows = [line.split("|") for line in text.splitlines() if line.startswith(f"| {problem}")]
     assert [row[3].strip() for row in rows] == ["dense", "sparse"]
     for row in rows:  # RMS, relative L2 and L∞ errors are finite and positive
