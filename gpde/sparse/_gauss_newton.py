@@ -315,13 +315,15 @@ class SparseSteps:
         weights = self._basis_weights([np.asarray(w) for w in outcome.weights])
         coefficients = np.concatenate([np.asarray(c) for c in outcome.coefficients])
         with _one_blas_thread():
-            values = self._regularized_covariance(self._lift(weights, coefficients))
+            lifted = self._lift(weights, coefficients)
+            values = self._regularized_covariance(lifted)
         return SparseSolution(
             (self.kernel,), self.constraints, tuple(outcome.weights), tuple(outcome.coefficients),
             self.sites, self.scales, tuple(self.operators),
             site_functional_table(self.site_of, self.sites.shape[0]), self.operator_of, values,
             self.basis_shift,
             neighbour_count(self.settings.rho, self.sites.shape[1], self.sites.shape[0]),
+            values - self.basis_shift * lifted,
         )
 
     def _reduced_system(self, weights):

@@ -14,7 +14,8 @@ coordinates), t treated as observations with the factor's nugget S on their diag
 
 By the screening effect this local conditional mean matches the global one to an accuracy that
 improves exponentially with the neighbourhood's size (k ≈ 3 ρ^d sites); every evaluation point
-costs one dense solve of a few hundred functionals, batched in JAX, with no N × M array.
+costs one dense solve of a few hundred functionals, batched in JAX, with no N × M array. At a site
+that carries L among its basis functionals the value is read from t instead.
 """
 
 import equinox as eqx
@@ -51,6 +52,9 @@ class SparseSolution(eqx.Module):
     values: Float[np.ndarray, " n"]
     shift: Float[np.ndarray, " n"]
     neighbours: int = eqx.field(static=True)
+    #: Θ̃ Wᵀ c without the factor's nugget: the iterate's own values at the basis functionals
+    #: (`values` keep the nugget, as the kriging pairs them with it).
+    iterate_values: Float[np.ndarray, " n"]
 
     @property
     def kernel(self) -> AbstractKernel:
@@ -63,11 +67,22 @@ class SparseSolution(eqx.Module):
         if field != 0:
             raise ConfigError(f"the sparse solver's solution has one field (0), got field {field!r}")
         points = np.asarray(points, dtype=np.float64)
-        _, near = cKDTree(self.sites / self.scales).query(points / self.scales, k=self.neighbours)
+        distance, near = cKDTree(self.sites / self.scales).query(points / self.scales, k=self.neighbours)
         near = near.reshape(points.shape[0], -1)
+        result = np.empty(points.shape[0])
+        # At a site that carries L among its basis functionals, (L u)(x) is that functional's value
+        # (what the kriging would reproduce, to its accuracy): no local solve there.
+        stored = self._stored_functional(operator, near[:, 0], distance.reshape(points.shape[0], -1)[:, 0])
+        known = stored >= 0
+        result[known] = self.iterate_values[stored[known]]
+        unknown = np.flatnonzero(~known)
+        if unknown.size == 0:
+            return jnp.asarray(result)
+        points, near = points[unknown], near[unknown]
         functionals = self.site_functionals[near].reshape(points.shape[0], -1)  # −1: padding
         valid = functionals >= 0
         functionals = np.where(valid, functionals, 0)
+        site_of = self._site_of()
         out = []
         for start in range(0, points.shape[0], _BATCH):
             part = slice(start, start + _BATCH)
@@ -78,14 +93,27 @@ class SparseSolution(eqx.Module):
                 mask = np.concatenate([mask, np.repeat(mask[:1], pad, axis=0)])
                 x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
             one_hot = np.eye(len(self.operators))[self.functional_operator[rows]] * mask[:, :, None]
-            site_of = self._site_of()[rows]
             predicted = _krige(
-                self.kernel, self.operators, operator, jnp.asarray(x), jnp.asarray(self.sites[site_of]),
+                self.kernel, self.operators, operator, jnp.asarray(x), jnp.asarray(self.sites[site_of[rows]]),
                 jnp.asarray(one_hot), jnp.asarray(np.where(mask, self.shift[rows], 1.0)),
                 jnp.asarray(np.where(mask, self.values[rows], 0.0)),
             )
             out.append(np.asarray(predicted)[: _BATCH - pad])
-        return jnp.asarray(np.concatenate(out))
+        result[unknown] = np.concatenate(out)
+        return jnp.asarray(result)
+
+    def _stored_functional(self, operator, nearest_site, distance) -> Int[np.ndarray, " n"]:
+        """For each point: the basis functional `operator` at the point's nearest site when the
+        point IS that site (distance 0), else −1."""
+        stored = -np.ones(nearest_site.shape[0], dtype=np.int64)
+        if operator not in self.operators:
+            return stored
+        column = self.operators.index(operator)
+        candidates = self.site_functionals[nearest_site]  # (n, mmax), −1: padding
+        match = (candidates >= 0) & (self.functional_operator[np.maximum(candidates, 0)] == column) & (distance == 0)[:, None]
+        hit = np.any(match, axis=1)
+        stored[hit] = candidates[hit, np.argmax(match[hit], axis=1)]
+        return stored
 
     def __call__(self, points: Float[Array, "n d"], field: int = 0) -> Float[Array, " n"]:
         """u at each point."""
