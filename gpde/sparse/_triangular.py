@@ -19,9 +19,12 @@ signature fails them rather than the results.
 import numpy as np
 import scipy.sparse
 from jaxtyping import Float
-from scipy.sparse.linalg._dsolve import _superlu
+from .._errors import ConfigError, SolverError
 
-from .._errors import SolverError
+try:  # scipy's internal binding; its absence must not break `import gpde`, only the sparse solver
+    from scipy.sparse.linalg._dsolve import _superlu
+except ImportError:  # pragma: no cover - depends on the installed scipy
+    _superlu = None
 
 _ENTRIES_PER_PASS = 1 << 22
 
@@ -32,6 +35,11 @@ class TriangularFactor:
     def __init__(self, factor: scipy.sparse.csc_matrix):
         """Takes over `factor`'s arrays (its values are overwritten by T's): every column must hold
         its diagonal entry, as the last of its sorted rows (as `_factor.factor` lays it out)."""
+        if _superlu is None or not hasattr(_superlu, "gstrs"):
+            raise ConfigError(
+                "the sparse solver needs SuperLU's triangular solve from scipy >= 1.13 "
+                "(pip install 'scipy>=1.13'), or use the dense solver (--solver dense)"
+            )
         n = factor.shape[0]
         factor.sort_indices()
         indptr = np.asarray(factor.indptr)
