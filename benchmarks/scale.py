@@ -15,7 +15,8 @@ walls), solved by a fixed number of Gauss-Newton steps from u = 0:
   by the Hopf-Cole transform), Matérn 5/2 ℓ = 0.2;
 - `burgers`: u_t + u u_x = ν u_xx, ν = 0.02 (or `--viscosity`), in space-time (t, x) ∈ [0,1]×[−1,1],
   Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05) (or `--t-lengthscale`, `--x-lengthscale`), an
-  m × a·m interior grid (a = 2, or `--aspect`: fronts at small ν need many more points in x than in t).
+  m × a·m interior grid (a = 2, or `--aspect`: fronts at small ν need many more points in x than in t);
+  `--continuation K` first solves at K larger viscosities (from 0.02 down), each warm-starting the next.
 
 Every configuration runs in a fresh subprocess (its peak resident set is its own; compilation
 caches do not leak) unless `--tiny`, which runs one small configuration of each solver in this
