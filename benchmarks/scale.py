@@ -131,6 +131,7 @@ def run_one(config: dict) -> dict:
     import numpy as np
 
     from gpde import GaussNewton, Evaluation
+    from gpde.problems.burgers import Burgers
     from gpde.sparse import Dense, Sparse
 
     constraints, kernel, interior, exact = _problem_constraints(
@@ -146,11 +147,10 @@ def run_one(config: dict) -> dict:
     )
     wall, cpu = time.perf_counter(), time.process_time()
     initial = None
+    stage = eqx.tree_at(lambda g: g.max_steps, gauss_newton, CONTINUATION_STEPS)
     for viscosity in _continuation(config):  # Burgers at decreasing ν, each warm-started
-        from gpde.problems.burgers import Burgers
-
-        stage = eqx.tree_at(lambda g: g.max_steps, gauss_newton, CONTINUATION_STEPS)
-        initial, _ = stage.solve(kernel, Burgers(viscosity=viscosity).constraints(*_points(constraints)), initial=initial)
+        problem = Burgers(viscosity=viscosity)
+        initial, _ = stage.solve(kernel, problem.constraints(constraints[0].points, constraints[1].points), initial=initial)
     solution, history = gauss_newton.solve(kernel, constraints, initial=initial)
     total, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if history.final_values is not None and isinstance(constraints[0].operators[0], Evaluation):
@@ -188,11 +188,6 @@ def _continuation(config: dict) -> list[float]:
     if config["problem"] != "burgers" or not stages or target >= 0.02:
         return []
     return [0.02 * (target / 0.02) ** (k / stages) for k in range(stages)]
-
-
-def _points(constraints):
-    """(interior, boundary) points of Burgers' two constraints."""
-    return constraints[0].points, constraints[1].points
 
 
 def _isolated(config: dict) -> dict:

