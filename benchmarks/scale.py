@@ -16,7 +16,9 @@ walls), solved by a fixed number of Gauss-Newton steps from u = 0:
 - `burgers`: u_t + u u_x = ν u_xx, ν = 0.02 (or `--viscosity`), in space-time (t, x) ∈ [0,1]×[−1,1],
   Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05) (or `--t-lengthscale`, `--x-lengthscale`), an
   m × a·m interior grid (a = 2, or `--aspect`: fronts at small ν need many more points in x than in t);
-  `--continuation K` first solves at K larger viscosities (from 0.02 down), each warm-starting the next.
+  `--continuation K` first solves at K larger viscosities (from 0.02 down), each warm-starting the next;
+  `--layer-ratio R --layer-width W` warp the kernel's x coordinate by `LayerStretch` (R times shorter
+  x lengthscale within about W of the front x = 0) and space the x grid uniformly in the warped coordinate.
 
 Every configuration runs in a fresh subprocess (its peak resident set is its own; compilation
 caches do not leak) unless `--tiny`, which runs one small configuration of each solver in this
@@ -55,7 +57,7 @@ CONTINUATION_STEPS = 4
 
 def _problem_constraints(
     problem: str, side: int, viscosity: float = 0.02, x_lengthscale: float = 0.05, t_lengthscale: float = 0.3,
-    aspect: int = 2,
+    aspect: int = 2, layer_ratio: float = 1.0, layer_width: float = 0.05,
 ):
     """(constraints, kernel, interior points, reference solution at them) on a grid of side m."""
     import jax
@@ -63,21 +65,29 @@ def _problem_constraints(
     import numpy as np
 
     from gpde import Box, Constraint, Evaluation, Laplacian
-    from gpde.kernels import Matern52, Matern72
+    from gpde.kernels import LayerStretch, Matern52, Matern72, Warped
 
     if problem == "burgers":
         from gpde.problems.burgers import Burgers
 
         burgers = Burgers(viscosity=viscosity)
+        # x uniform in the warped coordinate s = w(x) of the kernel's layer stretch at the front
+        # x = 0 (w the identity when layer_ratio = 1): the grid's spacing in x follows the local
+        # lengthscale, so the layer gets `layer_ratio` times more points per unit length.
+        stretch = LayerStretch(axis=1, centre=0.0, width=layer_width, ratio=layer_ratio)
+        edge = float(stretch.stretch(1.0))
         t = (np.arange(side) + 1.0) / side  # t ∈ (0, 1], nothing imposed at t = 1
-        x = -1.0 + 2.0 * (np.arange(aspect * side) + 1.0) / (aspect * side + 1)
+        line = stretch.inverse(-edge + 2.0 * edge * np.arange(aspect * side + 2) / (aspect * side + 1))
+        line[0], line[-1] = -1.0, 1.0
+        x = line[1:-1]
         interior = np.stack(np.meshgrid(t, x, indexing="ij"), axis=-1).reshape(-1, 2)
-        line = -1.0 + 2.0 * np.arange(aspect * side + 2) / (aspect * side + 1)
         walls = np.concatenate([[[ti, -1.0] for ti in t], [[ti, 1.0] for ti in t]])
         boundary = np.concatenate([np.stack([np.zeros_like(line), line], axis=1), walls])
         interior, boundary = jnp.asarray(interior), jnp.asarray(boundary)
-        return (burgers.constraints(interior, boundary), Matern72(jnp.array([t_lengthscale, x_lengthscale])), interior,
-                np.asarray(burgers.reference(interior)))
+        kernel = Matern72(jnp.array([t_lengthscale, x_lengthscale]))
+        if layer_ratio > 1.0:
+            kernel = Warped(kernel, stretch)
+        return burgers.constraints(interior, boundary), kernel, interior, np.asarray(burgers.reference(interior))
     box = Box((0.0, 0.0), (1.0, 1.0))
     interior = box.interior_points(side * side, "grid", jax.random.PRNGKey(0))
     boundary = box.boundary_points(4 * (side + 1), "grid", jax.random.PRNGKey(1))
@@ -136,7 +146,8 @@ def run_one(config: dict) -> dict:
 
     constraints, kernel, interior, exact = _problem_constraints(
         config["problem"], config["side"], config.get("viscosity", 0.02), config.get("x_lengthscale", 0.05),
-        config.get("t_lengthscale", 0.3), config.get("aspect", 2),
+        config.get("t_lengthscale", 0.3), config.get("aspect", 2), config.get("layer_ratio", 1.0),
+        config.get("layer_width", 0.05),
     )
     if config["solver"] == "dense":
         solver = Dense()
@@ -241,6 +252,9 @@ def main(argv=None) -> str:
     parser.add_argument("--x-lengthscale", type=float, default=0.05, help="Burgers' kernel lengthscale in x")
     parser.add_argument("--t-lengthscale", type=float, default=0.3, help="Burgers' kernel lengthscale in t")
     parser.add_argument("--aspect", type=int, default=2, help="Burgers' grid: points in x per point in t")
+    parser.add_argument("--layer-ratio", type=float, default=1.0,
+                        help="Burgers: magnify the kernel's x coordinate this much at the front x = 0 (LayerStretch)")
+    parser.add_argument("--layer-width", type=float, default=0.05, help="Burgers: half-width of the magnified layer")
     parser.add_argument("--continuation", type=int, default=0,
                         help="Burgers: first solve at this many larger viscosities (from 0.02 down), warm-starting each")
     parser.add_argument("--steps", type=int, help="Gauss-Newton steps (default: per problem, STEPS)")
@@ -256,7 +270,8 @@ def main(argv=None) -> str:
 
     base = {"problem": args.problem, "steps": args.steps or STEPS[args.problem], "rho": args.rho, "ordering": args.ordering,
             "viscosity": args.viscosity, "x_lengthscale": args.x_lengthscale, "t_lengthscale": args.t_lengthscale,
-            "aspect": args.aspect, "continuation": args.continuation}
+            "aspect": args.aspect, "continuation": args.continuation, "layer_ratio": args.layer_ratio,
+            "layer_width": args.layer_width}
     if args.tiny:
         configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse")]
         rows = [run_one(c) for c in configs]

@@ -14,3 +14,6 @@ from ._stationary import Matern52 as Matern52
 from ._stationary import Matern72 as Matern72
 from ._stationary import Polynomial as Polynomial
 from ._stationary import RationalQuadratic as RationalQuadratic
+from ._warped import AbstractWarp as AbstractWarp
+from ._warped import LayerStretch as LayerStretch
+from ._warped import Warped as Warped

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gpde import ConfigError, Dense, GaussNewton, OnField, Sparse, operator_gram
-from gpde.kernels import Gaussian, Gibbs, Matern72
+from gpde.kernels import Gaussian, Gibbs, LayerStretch, Matern72, Warped
 from gpde.problems.elliptic import NonlinearElliptic
 from gpde.sparse import (
     DIRACS_FIRST,
@@ -185,7 +185,7 @@ def test_sparse_gauss_newton_matches_dense_and_exact():
     assert np.max(np.abs(np.asarray(exact(grid)) - u_small)) < 2e-5 * np.max(np.abs(u_small))
 
 
-@pytest.mark.parametrize("kind", ["gibbs", "anisotropic"])
+@pytest.mark.parametrize("kind", ["gibbs", "anisotropic", "warped"])
 def test_sparse_solve_equals_dense_for_other_kernels(kind):
     """Every kernel goes through operator_gram, so with a full pattern the sparse solve is the
     dense one up to the regularization (max(D, W S Wᵀ) instead of D: at nugget 1e-8 a relative
@@ -193,6 +193,8 @@ def test_sparse_solve_equals_dense_for_other_kernels(kind):
     problem, interior, constraints = _elliptic(10)
     if kind == "gibbs":
         kernel = Gibbs(2, key=jax.random.PRNGKey(0), width=8, depth=1, scale=0.3)
+    elif kind == "warped":
+        kernel = Warped(Matern72(jnp.array([0.25, 0.2])), LayerStretch(axis=0, centre=0.5, width=0.1, ratio=1.5))
     else:
         kernel = Gaussian(jnp.array([0.25, 0.12]))
     settings = dict(nugget=1e-8, max_steps=3, stall_steps=0)

@@ -42,7 +42,7 @@ from ._buckets import bucket_layout
 from ._factor import factor, pointwise_blocks
 from ._ordering import grouped_maximin_ordering
 from ._pattern import FOLLOW_DIRACS, supernodal_pattern
-from ._scales import coordinate_scales
+from ._scales import coordinate_scales, screening_coordinates
 from ._settings import Sparse
 from ._solution import SparseSolution, neighbour_count, site_functional_table
 from ._triangular import TriangularFactor
@@ -119,7 +119,7 @@ class SparseSteps:
         start = time.perf_counter()
         self.sites = np.concatenate([np.asarray(c.points) for c in constraints])
         self.scales = coordinate_scales(kernel, self.sites)
-        scaled = self.sites / self.scales
+        scaled = screening_coordinates(kernel, self.sites, self.scales)
         # Sites of Dirac-only constraints (boundary and data values) first when asked: they then
         # form the coarse levels, and every interior functional conditions on nearby ones.
         if settings.dirac_constraints_first:

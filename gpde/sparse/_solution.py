@@ -7,8 +7,9 @@ CollocationSolution evaluates) amplifies the factor's small errors through the i
 system into O(1) errors between the points (measured: 0.7 against the dense solution's 0.05 at
 484 points). What is accurate is the iterate's values at the basis functionals, t = Θ̃ Wᵀ c. The
 solution is evaluated from them the way the factor itself was built: (L u)(x) is the kriging
-prediction of L u at x from the basis functionals at the k sites nearest x (in the kernel's scaled
-coordinates), t treated as observations with the factor's nugget S on their diagonal:
+prediction of L u at x from the basis functionals at the k sites nearest x (in the kernel's
+screening coordinates, `SparseSolution.screening`), t treated as observations with the factor's
+nugget S on their diagonal:
 
     (L u)(x) = K(L δ_x, s) (Θ_ss + S_s)⁻¹ t_s.
 
@@ -30,6 +31,7 @@ from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint, OnField
 from ..solve._gram import functional_gram, operator_gram
 from ..solve._operators import AbstractOperator, Evaluation
+from ._scales import screening_coordinates
 
 # Evaluation points per batched call: the local Gram blocks of a batch are batch × (k·m)² entries.
 _BATCH = 256
@@ -67,7 +69,7 @@ class SparseSolution(eqx.Module):
         if field != 0:
             raise ConfigError(f"the sparse solver's solution has one field (0), got field {field!r}")
         points = np.asarray(points, dtype=np.float64)
-        distance, near = cKDTree(self.sites / self.scales).query(points / self.scales, k=self.neighbours)
+        distance, near = cKDTree(self.screening(self.sites)).query(self.screening(points), k=self.neighbours)
         near = near.reshape(points.shape[0], -1)
         result = np.empty(points.shape[0])
         # At a site that carries L among its basis functionals, (L u)(x) is that functional's value
@@ -101,6 +103,12 @@ class SparseSolution(eqx.Module):
             out.append(np.asarray(predicted)[: _BATCH - pad])
         result[unknown] = np.concatenate(out)
         return jnp.asarray(result)
+
+    def screening(self, points: Float[Array, "n d"]) -> Float[np.ndarray, "n d"]:
+        """The points in the coordinates where neighbourhoods are measured (the kernel's warp, if
+        any, then division by its lengthscales): nearest sites in these coordinates are the ones
+        the kernel correlates most with the point."""
+        return screening_coordinates(self.kernel, points, self.scales)
 
     def _stored_functional(self, operator, nearest_site, distance) -> Int[np.ndarray, " n"]:
         """For each point: the basis functional `operator` at the point's nearest site when the
