@@ -9,6 +9,7 @@ it by the chain rule once per point (`gpde.solve.operator_gram`'s feature path).
 """
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -21,9 +22,19 @@ from ._base import AbstractKernel
 class AbstractWarp(eqx.Module):
     """A smooth map of R^d onto itself, applied pointwise."""
 
+    #: Whether w_i depends on x_i only (then `coordinate_jets` is implemented).
+    coordinatewise: ClassVar[bool] = False
+
     @abc.abstractmethod
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
         """w(x)."""
+
+    def coordinate_jets(self, points: Float[Array, "n d"]) -> tuple[Float[Array, "n d"], ...]:
+        """(w_i(x), ∂w_i/∂x_i, ∂²w_i/∂x_i²) at each point and axis, for a coordinatewise warp. It
+        turns every operator of order ≤ 2 into one with per-point coefficients in the warped
+        coordinates, which lets a warped stationary kernel keep the stationary kernels'
+        closed-form Gram entries."""
+        raise NotImplementedError(f"{type(self).__name__} does not map each coordinate on its own")
 
 
 class LayerStretch(AbstractWarp):
@@ -37,6 +48,7 @@ class LayerStretch(AbstractWarp):
     and ℓ far from it.
     """
 
+    coordinatewise: ClassVar[bool] = True
     axis: int = eqx.field(static=True)
     centre: float
     width: float
@@ -60,6 +72,13 @@ class LayerStretch(AbstractWarp):
 
     def __call__(self, x):
         return x.at[self.axis].set(self.stretch(x[self.axis]))
+
+    def coordinate_jets(self, points):
+        z = (points[:, self.axis] - self.centre) / self.width
+        sech2 = 1.0 - jnp.tanh(z) ** 2
+        first = jnp.ones_like(points).at[:, self.axis].set(1.0 + (self.ratio - 1.0) * sech2)
+        second = jnp.zeros_like(points).at[:, self.axis].set(-2.0 * (self.ratio - 1.0) / self.width * sech2 * jnp.tanh(z))
+        return points.at[:, self.axis].set(self.stretch(points[:, self.axis])), first, second
 
     def inverse(self, values: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
         """w⁻¹ along the stretched axis, elementwise, by bisection (w is increasing and

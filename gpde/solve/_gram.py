@@ -1,7 +1,9 @@
 """Gram blocks of a kernel under linear operators: K(L₁, L₂)[a, b] = L₁ˣ L₂ʸ k(x_a, y_b).
 
-Stationary kernels are differentiated in closed form; every other kernel by autodiff of its pointwise
-`pair` function in feature space (`_feature_gram.py`), so every kernel gets every operator. The
+Stationary kernels are differentiated in closed form, and so are stationary kernels under a
+coordinatewise input warp (an operator in x is one with per-point coefficients in the warped
+coordinates); every other kernel by autodiff of its pointwise `pair` function in feature space
+(`_feature_gram.py`), so every kernel gets every operator. The
 per-point part of the kernel (its `features`: for the Gibbs kernel the network ℓ(x)) is evaluated
 and differentiated ONCE PER POINT, and no network runs per pair of points.
 """
@@ -12,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..kernels import AbstractKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum
+from ..kernels import AbstractKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum, Warped
 
 from ._feature_gram import FeatureJets, feature_gram, feature_jets
 from ._gibbs_gram import gibbs_gram
@@ -44,6 +46,19 @@ def operator_gram(
         return kernel.variance * operator_gram(kernel.kernel, operators_x, points_x, operators_y, points_y)
     if isinstance(kernel, Gibbs):
         return gibbs_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
+    if isinstance(kernel, Warped) and _closed_form_warp(kernel):
+        # Block (j, l) is the functional Gram of the one-hot weights on operators j (x) and l (y).
+        both = tuple(operators_x) + tuple(operators_y)
+        mx, my = len(operators_x), len(operators_y)
+        ones_x, ones_y = jnp.ones((points_x.shape[0], 1)), jnp.ones((points_y.shape[0], 1))
+        one_hot = jnp.eye(mx + my, dtype=points_x.dtype)
+        return jnp.stack([
+            jnp.stack([
+                functional_gram(kernel, both, ones_x * one_hot[j], points_x, ones_y * one_hot[mx + l], points_y)
+                for l in range(my)
+            ])
+            for j in range(mx)
+        ])
     return feature_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
 
 
@@ -134,6 +149,19 @@ def functional_gram(
     blocks of `operator_gram`.
     """
     operators = tuple(operators)
+    if isinstance(kernel, Warped) and _closed_form_warp(kernel):
+        inner, warp = kernel.kernel, kernel.warp
+        if isinstance(inner, (Sum, Scaled)):  # a warp distributes over sums and scalings
+            parts = inner.parts if isinstance(inner, Sum) else (inner.kernel,)
+            scale = inner.variance if isinstance(inner, Scaled) else 1.0
+            return scale * sum(
+                functional_gram(Warped(part, warp), operators, weights_x, points_x, weights_y, points_y) for part in parts
+            )
+        mapped_x, first_x, second_x = warp.coordinate_jets(points_x)
+        mapped_y, first_y, second_y = warp.coordinate_jets(points_y)
+        return _stationary_functional_gram(
+            inner, operators, weights_x, mapped_x, weights_y, mapped_y, (first_x, second_x), (first_y, second_y)
+        )
     if not isinstance(kernel, AbstractStationaryKernel):
         if isinstance(kernel, Sum):
             return sum(functional_gram(p, operators, weights_x, points_x, weights_y, points_y) for p in kernel.parts)
@@ -142,6 +170,30 @@ def functional_gram(
         blocks = operator_gram(kernel, operators, points_x, operators, points_y)
         m = len(operators)
         return sum(weights_x[:, j, None] * blocks[j, l] * weights_y[None, :, l] for j in range(m) for l in range(m))
+    return _stationary_functional_gram(kernel, operators, weights_x, points_x, weights_y, points_y)
+
+
+def _closed_form_warp(kernel: Warped) -> bool:
+    """Whether the warped kernel's Gram entries have the closed form: a coordinatewise warp of
+    stationary kernels (through sums and scalings)."""
+    if not kernel.warp.coordinatewise:
+        return False
+
+    def stationary(k):
+        if isinstance(k, Sum):
+            return all(stationary(p) for p in k.parts)
+        if isinstance(k, Scaled):
+            return stationary(k.kernel)
+        return isinstance(k, AbstractStationaryKernel)
+
+    return stationary(kernel.kernel)
+
+
+def _stationary_functional_gram(kernel, operators, weights_x, points_x, weights_y, points_y, warp_x=None, warp_y=None):
+    """`functional_gram` of a stationary kernel; `warp_x`/`warp_y` = (∂w_i/∂x_i, ∂²w_i/∂x_i²) per
+    point and axis when the points are already mapped by a coordinatewise warp w: the operator
+    (c₀, c₁, C₂) in x is then (c₀, J c₁ + diag(H) ⊙ diag(C₂), J C₂ J) in the warped coordinates
+    (J = diag(∂w_i/∂x_i), H the second derivatives), per point."""
     dim = points_x.shape[1]
     table = [op.coefficients(dim) for op in operators]
     highest = 2 * max(_order(c) for c in table)
@@ -155,12 +207,15 @@ def functional_gram(
         terms = list(terms)
         return sum(terms) if terms else None
 
-    def per_point(weights, side):
+    def per_point(weights, side, warp):
         """Per-point coefficients and their contractions with g, broadcasting against (nx, ny)
         (side 0: x, 1: y). Only coefficient entries that some operator uses appear."""
         def column(values):
             v = weights @ jnp.asarray(values, dtype=weights.dtype)
             return v[:, None] if side == 0 else v[None, :]
+
+        def jet(array, i):
+            return array[:, i, None] if side == 0 else array[None, :, i]
 
         c0 = column([c[0] for c in table]) if any(c[0] for c in table) else None
         c1 = {i: column([c[1][i] for c in table]) for i in range(dim) if any(c[1][i] for c in table)}
@@ -168,6 +223,15 @@ def functional_gram(
             (i, j): column([c[2][i, j] for c in table])
             for i in range(dim) for j in range(dim) if any(c[2][i, j] for c in table)
         }
+        if warp is not None:  # the operators in the warped coordinates (see the docstring)
+            first, second = warp
+            c1 = {
+                i: total(
+                    ([jet(first, i) * c1[i]] if i in c1 else []) + ([jet(second, i) * c2[i, i]] if (i, i) in c2 else [])
+                )
+                for i in range(dim) if i in c1 or (i, i) in c2
+            }
+            c2 = {(i, j): jet(first, i) * jet(first, j) * value for (i, j), value in c2.items()}
         mg = {i: total(c2[i, j] * g[j] for j in range(dim) if (i, j) in c2) for i in {i for i, _ in c2}}
         return {
             "c0": c0, "c1": c1, "c2": c2, "Mg": mg,
@@ -176,7 +240,7 @@ def functional_gram(
             "trSM": total(lam[i] * c2[i, i] for i in range(dim) if (i, i) in c2),
         }
 
-    a, b = per_point(weights_x, 0), per_point(weights_y, 1)
+    a, b = per_point(weights_x, 0, warp_x), per_point(weights_y, 1, warp_y)
     zero = jnp.zeros(h.shape[1:], dtype=points_x.dtype)
 
     def v(x):  # an absent term is exactly zero
