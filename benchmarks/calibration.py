@@ -2,6 +2,7 @@
 
     python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|tiny]
                                      [--grid 100] [--seed 0] [--learned] [--out table.md]
+                                     [--solver dense|sparse]
 
 For each problem × size: solve with the problem's default settings (`gpde.app.run_solve`: kernel,
 lengthscale, nugget, steps, layout) at the given point counts. The run file holds σ of every field
@@ -16,7 +17,10 @@ Two amplitudes s² are reported per run; neither looks at the reference:
             `gpde.app.held_out_points`: a quarter as many as the interior points), the one
             stored as fields/u_std.
 The last column says whether the 2σ coverage meets the goal 0.90–0.99 (over-confident: σ too
-small; under-confident: σ too large). `--learned` adds a bilevel learning of the elliptic lengthscale
+small; under-confident: σ too large). `--solver sparse` solves with the sparse solver instead (single-field problems: elliptic, burgers,
+eikonal), whose σ is the local conditional one (`gpde.sparse.SparsePosterior`), with the settings
+of SPARSE_OVERRIDES; `--sizes large` has the sizes where the sparse solver is meant to run.
+`--learned` adds a bilevel learning of the elliptic lengthscale
 at a small size and the calibration of solves with its initial and its learned kernel.
 """
 
@@ -48,6 +52,11 @@ SIZES = {
         "eikonal": [(150, 50), (600, 200), (900, 300)],
         "darcy": [(100, 40), (225, 60), (400, 100)],
     },
+    "large": {
+        "elliptic": [(3844, 252), (15876, 508)],
+        "burgers": [(7500, 2500)],
+        "eikonal": [(7500, 2500)],
+    },
     "tiny": {
         "elliptic": [(36, 28)],
         "burgers": [(60, 20)],
@@ -56,6 +65,10 @@ SIZES = {
     },
 }
 PROBLEMS = ("elliptic", "burgers", "eikonal", "darcy")
+# The sparse solver diverges on the elliptic problem with its dense defaults (Gaussian ℓ = 0.2,
+# nugget 1e-12: the ρ = 5 factor is too coarse for that conditioning); these are the scale
+# benchmark's settings (benchmarks/scale-results.md).
+SPARSE_OVERRIDES = {"elliptic": dict(kernel="matern72", lengthscale=(0.3,), nugget=1e-10, steps=6)}
 GOAL = (0.90, 0.99)
 CALIBRATION_KEYS = tuple(field.name for field in dataclasses.fields(Calibration))
 
@@ -129,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--learned", action="store_true",
                         help="also learn the elliptic lengthscale (small) and compare σ₀ with the learned kernel")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) to this file")
+    parser.add_argument("--solver", choices=("dense", "sparse"), default="dense",
+                        help="linear solver of the Gauss-Newton steps (sparse: σ from the local posterior)")
     args = parser.parse_args(argv)
     problems = [p for p in args.problems.split(",") if p]
     unknown = sorted(set(problems) - set(PROBLEMS))
@@ -136,8 +151,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown problem(s) {unknown}; choose from {', '.join(PROBLEMS)}")
     rows = []
     for problem in problems:
-        for n_interior, n_boundary in SIZES[args.sizes][problem]:
-            new = measure(problem, n_interior, n_boundary, args.grid, args.seed)
+        overrides = {} if args.solver == "dense" else dict(solver="sparse", sparse_std=True, **SPARSE_OVERRIDES.get(problem, {}))
+        for n_interior, n_boundary in SIZES[args.sizes].get(problem, []):
+            new = measure(problem, n_interior, n_boundary, args.grid, args.seed, **overrides)
             print("\n".join(table(new).splitlines()[2:]),
                   f"  ({new[0]['seconds']:.0f} s run, of which {new[0]['uncertainty_seconds']:.0f} s posterior)",
                   file=sys.stderr, flush=True)

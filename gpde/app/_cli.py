@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"linear solver per Gauss-Newton step: dense, sparse (sparse Cholesky + CG) or auto "
                             f"(sparse from {AUTO_SPARSE_FROM} points)")
     solve.add_argument("--rho", type=float, help="sparsity radius ρ of the sparse solver (default 5)")
+    solve.add_argument("--sparse-std", action="store_true", default=None, dest="sparse_std",
+                       help="sparse solver: also store the local (upper-bound) posterior σ, docs/sparse-posterior.md")
     solve.add_argument("--steps", type=int, help="maximum number of Gauss-Newton steps")
     solve.add_argument("--tolerance", type=float, help="stop when the relative update is below this")
     solve.add_argument("--seed", type=int, help="random seed of the point sets (and network weights)")

@@ -41,6 +41,9 @@ class SolveConfig:
     solver: str = "dense"
     #: Sparsity radius ρ of the sparse solver (None: gpde.Sparse's default).
     rho: float | None = None
+    #: Whether a sparse solve also stores σ: the local conditional posterior σ, an upper bound on
+    #: the posterior σ (docs/sparse-posterior.md). Dense solves always store σ.
+    sparse_std: bool = False
 
     def __post_init__(self):
         _check_common(self)
@@ -51,6 +54,8 @@ class SolveConfig:
         if self.rho is not None and (isinstance(self.rho, bool) or not isinstance(self.rho, (int, float))
                                      or not math.isfinite(self.rho) or not self.rho > 0):
             raise ConfigError(f"rho must be a finite number > 0 (typical 3 … 6), got {self.rho!r}")
+        if not isinstance(self.sparse_std, bool):
+            raise ConfigError(f"sparse_std must be true or false, got {self.sparse_std!r}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,7 +23,8 @@ from ..solve._solution import CollocationSolution
 from ..solve._calibration import calibration
 from ..solve._posterior import Posterior
 from ..solve._solver import GaussNewton, SolveHistory, StepRecord
-from ..sparse import Sparse, linear_solver
+from ..sparse import Sparse, SparsePosterior, linear_solver
+from ..sparse._solution import SparseSolution
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
 LEARNED_KERNEL = schema.KERNEL
@@ -116,9 +117,16 @@ def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution
     (`Posterior.held_out_amplitude`; the maximum-likelihood s² on the collocation system is stored
     beside it, with the calibration it would give under `ml_`): with the maximum-likelihood s²
     the elliptic problem's σ is 2.5-11 times larger and covers 100 % of the errors at 2σ, with the
-    held-out s² 94-99 % (benchmarks/calibration-results.md)."""
+    held-out s² 94-99 % (benchmarks/calibration-results.md). A sparse solve's σ is the local
+    conditional one (`SparsePosterior`, docs/sparse-posterior.md; attributes `posterior` = "local"
+    and `neighbours`)."""
     held_out = problem.constraints(held_out_points(problem, config), boundary)[:1]
-    posterior = Posterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
+    if isinstance(solution, SparseSolution):
+        posterior = SparsePosterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
+        extra = {"posterior": "local", "neighbours": int(posterior.neighbours)}
+    else:
+        posterior = Posterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
+        extra = {}
     amplitude, ml_amplitude = float(posterior.amplitude), float(posterior.ml_amplitude)
     std_fields, groups = {}, {}
     for index, name in enumerate(problem.fields):
@@ -130,7 +138,7 @@ def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution
         ml = calibration(fields[value_key], std * np.sqrt(ml_amplitude / amplitude), fields[reference_key]).as_dict()
         groups[group] = {"amplitude": amplitude, "amplitude_source": "held-out", "ml_amplitude": ml_amplitude,
                          "held_out_points": int(held_out[0].size), "mean_std": float(np.mean(std)), **numbers,
-                         **{f"ml_{key}": value for key, value in ml.items()}}
+                         **{f"ml_{key}": value for key, value in ml.items()}, **extra}
     return std_fields, groups
 
 
@@ -164,9 +172,10 @@ def run_solve(
     evaluation_seconds = time.perf_counter() - start
     errors = field_errors[store.ERRORS]
     start = time.perf_counter()
-    if isinstance(solver.linear_solver, Sparse):
-        # The posterior variance needs the reduced system's exact factor, which the sparse path
-        # never forms (it has a sparse approximate factor as CG preconditioner only).
+    if isinstance(solver.linear_solver, Sparse) and not config.sparse_std:
+        # The sparse path never forms the reduced system's exact factor; its local conditional σ
+        # (docs/sparse-posterior.md) is an upper bound that can be far above the posterior σ and
+        # costs more than the solve, so it is computed only when asked for (sparse_std).
         std_fields, calibrations = {}, {}
     else:
         std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,

@@ -20,3 +20,6 @@ from ._settings import SOLVER_NAMES as SOLVER_NAMES
 from ._settings import Dense as Dense
 from ._settings import Sparse as Sparse
 from ._settings import linear_solver as linear_solver
+from ._posterior import NEIGHBOUR_FACTOR as NEIGHBOUR_FACTOR
+from ._posterior import SparsePosterior as SparsePosterior
+from ._posterior import sparse_posterior as sparse_posterior
