@@ -134,7 +134,6 @@ def _grid(problem: str, size: int, aspect: int = 2) -> tuple[int, int]:
 
 def run_one(config: dict) -> dict:
     """Solve one configuration in this process; the row of the table as a dict."""
-    import equinox as eqx
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -157,12 +156,12 @@ def run_one(config: dict) -> dict:
         nugget=1e-10, max_steps=config["steps"], tolerance=0.0, stall_steps=0, linear_solver=solver
     )
     wall, cpu = time.perf_counter(), time.process_time()
-    initial = None
-    stage = eqx.tree_at(lambda g: g.max_steps, gauss_newton, CONTINUATION_STEPS)
-    for viscosity in _continuation(config):  # Burgers at decreasing ν, each warm-started
-        problem = Burgers(viscosity=viscosity)
-        initial, _ = stage.solve(kernel, problem.constraints(constraints[0].points, constraints[1].points), initial=initial)
-    solution, history = gauss_newton.solve(kernel, constraints, initial=initial)
+    stages = [  # Burgers at decreasing ν, each warm-starting the next (one factorization for all)
+        Burgers(viscosity=viscosity).constraints(constraints[0].points, constraints[1].points)
+        for viscosity in _continuation(config)
+    ]
+    solution, history = gauss_newton.solve(kernel, constraints, continuation=stages,
+                                           continuation_steps=CONTINUATION_STEPS)
     total, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if history.final_values is not None and isinstance(constraints[0].operators[0], Evaluation):
         u = np.asarray(history.final_values[0][0])

@@ -208,6 +208,36 @@ def test_sparse_solve_equals_dense_for_other_kernels(kind):
     assert np.sqrt(np.mean((np.asarray(sparse(grid)) - u_dense) ** 2)) < 0.05 * np.sqrt(np.mean(u_dense**2))
 
 
+@pytest.mark.parametrize("linear_solver", [Sparse(rho=5.0), Dense()], ids=["sparse", "dense"])
+def test_continuation_equals_the_stages_solved_one_after_another(linear_solver):
+    """Burgers at ν = 0.05 and 0.03 as continuation stages of ν = 0.02: the same iterate as solving
+    each stage separately, warm-starting the next (the sparse solver reuses its basis factor, which
+    depends only on the operators and points); stages on other points are refused."""
+    from gpde.problems.burgers import Burgers
+
+    t, x = np.meshgrid(np.linspace(0.1, 1.0, 6), np.linspace(-0.9, 0.9, 12), indexing="ij")
+    interior = jnp.asarray(np.stack([t.ravel(), x.ravel()], axis=1))
+    line = np.linspace(-1.0, 1.0, 14)
+    boundary = jnp.asarray(np.concatenate([np.stack([0 * line, line], 1), [[ti, s] for ti in t[:, 0] for s in (-1.0, 1.0)]]))
+    kernel = Matern72(jnp.array([0.3, 0.2]))
+    stages = [Burgers(viscosity=nu).constraints(interior, boundary) for nu in (0.05, 0.03)]
+    final = Burgers(viscosity=0.02).constraints(interior, boundary)
+    settings = dict(nugget=1e-10, tolerance=0.0, stall_steps=0, linear_solver=linear_solver)
+    together, history = GaussNewton(max_steps=3, **settings).solve(kernel, final, continuation=stages, continuation_steps=2)
+    assert len(history.continuation_steps) == 4 and len(history.steps) == 3
+    initial = None
+    for stage in stages:
+        initial, _ = GaussNewton(max_steps=2, **settings).solve(kernel, stage, initial=initial)
+    separate, _ = GaussNewton(max_steps=3, **settings).solve(kernel, final, initial=initial)
+    u_together, u_separate = np.asarray(together(interior)), np.asarray(separate(interior))
+    # Separate sparse solves evaluate the stage solution at its own sites (stored values), the
+    # continuation carries the same values on: equal up to CG's tolerance.
+    assert np.max(np.abs(u_together - u_separate)) < 1e-6 * np.max(np.abs(u_separate))
+    moved = [Burgers(viscosity=0.05).constraints(interior + 0.01, boundary)]
+    with pytest.raises(ConfigError):
+        GaussNewton(max_steps=1, **settings).solve(kernel, final, continuation=moved)
+
+
 def test_eikonal_without_point_values_in_the_interior_matches_dense():
     """Eikonal's interior constraint has no δ (∂x, ∂y, Δ); the sparse path adds δ there as zero-
     weight basis functionals. With a full pattern the solve is the dense one; at ρ = 5 it stays

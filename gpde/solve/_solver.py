@@ -64,6 +64,9 @@ class SolveHistory:
     ordering: str | None = None
     functionals: int | None = None
     factor_nnz: int | None = None
+    #: The steps of the continuation stages solved before the problem itself (GaussNewton.solve's
+    #: `continuation`), in order; not part of `steps`.
+    continuation_steps: list[StepRecord] = field(default_factory=list)
     #: Operator values of the final iterate at the constraints' points (values[g][j, a] =
     #: (L_{g,j} u)(x_{g,a})), which the last step computed anyway; set by the sparse solver, whose
     #: solution is expensive to re-evaluate at 10⁵ points.
@@ -154,6 +157,8 @@ class GaussNewton(eqx.Module):
         constraints: Sequence[Constraint],
         callback: Callable[[StepRecord], None] | None = None,
         initial: CollocationSolution | None = None,
+        continuation: Sequence[Sequence[Constraint]] = (),
+        continuation_steps: int = 4,
     ) -> tuple[CollocationSolution, SolveHistory]:
         """Solve the constraints; return the solution and the per-step history.
 
@@ -166,37 +171,47 @@ class GaussNewton(eqx.Module):
         constraints' OnField operators name). Raises SolverError (naming the step and the fix) if a
         step fails numerically or the solve diverged (see the class docstring), with the
         RESULTS member as the error's `result`; ConfigError if kernels and fields do not match.
+
+        `continuation`: constraint sets solved first, in order, for `continuation_steps` steps each,
+        each warm-starting the next and the last warm-starting `constraints` (a continuation in
+        an equation parameter: Gauss-Newton from u = 0 does not find Burgers' steep front at
+        small viscosity). The stages must have the same operators at the same points as
+        `constraints`; the sparse solver then builds its ordering, patterns and basis factor
+        once for all of them. Their steps are `history.continuation_steps`.
         """
         require_float64()
         constraints = tuple(constraints)
         _check_dimensions(constraints)
         kernels = field_kernels(kernel, constraints)
         history = SolveHistory()
+        continuation = tuple(tuple(stage) for stage in continuation)
+        if continuation and not (isinstance(continuation_steps, int) and continuation_steps >= 1):
+            raise ConfigError(f"continuation_steps must be an integer >= 1, got {continuation_steps!r}")
+        for stage in continuation:
+            _check_stage(stage, constraints)
 
         if isinstance(self.linear_solver, Sparse):
-            run, values, finish = self._sparse_steps(kernels, constraints, initial, history)
+            run, values, finish, retarget = self._sparse_steps(kernels, constraints, initial, history)
+            for index, stage in enumerate(continuation, start=1):
+                retarget(stage)
+                for number in range(1, continuation_steps + 1):
+                    outcome, record = _timed_step(run, values, number, f"continuation stage {index}, step {number}")
+                    history.continuation_steps.append(record)
+                    values = outcome.values
+            if continuation:
+                retarget(constraints)
         else:
+            stage_solver = eqx.tree_at(lambda g: g.max_steps, self, continuation_steps)
+            for stage in continuation:
+                initial, stage_history = stage_solver.solve(kernels, stage, initial=initial)
+                history.continuation_steps.extend(stage_history.steps)
             run, values, finish = self._dense_steps(kernels, constraints, initial, history)
         history.start_residual_rms = reference_residual_rms(constraints, values)
 
         outcome = None
         for number in range(1, self.max_steps + 1):
-            start = time.perf_counter()
-            outcome, info = run(values)
-            seconds = time.perf_counter() - start
-            if not outcome.result == RESULTS.successful:
-                raise SolverError(f"Gauss-Newton step {number} failed: {RESULTS[outcome.result]}", outcome.result)
-            update = _relative_change(values, outcome.values)
-            residuals = np.concatenate([np.asarray(r) for r in outcome.residuals])
-            record = StepRecord(
-                step=number,
-                residual_rms=float(np.sqrt(np.mean(residuals**2))),
-                residual_max=float(np.max(np.abs(residuals))),
-                update=update,
-                seconds=seconds,
-                **({} if info is None else {"cg_iterations": info.cg_iterations, "cg_residual": info.cg_residual,
-                                            "preconditioner_nnz": info.preconditioner_nnz}),
-            )
+            outcome, record = _timed_step(run, values, number, f"Gauss-Newton step {number}")
+            update = record.update
             history.steps.append(record)
             if callback is not None:
                 callback(record)
@@ -252,7 +267,7 @@ class GaussNewton(eqx.Module):
         values = initial_values(constraints) if initial is None else tuple(
             jnp.stack([initial.apply(operator, c.points) for operator in c.operators]) for c in constraints
         )
-        return steps.step, values, steps.solution
+        return steps.step, values, steps.solution, steps.retarget
 
 
     def _stalled(self, steps: list[StepRecord]) -> bool:
@@ -265,6 +280,43 @@ class GaussNewton(eqx.Module):
 
 _blocks = eqx.filter_jit(operator_blocks)
 _step = eqx.filter_jit(gauss_newton_step)
+
+
+def _check_stage(stage, constraints) -> None:
+    """ConfigError unless the continuation stage has the operators, points and noise of the
+    final problem's constraints (only the equations may differ)."""
+    same = len(stage) == len(constraints) and all(
+        tuple(a.operators) == tuple(b.operators)
+        and a.noise_variance == b.noise_variance
+        and a.points.shape == b.points.shape
+        and np.array_equal(np.asarray(a.points), np.asarray(b.points))
+        for a, b in zip(stage, constraints)
+    )
+    if not same:
+        raise ConfigError(
+            "a continuation stage must have the same constraints as the final problem (operators, points "
+            "and noise) with other equation parameters; solve the stages separately instead"
+        )
+
+
+def _timed_step(run, values, number: int, name: str) -> tuple:
+    """(outcome, StepRecord) of one step from `values`; SolverError naming the step if it failed."""
+    start = time.perf_counter()
+    outcome, info = run(values)
+    seconds = time.perf_counter() - start
+    if not outcome.result == RESULTS.successful:
+        raise SolverError(f"{name} failed: {RESULTS[outcome.result]}", outcome.result)
+    residuals = np.concatenate([np.asarray(r) for r in outcome.residuals])
+    record = StepRecord(
+        step=number,
+        residual_rms=float(np.sqrt(np.mean(residuals**2))),
+        residual_max=float(np.max(np.abs(residuals))),
+        update=_relative_change(values, outcome.values),
+        seconds=seconds,
+        **({} if info is None else {"cg_iterations": info.cg_iterations, "cg_residual": info.cg_residual,
+                                    "preconditioner_nnz": info.preconditioner_nnz}),
+    )
+    return outcome, record
 
 
 def _residual_rms(constraints, values) -> float:

@@ -223,6 +223,23 @@ class SparseSteps:
         """Θ y for basis coefficients y, through the factor (its nugget S subtracted)."""
         return self._regularized_covariance(y) - self.basis_shift * y
 
+    def retarget(self, constraints: Sequence[Constraint]) -> None:
+        """Solve `constraints` from now on, keeping the ordering, patterns and basis factor: they
+        depend only on the kernel and on which operators act at which points, so constraints with
+        the same operators at the same points (another viscosity of Burgers' equation, say) reuse
+        them. ConfigError if the operators, points or noise variances differ."""
+        constraints = tuple(constraints)
+        same = len(constraints) == len(self.constraints) and all(
+            tuple(new.operators) == tuple(old.operators)
+            and new.noise_variance == old.noise_variance
+            and new.points.shape == old.points.shape
+            and np.array_equal(np.asarray(new.points), np.asarray(old.points))
+            for new, old in zip(constraints, self.constraints)
+        )
+        if not same:
+            raise ConfigError("retarget needs constraints with the same operators, points and noise")
+        self.constraints = constraints
+
     # --- one step ------------------------------------------------------------------------------
 
     def step(self, values: Sequence[Float[Array, "mg ng"]]) -> tuple[StepOutcome, SparseStepInfo]:
