@@ -212,19 +212,23 @@ def _held_out_ratios(gram, n, factor, held_out, weights, residuals, nugget, adap
     return jnp.concatenate(residuals) ** 2 / variance
 
 
+def noisy_rows(constraints: Sequence[Constraint]) -> np.ndarray:
+    """Indices, among all functionals in constraint order, of the rows of noisy observation
+    constraints (those with a noise variance)."""
+    sizes = np.array([c.size for c in constraints], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    noisy = [np.arange(a, a + n) for a, n, c in zip(starts, sizes, constraints) if c.noise_variance is not None]
+    return np.concatenate(noisy) if noisy else np.zeros(0, dtype=np.int64)
+
+
 def _leave_one_out_ratios(factor, solution: CollocationSolution):
     """c_i² / [(K + η)⁻¹]_ii for every row i of a noisy observation constraint: the squared
     leave-one-out residual of observation i, c_i / [(K + η)⁻¹]_ii, over its leave-one-out
     predictive variance at unit amplitude, 1 / [(K + η)⁻¹]_ii (the closed form of refitting the
     linearized GP without row i). [(K + η)⁻¹]_ii = ‖L⁻¹e_i‖² with the Cholesky factor L."""
-    rows, start = [], 0
-    for constraint in solution.constraints:
-        if constraint.noise_variance is not None:
-            rows.extend(range(start, start + constraint.size))
-        start += constraint.size
-    if not rows:
+    rows = noisy_rows(solution.constraints)
+    if not rows.size:
         return jnp.zeros(0)
-    rows = np.asarray(rows)
     unit = jnp.zeros((factor.shape[0], rows.size)).at[rows, np.arange(rows.size)].set(1.0)
     inverse_diagonal = jnp.sum(jax.scipy.linalg.solve_triangular(factor, unit, lower=True) ** 2, axis=0)
     return jnp.concatenate(solution.coefficients)[rows] ** 2 / inverse_diagonal

@@ -50,6 +50,7 @@ from ..solve._constraint import Constraint, OnField
 from ..solve._gram import functional_gram, operator_gram
 from ..solve._linearize import linearize
 from ..solve._operators import AbstractOperator, Evaluation
+from ..solve._posterior import noisy_rows
 from ._solution import SparseSolution
 
 # Points per batched call: a batch holds batch × (k + 1)² Gram entries and the kernel's
@@ -364,14 +365,9 @@ def _leave_one_out_ratios(posterior: SparsePosterior) -> Float[np.ndarray, " n"]
     constraint: the dense path's c_i² / [(K + η)⁻¹]_ii with the Schur complement
     1 / [(K + η)⁻¹]_ii = var(φ_i | all others) + η_i taken locally."""
     solution = posterior.solution
-    rows, start = [], 0
-    for constraint in solution.constraints:
-        if constraint.noise_variance is not None:
-            rows.extend(range(start, start + constraint.size))
-        start += constraint.size
-    if not rows:
+    rows = noisy_rows(solution.constraints)
+    if not rows.size:
         return np.zeros(0)
-    rows = np.asarray(rows)
     sites = solution.sites.shape[0]
     count = min(posterior.neighbours + 1, sites)
     near = posterior._nearest(solution.sites[rows], count)
