@@ -15,7 +15,7 @@ walls), solved by a fixed number of Gauss-Newton steps from u = 0:
   by the Hopf-Cole transform), Matérn 5/2 ℓ = 0.2;
 - `burgers`: u_t + u u_x = ν u_xx, ν = 0.02 (or `--viscosity`), in space-time (t, x) ∈ [0,1]×[−1,1],
   Cole-Hopf reference, Matérn 7/2 with ℓ = (0.3, 0.05) (or `--t-lengthscale`, `--x-lengthscale`), an
-  m × a·m interior grid (a = 2, or `--aspect`: fronts at small ν need many more points in x than in t);
+  m × round(a·m) interior grid (a = 2, or `--aspect`, any positive number);
   `--continuation K` first solves at K larger viscosities (from 0.02 down), each warm-starting the next;
   `--layer-ratio R --layer-width W` warp the kernel's x coordinate by `LayerStretch` (R times shorter
   x lengthscale within about W of the front x = 0) and space the x grid uniformly in the warped coordinate.
@@ -57,7 +57,7 @@ CONTINUATION_STEPS = 4
 
 def _problem_constraints(
     problem: str, side: int, viscosity: float = 0.02, x_lengthscale: float = 0.05, t_lengthscale: float = 0.3,
-    aspect: int = 2, layer_ratio: float = 1.0, layer_width: float = 0.05,
+    aspect: float = 2, layer_ratio: float = 1.0, layer_width: float = 0.05,
 ):
     """(constraints, kernel, interior points, reference solution at them) on a grid of side m."""
     import jax
@@ -77,7 +77,8 @@ def _problem_constraints(
         stretch = LayerStretch(axis=1, centre=0.0, width=layer_width, ratio=layer_ratio)
         edge = float(stretch.stretch(1.0))
         t = (np.arange(side) + 1.0) / side  # t ∈ (0, 1], nothing imposed at t = 1
-        line = stretch.inverse(-edge + 2.0 * edge * np.arange(aspect * side + 2) / (aspect * side + 1))
+        columns = round(aspect * side)
+        line = stretch.inverse(-edge + 2.0 * edge * np.arange(columns + 2) / (columns + 1))
         line[0], line[-1] = -1.0, 1.0
         x = line[1:-1]
         interior = np.stack(np.meshgrid(t, x, indexing="ij"), axis=-1).reshape(-1, 2)
@@ -123,11 +124,12 @@ def _problem_constraints(
     return constraints, Matern72(0.3), interior, np.asarray(u_interior)
 
 
-def _grid(problem: str, size: int, aspect: int = 2) -> tuple[int, int]:
+def _grid(problem: str, size: int, aspect: float = 2) -> tuple[int, int]:
     """(grid side m, collocation points N) for about `size` interior points."""
     if problem == "burgers":  # m × a·m interior, a·m + 2 initial and 2m wall points
         side = max(2, round((size / aspect) ** 0.5))
-        return side, aspect * side * side + (aspect + 2) * side + 2
+        columns = round(aspect * side)
+        return side, side * columns + columns + 2 * side + 2
     side = max(2, round(size**0.5))
     return side, side * side + 4 * (side + 1)
 
@@ -250,7 +252,7 @@ def main(argv=None) -> str:
     parser.add_argument("--viscosity", type=float, default=0.02, help="Burgers' ν")
     parser.add_argument("--x-lengthscale", type=float, default=0.05, help="Burgers' kernel lengthscale in x")
     parser.add_argument("--t-lengthscale", type=float, default=0.3, help="Burgers' kernel lengthscale in t")
-    parser.add_argument("--aspect", type=int, default=2, help="Burgers' grid: points in x per point in t")
+    parser.add_argument("--aspect", type=float, default=2.0, help="Burgers' grid: points in x per point in t")
     parser.add_argument("--layer-ratio", type=float, default=1.0,
                         help="Burgers: magnify the kernel's x coordinate this much at the front x = 0 (LayerStretch)")
     parser.add_argument("--layer-width", type=float, default=0.05, help="Burgers: half-width of the magnified layer")
