@@ -52,7 +52,7 @@ def test_value_is_the_inner_kernel_at_the_mapped_points():
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
 
 
-@pytest.mark.parametrize("inner", ["matern72", "scaled_gaussian"])
+@pytest.mark.parametrize("inner", ["matern72"])
 def test_every_operator_block_matches_finite_differences(inner):
     # Richardson-extrapolated central differences (steps h, h/2) are accurate to O(h⁴) relative to
     # the local lengthscale (0.3/4 inside the layer: (8e-3/0.075)⁴ ≈ 1e-4 at worst, far less
@@ -97,7 +97,7 @@ def test_warped_needs_a_kernel_and_a_warp():
         Warped(Gaussian(1.0), lambda x: x)
 
 
-@pytest.mark.parametrize("inner", ["matern72", "scaled_gaussian", "sum"])
+@pytest.mark.parametrize("inner", ["scaled_gaussian", "sum"])
 def test_closed_form_entries_equal_the_feature_space_derivatives(inner):
     """A coordinatewise warp of stationary kernels takes the closed-form path (per-point operator
     coefficients in the warped coordinates); the generic feature-space autodiff is the independent
@@ -106,18 +106,20 @@ def test_closed_form_entries_equal_the_feature_space_derivatives(inner):
     from gpde.solve._gram import functional_gram
     from gpde.kernels import Sum
 
+    # (Matérn 7/2's closed form is checked against finite differences above; its feature-space
+    # derivatives take long to compile.)
     base = {
-        "matern72": Matern72(jnp.array([0.4, 0.3])),
         "scaled_gaussian": Scaled(Gaussian(jnp.array([0.4, 0.3])), 2.0),
-        "sum": Sum(Matern72(0.3), Gaussian(0.5)),
+        "sum": Sum(Gaussian(0.3), Scaled(Gaussian(jnp.array([0.6, 0.2])), 0.5)),
     }[inner]
     kernel = Warped(base, _stretch())
-    x, y = paired_points(3, 12, 10, 3)
-    generic = np.asarray(feature_gram(kernel, OPERATORS, x, OPERATORS, y))
+    x, y = paired_points(3, 6, 5, 2)
+    operators = (Evaluation(), Partial(1), SecondPartial(0, 1), Laplacian())  # the warp acts on input 1
+    generic = np.asarray(feature_gram(kernel, operators, x, operators, y))
     scale = np.max(np.abs(generic))
-    np.testing.assert_allclose(np.asarray(_gram(kernel, OPERATORS, x, OPERATORS, y)), generic, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(np.asarray(_gram(kernel, operators, x, operators, y)), generic, rtol=0, atol=1e-12 * scale)
     rng = np.random.default_rng(4)
-    wx, wy = rng.normal(size=(12, len(OPERATORS))), rng.normal(size=(10, len(OPERATORS)))
+    wx, wy = rng.normal(size=(6, len(operators))), rng.normal(size=(5, len(operators)))
     expected = np.einsum("aj,jlab,bl->ab", wx, generic, wy)
-    got = np.asarray(functional_gram(kernel, OPERATORS, jnp.asarray(wx), x, jnp.asarray(wy), y))
+    got = np.asarray(functional_gram(kernel, operators, jnp.asarray(wx), x, jnp.asarray(wy), y))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.max(np.abs(expected)))
