@@ -171,7 +171,16 @@ def run_one(config: dict) -> dict:
         u = np.asarray(solution(interior))
     error = u - np.asarray(exact)
     n = sum(c.size for c in constraints)
-    return {
+    grid = {}
+    if config.get("grid_errors"):  # the solution between the collocation points, on a fixed grid
+        start = time.perf_counter()
+        points, reference = _test_grid(config["problem"], config.get("viscosity", 0.02),
+                                       tuple(config.get("grid_shape", (100, 256))))
+        grid_error = np.asarray(solution(points)) - reference
+        grid = {"grid_relative_l2": float(np.linalg.norm(grid_error) / np.linalg.norm(reference)),
+                "grid_linf": float(np.max(np.abs(grid_error))), "grid_points": int(points.shape[0]),
+                "grid_s": time.perf_counter() - start}
+    return {**grid,
         "problem": config["problem"],
         "N": n,
         "solver": config["solver"],
@@ -190,6 +199,21 @@ def run_one(config: dict) -> dict:
         "cg": [s.cg_iterations for s in history.steps] if config["solver"] == "sparse" else None,
         "cg_residual": max(s.cg_residual for s in history.steps) if config["solver"] == "sparse" else None,
     }
+
+
+def _test_grid(problem: str, viscosity: float, shape: tuple[int, int] = (100, 256)):
+    """(points, reference) of Burgers' error grid, by default the PINN benchmark's: 100 t-values in
+    [0, 1] × 256 x-values in [−1, 1] (`--tiny` uses a coarse one)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gpde.problems.burgers import Burgers
+
+    if problem != "burgers":
+        raise ValueError(f"the error grid is Burgers', not {problem!r}")
+    t, x = np.linspace(0.0, 1.0, shape[0]), np.linspace(-1.0, 1.0, shape[1])
+    points = jnp.asarray(np.stack(np.meshgrid(t, x, indexing="ij"), axis=-1).reshape(-1, 2))
+    return points, np.asarray(Burgers(viscosity=viscosity).reference(points))
 
 
 def _continuation(config: dict) -> list[float]:
@@ -233,6 +257,11 @@ def table(rows: list[dict]) -> str:
             f"| {r['total_s']:.1f} | {r['cpu_s']:.1f} | {r['rss_gb']:.2f} | {r['rms']:.2e} | {r['relative_l2']:.2e} "
             f"| {r['linf']:.2e} | – | – | – |"
         )
+    if any("grid_relative_l2" in r for r in rows):
+        lines += ["", "| problem | N | solver | grid points | rel. L2 on the grid | L∞ on the grid | evaluation s |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['problem']} | {r['N']:,} | {r['solver']} | {r['grid_points']:,} | {r['grid_relative_l2']:.2e} "
+                  f"| {r['grid_linf']:.2e} | {r['grid_s']:.1f} |" for r in rows if "grid_relative_l2" in r]
     sparse_rows = [r for r in rows if r["solver"] == "sparse"]
     for key in sorted({(r["problem"], r["rho"], r["ordering"]) for r in sparse_rows}):
         group = [r for r in sparse_rows if (r["problem"], r["rho"], r["ordering"]) == key]
@@ -258,6 +287,8 @@ def main(argv=None) -> str:
     parser.add_argument("--layer-width", type=float, default=0.05, help="Burgers: half-width of the magnified layer")
     parser.add_argument("--continuation", type=int, default=0,
                         help="Burgers: first solve at this many larger viscosities (from 0.02 down), warm-starting each")
+    parser.add_argument("--grid-errors", action="store_true",
+                        help="Burgers: also the errors on the PINN benchmark's 100 × 256 (t, x) grid, between the points")
     parser.add_argument("--steps", type=int, help="Gauss-Newton steps (default: per problem, STEPS)")
     parser.add_argument("--dense-up-to", type=int, default=10000, help="also run the dense solver up to this N")
     parser.add_argument("--compare-orderings", action="store_true")
@@ -265,6 +296,8 @@ def main(argv=None) -> str:
     parser.add_argument("--out", help="also write the table to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.grid_errors and args.problem != "burgers":
+        parser.error("--grid-errors is for --problem burgers")
     if args.one:
         print(_MARKER + json.dumps(run_one(json.loads(args.one))), flush=True)
         return ""
@@ -272,8 +305,9 @@ def main(argv=None) -> str:
     base = {"problem": args.problem, "steps": args.steps or STEPS[args.problem], "rho": args.rho, "ordering": args.ordering,
             "viscosity": args.viscosity, "x_lengthscale": args.x_lengthscale, "t_lengthscale": args.t_lengthscale,
             "aspect": args.aspect, "continuation": args.continuation, "layer_ratio": args.layer_ratio,
-            "layer_width": args.layer_width}
+            "layer_width": args.layer_width, "grid_errors": args.grid_errors}
     if args.tiny:
+        base["grid_shape"] = (6, 20)
         configs = [dict(base, side=TINY_SIDE, solver="dense"), dict(base, side=TINY_SIDE, solver="sparse")]
         rows = [run_one(c) for c in configs]
     else:

@@ -300,7 +300,9 @@ def test_several_fields_are_refused():
 
 @pytest.mark.parametrize(
     "problem, options",
-    [("elliptic", []), ("burgers", ["--viscosity", "0.01", "--continuation", "1", "--aspect", "3"]), ("eikonal", [])],
+    [("elliptic", []), ("eikonal", []),
+     ("burgers", ["--viscosity", "0.01", "--continuation", "1", "--aspect", "1.5", "--layer-ratio", "3",
+                  "--grid-errors"])],
 )
 def test_scale_benchmark_runs_at_tiny_size(problem, options):
     spec = importlib.util.spec_from_file_location("benchmark_scale", ROOT / "benchmarks" / "scale.py")
@@ -308,10 +310,15 @@ def test_scale_benchmark_runs_at_tiny_size(problem, options):
     spec.loader.exec_module(module)
     text = module.main(["--tiny", "--problem", problem, *options])
     rows = [line.split("|") for line in text.splitlines() if line.startswith(f"| {problem}")]
+    grid_rows = rows[2:]  # Burgers' errors on the test grid, a second table
+    rows = rows[:2]
     assert [row[3].strip() for row in rows] == ["dense", "sparse"]
     for row in rows:  # RMS, relative L2 and L∞ errors are finite and positive
         errors = [float(cell) for cell in row[11:14]]
         assert all(np.isfinite(e) and e > 0 for e in errors), row
+    assert len(grid_rows) == (2 if "--grid-errors" in options else 0)
+    for row in grid_rows:
+        assert all(np.isfinite(float(cell)) and float(cell) > 0 for cell in row[5:7]), row
 
 
 def test_triangular_solves_and_products_equal_dense_ones():
