@@ -190,6 +190,11 @@ BAD_TOML = "n_interior = [\n"
         (["solve", "elliptic", "--bogus"], ["unrecognized arguments: --bogus", "see gpde solve --help"]),
         (["solve", "elliptic", "--n-interior", "99"], ["perfect", "99", "100", "--layout random"]),
         (["learn", "elliptic", "--start-steps", "-1"], ["start_steps must be an integer >= 0", "-1"]),
+        (["solve", "burgers", "--stretch", "1,0,0.05"], ["AXIS,CENTRE,WIDTH,RATIO"]),
+        (["solve", "burgers", "--stretch", "2,0,0.05,3"], ["stretch axis 2 does not exist"]),
+        (["solve", "burgers", "--stretch", "1,0,0.05,0.5"], ["stretch", "ratio must be >= 1"]),
+        (["solve", "burgers", "--continuation", "nu=0.1"], ["bad parameters", "nu"]),
+        (["solve", "burgers", "--continuation", "viscosity"], ["NAME=V1,V2"]),
     ],
 )
 def test_bad_flags(tmp_path, capsys, argv, fragments):
@@ -369,3 +374,46 @@ def test_sparse_solver_from_the_command_line(tmp_path, capsys):
         code, _, err = _run(capsys, [*common, *argv, "--out", str(tmp_path / "bad.h5")])
         assert code == 2
         _assert_one_line_error(err, fragment)
+
+
+def test_stretch_and_continuation_from_the_command_line(tmp_path, capsys):
+    """--stretch warps the kernel and moves the points (denser at the layer, the domain's ends
+    kept); --continuation solves the stages first. Checked against the library calls they stand for."""
+    import jax.numpy as jnp
+
+    from gpde import GaussNewton
+    from gpde.kernels import LayerStretch, Matern72, Warped
+    from gpde.problems.burgers import Burgers
+
+    out = tmp_path / "stretched.h5"
+    argv = ["solve", "burgers", "--param", "viscosity=0.02", "--kernel", "matern72", "--lengthscale", "0.2,0.15",
+            "--n-interior", "144", "--n-boundary", "48", "--layout", "grid", "--steps", "3", "--tolerance", "0",
+            "--grid", "12", "--stretch", "1,0,0.1,3", "--continuation", "viscosity=0.05", "--out", str(out)]
+    code, _, err = _run(capsys, argv)
+    assert code == 0, err
+    with h5py.File(out) as f:
+        config = json.loads(f.attrs["config"])
+        u = f["fields/u"][()]
+    assert config["stretch"]["ratio"] == 3.0 and config["continuation"] == {"viscosity": [0.05]}
+    # The same solve through the library: a 12 × 12 grid uniform in the stretched x.
+    stretch = LayerStretch(axis=1, centre=0.0, width=0.1, ratio=3.0)
+    from gpde.app._run import collocation_points, configured_kernel
+    from gpde.app._config import resolve
+    problem = Burgers(viscosity=0.02)
+    settings = resolve("burgers", Burgers.defaults, {}, dict(n_interior=144, n_boundary=48, layout="grid", kernel="matern72", lengthscale=(0.2, 0.15), stretch=dict(
+        axis=1, centre=0.0, width=0.1, ratio=3.0), parameters={"viscosity": 0.02}))
+    interior, boundary = collocation_points(problem, settings)
+    x = np.unique(np.asarray(interior)[:, 1])
+    assert x.size == 12 and np.all(np.diff(x)[5:6] < 0.5 * np.diff(x)[0])  # denser at the centre than at the ends
+    np.testing.assert_allclose(np.diff(np.asarray(stretch.stretch(x))), np.diff(np.asarray(stretch.stretch(x)))[0],
+                               rtol=1e-9)
+    assert set(np.round(np.asarray(boundary)[:, 1], 12)) >= {-1.0, 1.0}
+    kernel = configured_kernel(problem, settings)
+    assert isinstance(kernel, Warped) and kernel.warp == stretch and isinstance(kernel.kernel, Matern72)
+    solver = GaussNewton(nugget=settings.nugget, max_steps=3, tolerance=0.0)
+    solution, history = solver.solve(kernel, problem.constraints(interior, boundary),
+                                     continuation=[Burgers(viscosity=0.05).constraints(interior, boundary)])
+    assert len(history.continuation_steps) == 4
+    expected = np.asarray(solution(jnp.asarray(np.stack(np.meshgrid(np.linspace(0, 1, 12), np.linspace(-1, 1, 12),
+                                                                      indexing="ij"), -1).reshape(-1, 2))))
+    np.testing.assert_allclose(u.ravel(), expected, rtol=1e-6, atol=1e-8)

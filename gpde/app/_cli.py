@@ -26,7 +26,7 @@ from ..io import terminate_as_interrupt
 from ._config import LearnConfig, SolveConfig, load_toml, resolve
 from ._learn_run import learning_points, run_learn
 from ._plotting import check_figure_path, plot_fields
-from ._run import CALIBRATION, build_problem, collocation_points, learned_kernel, run_solve
+from ._run import CALIBRATION, build_problem, collocation_points, continuation_stages, learned_kernel, run_solve
 from ._study import final_regret_table, format_table, read_study
 from ._study_plots import plot_study
 from ._validation import ArgumentParser
@@ -50,6 +50,28 @@ def _parameter(text: str) -> tuple[str, float]:
         return name.strip(), float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"parameter {name} needs a number, got '{value}'") from None
+
+
+def _stretch(text: str) -> dict:
+    parts = text.split(",")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected AXIS,CENTRE,WIDTH,RATIO (e.g. 1,0,0.03,10), got '{text}'")
+    return dict(zip(("axis", "centre", "width", "ratio"), values))
+
+
+def _continuation(text: str) -> dict:
+    name, sep, values = text.partition("=")
+    try:
+        numbers = [float(part) for part in values.split(",")] if sep else []
+    except ValueError:
+        numbers = []
+    if not name.strip() or not numbers:
+        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2,… (e.g. viscosity=0.02,0.01), got '{text}'")
+    return {name.strip(): numbers}
 
 
 def _field_lengthscale(text: str) -> tuple[str, tuple[float, ...]]:
@@ -77,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"linear solver per Gauss-Newton step: dense, sparse (sparse Cholesky + CG) or auto "
                             f"(sparse from {AUTO_SPARSE_FROM} points)")
     solve.add_argument("--rho", type=float, help="sparsity radius ρ of the sparse solver (default 5)")
+    solve.add_argument("--stretch", type=_stretch, metavar="AXIS,CENTRE,WIDTH,RATIO",
+                       help="magnify the kernel's input AXIS by RATIO within about WIDTH of CENTRE (a front or "
+                            "layer; points follow), e.g. 1,0,0.03,10 for Burgers' shock at x = 0")
+    solve.add_argument("--continuation", type=_continuation, metavar="NAME=V1,V2,…",
+                       help="first solve with the problem parameter NAME at V1, V2, … (4 steps each, warm-starting), "
+                            "e.g. viscosity=0.02,0.011,0.006")
     solve.add_argument("--sparse-std", action="store_true", default=None, dest="sparse_std",
                        help="sparse solver: also store the local (upper-bound) posterior σ, docs/sparse-posterior.md")
     solve.add_argument("--steps", type=int, help="maximum number of Gauss-Newton steps")
@@ -198,7 +226,8 @@ def _configured(args, config_class, defaults: str, prefix: str):
     if config_class is LearnConfig:
         learning_points(problem, config)
     else:
-        collocation_points(problem, config)
+        interior, boundary = collocation_points(problem, config)
+        continuation_stages(problem_class, config, interior, boundary)  # its parameter name and values
     if getattr(config, "kernel_from", None):
         learned_kernel(config.kernel_from)
     out = store.check_output(args.out if args.out is not None else f"{prefix}{name}.h5", store.RUN_KIND,

@@ -6,6 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..kernels import LayerStretch
 from ..solve._domain import LAYOUTS
 from .._errors import ConfigError
 from .._kernel_choice import KERNELS
@@ -44,6 +45,14 @@ class SolveConfig:
     #: Whether a sparse solve also stores σ: the local conditional posterior σ, an upper bound on
     #: the posterior σ (docs/sparse-posterior.md). Dense solves always store σ.
     sparse_std: bool = False
+    #: A stretch of the kernel's inputs at a layer of known position (docs/warped-kernels.md):
+    #: {"axis": i, "centre": c, "width": w, "ratio": r} makes the kernel Warped(k, LayerStretch(...))
+    #: and places the collocation points uniformly in the stretched coordinate; None: no stretch.
+    stretch: dict | None = None
+    #: A continuation in one problem parameter, {"name": [v₁, v₂, …]}: the problem is solved
+    #: first with the parameter at v₁, v₂, … (CONTINUATION_STEPS Gauss-Newton steps each), each
+    #: warm-starting the next and the last warm-starting the configured problem; None: none.
+    continuation: dict | None = None
 
     def __post_init__(self):
         _check_common(self)
@@ -56,6 +65,15 @@ class SolveConfig:
             raise ConfigError(f"rho must be a finite number > 0 (typical 3 … 6), got {self.rho!r}")
         if not isinstance(self.sparse_std, bool):
             raise ConfigError(f"sparse_std must be true or false, got {self.sparse_std!r}")
+        if self.stretch is not None:
+            layer_stretch(self.stretch)
+        if self.continuation is not None:
+            if not (isinstance(self.continuation, dict) and len(self.continuation) == 1):
+                raise ConfigError(f"continuation must name one parameter and its values, e.g. "
+                                  f"viscosity=0.02,0.01, got {self.continuation!r}")
+            (name, values), = self.continuation.items()
+            if not (isinstance(values, (list, tuple)) and values and all(_number(v) and math.isfinite(v) for v in values)):
+                raise ConfigError(f"continuation values of {name!r} must be one or more numbers, got {values!r}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,6 +177,20 @@ def _check_common(config):
         raise ConfigError(f"tolerance must be >= 0, got {config.tolerance}")
     check_seed(config.seed)
     check_parameters(config.parameters)
+
+
+def layer_stretch(settings: dict):
+    """The LayerStretch of a `stretch` setting; ConfigError naming the problem if it is not one."""
+    keys = ("axis", "centre", "width", "ratio")
+    if not (isinstance(settings, dict) and set(settings) == set(keys)
+            and all(_number(settings[k]) and math.isfinite(settings[k]) for k in keys)
+            and float(settings["axis"]).is_integer()):
+        raise ConfigError(f"stretch needs axis (an input index), centre, width and ratio, e.g. "
+                          f"--stretch 1,0,0.03,10; got {settings!r}")
+    try:
+        return LayerStretch(int(settings["axis"]), settings["centre"], settings["width"], settings["ratio"])
+    except ValueError as error:
+        raise ConfigError(f"stretch: {error}") from None
 
 
 def _number(value) -> bool:

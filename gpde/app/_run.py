@@ -7,13 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ..kernels import AbstractKernel
+from ..kernels import AbstractKernel, LayerStretch, Warped
 
 from ..io import _schema as schema
 from ..io import _store as store
-from ._config import SolveConfig
+from ._config import SolveConfig, layer_stretch
 from .._errors import ConfigError
 from .._kernel_choice import kernel_with_arrays, make_field_kernels
 from ..solve._metrics import error_metrics
@@ -28,6 +29,8 @@ from ..sparse._solution import SparseSolution
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
 LEARNED_KERNEL = schema.KERNEL
+#: Gauss-Newton steps of each continuation stage (`SolveConfig.continuation`).
+CONTINUATION_STEPS = 4
 
 
 @dataclass
@@ -143,11 +146,52 @@ def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution
 
 
 def collocation_points(problem: AbstractProblem, config: SolveConfig):
-    """Interior and boundary points, reproducible from the seed."""
+    """Interior and boundary points, reproducible from the seed; with a `stretch`, the stretched
+    coordinate of every point moved so that the layout is uniform in the stretched coordinate."""
     interior_key, boundary_key = jax.random.split(jax.random.PRNGKey(config.seed))
     interior = problem.domain.interior_points(config.n_interior, config.layout, interior_key)
     boundary = problem.domain.boundary_points(config.n_boundary, config.layout, boundary_key, problem.boundary_faces)
+    stretch = getattr(config, "stretch", None)
+    if stretch is not None:
+        interior, boundary = (stretched_points(problem, layer_stretch(stretch), p) for p in (interior, boundary))
     return interior, boundary
+
+
+def stretched_points(problem: AbstractProblem, stretch: LayerStretch, points):
+    """The points with their coordinate along the stretch's axis mapped by x ↦ w⁻¹(affine(x)), the
+    affine map taking the domain's interval [a, b] onto [w(a), w(b)]: a layout uniform in x becomes
+    uniform in w(x) (`stretch` points per unit length in the layer), and the ends stay where they are."""
+    axis = stretch.axis
+    if axis >= problem.domain.dim:
+        raise ConfigError(f"stretch axis {axis} does not exist: {problem.name}'s inputs are 0 … {problem.domain.dim - 1}")
+    lower, upper = float(problem.domain.lower[axis]), float(problem.domain.upper[axis])
+    low, high = float(stretch.stretch(lower)), float(stretch.stretch(upper))
+    moved = np.array(points, dtype=np.float64)
+    column = moved[:, axis]
+    mapped = stretch.inverse(low + (column - lower) * (high - low) / (upper - lower))
+    moved[:, axis] = np.where(column == lower, lower, np.where(column == upper, upper, mapped))
+    return jnp.asarray(moved)
+
+
+def configured_kernel(problem: AbstractProblem, config):
+    """The solve's kernel(s): the learned one of `kernel_from` or the configured one, warped by the
+    `stretch` if there is one."""
+    kernel = learned_kernel(config.kernel_from) if config.kernel_from else problem_kernel(problem, config)
+    stretch = getattr(config, "stretch", None)
+    if stretch is None:
+        return kernel
+    warp = layer_stretch(stretch)
+    return tuple(Warped(k, warp) for k in kernel) if isinstance(kernel, tuple) else Warped(kernel, warp)
+
+
+def continuation_stages(problem_class: type[AbstractProblem], config, interior, boundary) -> list:
+    """The constraints of the continuation stages (`continuation`): the problem with its parameter
+    at each value in turn."""
+    if not getattr(config, "continuation", None):
+        return []
+    (name, values), = config.continuation.items()
+    return [build_problem(problem_class, {**config.parameters, name: value}).constraints(interior, boundary)
+            for value in values]
 
 
 def run_solve(
@@ -158,13 +202,15 @@ def run_solve(
     require_float64()
     problem = build_problem(problem_class, config.parameters)
     interior, boundary = collocation_points(problem, config)
-    kernel = learned_kernel(config.kernel_from) if config.kernel_from else problem_kernel(problem, config)
+    kernel = configured_kernel(problem, config)
     constraints = problem.constraints(interior, boundary)
     solver = GaussNewton(
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance,
         linear_solver=linear_solver(config.solver, sum(c.size for c in constraints), config.rho),
     )
-    solution, history = solver.solve(kernel, constraints, callback)
+    solution, history = solver.solve(kernel, constraints, callback,
+                                     continuation=continuation_stages(problem_class, config, interior, boundary),
+                                     continuation_steps=CONTINUATION_STEPS)
 
     grid_points, grid_shape = problem.domain.grid(config.grid)
     start = time.perf_counter()
