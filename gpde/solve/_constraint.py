@@ -184,3 +184,15 @@ def field_kernels(
             "wrap operators as OnField(operator, field) or drop those kernels"
         )
     return kernels
+
+
+def same_functionals(constraints: Sequence[Constraint], others: Sequence[Constraint]) -> bool:
+    """Whether two constraint tuples carry the same functionals (operators at points) and noise,
+    so that they differ at most in their equations: what a continuation stage may change."""
+    return len(constraints) == len(others) and all(
+        tuple(a.operators) == tuple(b.operators)
+        and a.noise_variance == b.noise_variance
+        and a.points.shape == b.points.shape
+        and np.array_equal(np.asarray(a.points), np.asarray(b.points))
+        for a, b in zip(constraints, others)
+    )

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..kernels import AbstractKernel
 
-from ._constraint import Constraint, field_kernels
+from ._constraint import Constraint, field_kernels, same_functionals
 from .._errors import ConfigError, SolverError
 from .._results import RESULTS, result_name
 from ..sparse._gauss_newton import SparseSteps
@@ -285,14 +285,7 @@ _step = eqx.filter_jit(gauss_newton_step)
 def _check_stage(stage, constraints) -> None:
     """ConfigError unless the continuation stage has the operators, points and noise of the
     final problem's constraints (only the equations may differ)."""
-    same = len(stage) == len(constraints) and all(
-        tuple(a.operators) == tuple(b.operators)
-        and a.noise_variance == b.noise_variance
-        and a.points.shape == b.points.shape
-        and np.array_equal(np.asarray(a.points), np.asarray(b.points))
-        for a, b in zip(stage, constraints)
-    )
-    if not same:
+    if not same_functionals(stage, constraints):
         raise ConfigError(
             "a continuation stage must have the same constraints as the final problem (operators, points "
             "and noise) with other equation parameters; solve the stages separately instead"

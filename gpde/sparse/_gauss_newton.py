@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from .._errors import ConfigError, SolverError
 from .._results import RESULTS
 from ..kernels import AbstractKernel
-from ..solve._constraint import Constraint
+from ..solve._constraint import Constraint, same_functionals
 from ..solve._linearize import StepOutcome, linearize
 from ..solve._operators import AbstractOperator, Evaluation
 from ._buckets import bucket_layout
@@ -229,14 +229,7 @@ class SparseSteps:
         the same operators at the same points (another viscosity of Burgers' equation, say) reuse
         them. ConfigError if the operators, points or noise variances differ."""
         constraints = tuple(constraints)
-        same = len(constraints) == len(self.constraints) and all(
-            tuple(new.operators) == tuple(old.operators)
-            and new.noise_variance == old.noise_variance
-            and new.points.shape == old.points.shape
-            and np.array_equal(np.asarray(new.points), np.asarray(old.points))
-            for new, old in zip(constraints, self.constraints)
-        )
-        if not same:
+        if not same_functionals(constraints, self.constraints):
             raise ConfigError("retarget needs constraints with the same operators, points and noise")
         self.constraints = constraints
 
