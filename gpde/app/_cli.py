@@ -60,7 +60,9 @@ def _stretch(text: str) -> dict:
         values = []
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"expected AXIS,CENTRE,WIDTH,RATIO (e.g. 1,0,0.03,10), got '{text}'")
-    return dict(zip(("axis", "centre", "width", "ratio"), values))
+    if not values[0].is_integer():
+        raise argparse.ArgumentTypeError(f"the stretch's AXIS is an input index (0, 1, …), got '{parts[0]}'")
+    return dict(zip(("axis", "centre", "width", "ratio"), [int(values[0]), *values[1:]]))
 
 
 def _continuation(text: str) -> dict:
