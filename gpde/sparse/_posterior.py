@@ -51,7 +51,7 @@ from ..solve._gram import functional_gram, operator_gram
 from ..solve._linearize import linearize
 from ..solve._operators import AbstractOperator, Evaluation
 from ..solve._posterior import noisy_rows
-from ._solution import SparseSolution
+from ._solution import SparseSolution, padded_batches
 
 # Points per batched call: a batch holds batch × (k + 1)² Gram entries and the kernel's
 # intermediates of the same size (k = 75: about 1.5 M entries).
@@ -291,12 +291,7 @@ def _local_variances(posterior: SparsePosterior, operators, target, points, near
     weights = np.zeros((posterior.reduced_weights.shape[0], len(operators)))
     weights[:, : posterior.reduced_weights.shape[1]] = posterior.reduced_weights
     out = []
-    for start in range(0, points.shape[0], _BATCH):
-        part = slice(start, start + _BATCH)
-        rows, x, t = near[part], points[part], target[part]
-        pad = _BATCH - rows.shape[0]
-        if pad:
-            rows, x, t = (np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in (rows, x, t))
+    for count, (rows, x, t) in padded_batches(_BATCH, near, points, target):
         variance, ok = _conditional_variance(
             solution.kernel, tuple(operators), jnp.asarray(t), jnp.asarray(x), jnp.asarray(weights[rows]),
             jnp.asarray(solution.sites[rows]), jnp.asarray(posterior.nugget[rows]),
@@ -306,7 +301,7 @@ def _local_variances(posterior: SparsePosterior, operators, target, points, near
                 "a local factorization of the sparse posterior failed (the reduced functionals of a "
                 "neighbourhood are numerically singular): increase the nugget"
             )
-        out.append(np.asarray(variance)[: _BATCH - pad])
+        out.append(np.asarray(variance)[:count])
     return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -86,21 +86,14 @@ class SparseSolution(eqx.Module):
         functionals = np.where(valid, functionals, 0)
         site_of = self._site_of()
         out = []
-        for start in range(0, points.shape[0], _BATCH):
-            part = slice(start, start + _BATCH)
-            rows, mask, x = functionals[part], valid[part], points[part]
-            pad = _BATCH - rows.shape[0]
-            if pad:
-                rows = np.concatenate([rows, np.repeat(rows[:1], pad, axis=0)])
-                mask = np.concatenate([mask, np.repeat(mask[:1], pad, axis=0)])
-                x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
+        for count, (rows, mask, x) in padded_batches(_BATCH, functionals, valid, points):
             one_hot = np.eye(len(self.operators))[self.functional_operator[rows]] * mask[:, :, None]
             predicted = _krige(
                 self.kernel, self.operators, operator, jnp.asarray(x), jnp.asarray(self.sites[site_of[rows]]),
                 jnp.asarray(one_hot), jnp.asarray(np.where(mask, self.shift[rows], 1.0)),
                 jnp.asarray(np.where(mask, self.values[rows], 0.0)),
             )
-            out.append(np.asarray(predicted)[: _BATCH - pad])
+            out.append(np.asarray(predicted)[:count])
         result[unknown] = np.concatenate(out)
         return jnp.asarray(result)
 
@@ -147,6 +140,18 @@ def _krige(kernel, operators, operator, x, sites, weights, diagonal, values):
         return cross @ jax.scipy.linalg.cho_solve((lower, True), vb)
 
     return jax.vmap(one)(x, sites, weights, diagonal, values)
+
+
+def padded_batches(batch: int, *arrays: np.ndarray):
+    """(count, parts) for consecutive slices of `batch` rows of the arrays (same length), the last
+    slice padded to `batch` rows by repeating its first row, so that a jitted batch function sees one
+    shape; the first `count` rows of its result are the real ones."""
+    for start in range(0, arrays[0].shape[0], batch):
+        parts = [a[start : start + batch] for a in arrays]
+        count = parts[0].shape[0]
+        if count < batch:
+            parts = [np.concatenate([p, np.repeat(p[:1], batch - count, axis=0)]) for p in parts]
+        yield count, parts
 
 
 def site_functional_table(site_of: Int[np.ndarray, " n"], sites: int) -> Int[np.ndarray, "s mmax"]:
