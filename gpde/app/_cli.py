@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="first solve with the problem parameter NAME at V1, V2, … (4 steps each, warm-starting), "
                             "e.g. viscosity=0.02,0.011,0.006")
     solve.add_argument("--sparse-std", action="store_true", default=None, dest="sparse_std",
-                       help="sparse solver: also store the local (upper-bound) posterior σ, docs/sparse-posterior.md")
+                       help="sparse solver: also store the posterior σ (a CG solve per grid point), docs/sparse-posterior.md")
     solve.add_argument("--steps", type=int, help="maximum number of Gauss-Newton steps")
     solve.add_argument("--tolerance", type=float, help="stop when the relative update is below this")
     solve.add_argument("--seed", type=int, help="random seed of the point sets (and network weights)")

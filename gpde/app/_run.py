@@ -120,13 +120,13 @@ def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution
     (`Posterior.held_out_amplitude`; the maximum-likelihood s² on the collocation system is stored
     beside it, with the calibration it would give under `ml_`): with the maximum-likelihood s²
     the elliptic problem's σ is 2.5-11 times larger and covers 100 % of the errors at 2σ, with the
-    held-out s² 94-99 % (benchmarks/calibration-results.md). A sparse solve's σ is the local
-    conditional one (`SparsePosterior`, docs/sparse-posterior.md; attributes `posterior` = "local"
-    and `neighbours`)."""
+    held-out s² 94-99 % (benchmarks/calibration-results.md). A sparse solve's σ is the posterior
+    of the solve's own factors (`SparsePosterior`, method 'factor', docs/sparse-posterior.md;
+    attribute `posterior` = "factor")."""
     held_out = problem.constraints(held_out_points(problem, config), boundary)[:1]
     if isinstance(solution, SparseSolution):
         posterior = SparsePosterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
-        extra = {"posterior": "local", "neighbours": int(posterior.neighbours)}
+        extra = {"posterior": posterior.method}
     else:
         posterior = Posterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
         extra = {}
@@ -219,9 +219,8 @@ def run_solve(
     errors = field_errors[store.ERRORS]
     start = time.perf_counter()
     if isinstance(solver.linear_solver, Sparse) and not config.sparse_std:
-        # The sparse path never forms the reduced system's exact factor; its local conditional σ
-        # (docs/sparse-posterior.md) is an upper bound that can be far above the posterior σ and
-        # costs more than the solve, so it is computed only when asked for (sparse_std).
+        # σ on the sparse path costs a conjugate-gradient solve per grid point (batched; often more
+        # than the solve itself, docs/sparse-posterior.md), so it is computed only when asked for.
         std_fields, calibrations = {}, {}
     else:
         std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,

@@ -38,6 +38,7 @@ from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint, same_functionals
 from ..solve._linearize import StepOutcome, linearize
 from ..solve._operators import AbstractOperator, Evaluation
+from ._basis_posterior import BasisPosterior
 from ._buckets import bucket_layout
 from ._factor import factor, pointwise_blocks
 from ._ordering import grouped_maximin_ordering
@@ -195,17 +196,22 @@ class SparseSteps:
     # --- products with W, Θ and their transposes (natural orders) -------------------------------
 
     def _lift(self, weights, v):
-        """Wᵀ v: the basis-functional coefficients of Σ_a v_a φ_a."""
-        return np.concatenate([(w * v[a:b][None, :]).ravel() for w, a, b in zip(weights, self.offsets, self.offsets[1:])])
+        """Wᵀ v: the basis-functional coefficients of Σ_a v_a φ_a (v a vector, or a matrix whose
+        columns are lifted one by one)."""
+        columns = v.shape[1:]
+        return np.concatenate([
+            (_rows(w, v) * v[a:b][None]).reshape(-1, *columns) for w, a, b in zip(weights, self.offsets, self.offsets[1:])
+        ])
 
     def _extract(self, weights, t):
-        """W t: the reduced functionals' values from the basis functionals' values t."""
-        return np.concatenate([np.sum(w * block, axis=0) for w, block in zip(weights, self._blocks(t))])
+        """W t: the reduced functionals' values from the basis functionals' values t (a vector, or
+        a matrix of columns)."""
+        return np.concatenate([np.sum(_rows(w, t) * block, axis=0) for w, block in zip(weights, self._blocks(t))])
 
     def _blocks(self, t):
-        """The basis values t split per constraint, shaped (operators, points)."""
+        """The basis values t split per constraint, shaped (operators, points) (and t's columns)."""
         return [
-            t[a:b].reshape(len(operators), c.size)
+            t[a:b].reshape(len(operators), c.size, *t.shape[1:])
             for c, operators, a, b in zip(self.constraints, self.basis_operators, self.basis_start, self.basis_start[1:])
         ]
 
@@ -214,7 +220,8 @@ class SparseSteps:
         return [np.concatenate([np.zeros((k, w.shape[1])), w]) if k else w for w, k in zip(weights, self.added)]
 
     def _regularized_covariance(self, y):
-        """(Θ + S) y for basis coefficients y, through the factor: U⁻ᵀ U⁻¹ y."""
+        """(Θ + S) y for basis coefficients y (a vector or a matrix of columns), through the
+        factor: U⁻ᵀ U⁻¹ y."""
         out = np.empty_like(y)
         out[self.basis_order] = self.basis.covariance(y[self.basis_order])
         return out
@@ -253,20 +260,9 @@ class SparseSteps:
         # The preconditioner only changes CG's speed, never its answer: keep the last one while
         # the reduced functionals (weights and nugget) moved by less than `preconditioner_refresh`
         # relative to their size, as they do once Gauss-Newton has settled.
-        previous = self._preconditioner
-        if previous is not None and _relative_change(previous[0], reduced_weights) <= self.settings.preconditioner_refresh \
-                and _relative_change(previous[1], nugget) <= self.settings.preconditioner_refresh:
-            preconditioner = previous[2]
-        else:
-            previous = self._preconditioner = None  # its memory is free before the new one is built
-            preconditioner_factor = factor(
-                self.kernel, self.operators, self.sites[order], reduced_weights[order], nugget[order], 0.0,
-                self.reduced_layout,
-            )
-            if not np.all(np.isfinite(preconditioner_factor.data)):
-                return self._failed(linear, RESULTS.cholesky_failed)
-            preconditioner = TriangularFactor(preconditioner_factor)
-            self._preconditioner = (reduced_weights, nugget, preconditioner)
+        preconditioner = self._preconditioner_for(reduced_weights, nugget)
+        if preconditioner is None:
+            return self._failed(linear, RESULTS.cholesky_failed)
         preconditioner_seconds = time.perf_counter() - start
 
         def gram(v):
@@ -319,6 +315,52 @@ class SparseSteps:
         info = SparseStepInfo(iterations[0], residual, preconditioner.nnz, preconditioner_seconds, cg_seconds)
         return outcome, info
 
+    def _preconditioner_for(self, reduced_weights, nugget) -> TriangularFactor | None:
+        """The sparse factor of the reduced system (W Θ Wᵀ + nugget)⁻¹ ≈ V Vᵀ, or None if a local
+        factorization failed. The preconditioner only changes CG's speed, never its answer: the
+        last one is kept while the reduced functionals (weights and nugget) moved by less than
+        `preconditioner_refresh` relative to their size, as they do once Gauss-Newton has settled."""
+        previous = self._preconditioner
+        refresh = self.settings.preconditioner_refresh
+        if previous is not None and _relative_change(previous[0], reduced_weights) <= refresh \
+                and _relative_change(previous[1], nugget) <= refresh:
+            return previous[2]
+        self._preconditioner = None  # its memory is free before the new one is built
+        order = self.reduced_order
+        preconditioner_factor = factor(
+            self.kernel, self.operators, self.sites[order], reduced_weights[order], nugget[order], 0.0,
+            self.reduced_layout,
+        )
+        if not np.all(np.isfinite(preconditioner_factor.data)):
+            return None
+        preconditioner = TriangularFactor(preconditioner_factor)
+        self._preconditioner = (reduced_weights, nugget, preconditioner)
+        return preconditioner
+
+    def basis_posterior(self, outcome: StepOutcome) -> BasisPosterior | None:
+        """Cov(t | b) of the basis values in the model of the step that made `outcome`
+        (`_basis_posterior.py`): its products through this solve's factors. None where the step
+        failed (non-finite weights, or its preconditioner's factorization)."""
+        weights = self._basis_weights([np.asarray(w) for w in outcome.weights])
+        if not all(np.all(np.isfinite(w)) for w in weights):
+            return None
+        with _one_blas_thread():
+            reduced_weights, nugget, top_up = self._reduced_system(weights)
+            preconditioner = self._preconditioner_for(reduced_weights, nugget)
+        if preconditioner is None:
+            return None
+        order = self.reduced_order
+
+        def precondition(v):
+            out = np.empty_like(v)
+            out[order] = preconditioner.precision(v[order])
+            return out
+
+        return BasisPosterior(
+            self._regularized_covariance, lambda v: self._lift(weights, v), lambda t: self._extract(weights, t),
+            top_up, precondition, self.settings.cg_tolerance, self.settings.cg_max_iterations,
+        )
+
     def solution(self, outcome: StepOutcome) -> SparseSolution:
         """The iterate of `outcome` as a function: its values t = Θ̃ Wᵀ c at the basis functionals,
         evaluated elsewhere by local kriging (`_solution.py`)."""
@@ -334,6 +376,7 @@ class SparseSteps:
             self.basis_shift,
             neighbour_count(self.settings.rho, self.sites.shape[1], self.sites.shape[0]),
             values - self.basis_shift * lifted,
+            self.basis_posterior(outcome),
         )
 
     def _reduced_system(self, weights):
@@ -375,6 +418,12 @@ class SparseSteps:
         values = tuple(jnp.full((len(c.operators), c.size), jnp.nan) for c in self.constraints)
         outcome = StepOutcome(linear.weights, zeros, values, zeros, result)
         return outcome, SparseStepInfo(0, float("nan"), 0, 0.0, 0.0)
+
+
+def _rows(weights, v):
+    """Per-point weights (operators, points) shaped to multiply the blocks of v: with a trailing
+    axis when v holds columns."""
+    return weights if v.ndim == 1 else weights[..., None]
 
 
 def _relative_change(old, new) -> float:

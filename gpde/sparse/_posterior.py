@@ -1,5 +1,11 @@
-"""The posterior standard deviation of the sparse solver's solution, by local conditioning
-(docs/sparse-posterior.md).
+"""The posterior standard deviation of the sparse solver's solution (docs/sparse-posterior.md).
+
+Two methods. 'factor' (the default) conditions on every reduced functional through the solve's
+own factors: the variance of the solution's kriging from the basis values plus the posterior
+covariance of those values in the step's Gaussian model (`_basis_posterior.py`); it matches the
+dense posterior up to the factor's approximation error. 'local' (below) conditions on the k nearest
+sites only: cheaper, no conjugate-gradient solves, but an upper bound that can be far above the
+posterior variance where the functionals screen weakly.
 
 The dense `Posterior` (gpde/solve/_posterior.py) is the GP posterior at the last Gauss-Newton
 linearization, u ~ GP(0, s² k) given the reduced functionals φ_a(u) = b_a (one per collocation
@@ -7,8 +13,8 @@ point, φ_a = Σ_j w_j(x_a) L_j δ_{x_a}) observed with the solver's nugget η_a
 
     var(x) = s² [k(x, x) − K(x, φ) (K(φ, φ) + η)⁻¹ K(φ, x)].
 
-It needs the exact factor of the N × N reduced system, which the sparse path never forms. Here
-the variance at x conditions instead on the reduced functionals of the k collocation sites nearest
+It needs the exact factor of the N × N reduced system, which the sparse path never forms. The local
+method conditions instead on the reduced functionals of the k collocation sites nearest
 x only (nearest in the kernel's screening coordinates, `SparseSolution.screening`), with the same
 kernel, weights and per-functional nugget:
 
@@ -30,7 +36,7 @@ neighbourhood it is in.
 The amplitude s² has the dense `Posterior`'s meaning: the maximum-likelihood s² = bᵀc / N of the
 last step (b = W t + η∘c with the step's basis-functional values t, no extra solve), or the
 held-out s² fitted to residuals the solve did not see (`SparsePosterior.held_out_amplitude`), whose
-predicted variances are local conditional variances too.
+predicted variances come from the same method.
 """
 
 import dataclasses
@@ -56,8 +62,13 @@ from ._solution import SparseSolution, padded_batches
 # Points per batched call: a batch holds batch × (k + 1)² Gram entries and the kernel's
 # intermediates of the same size (k = 75: about 1.5 M entries).
 _BATCH = 256
-#: Default neighbourhood: this many times the solution's kriging neighbourhood (3 ρ^d sites).
+#: Default neighbourhood of the local method: this many times the solution's kriging
+#: neighbourhood (3 ρ^d sites).
 NEIGHBOUR_FACTOR = 4
+#: The methods: conditioning on every functional through the solve's factors, or on the k nearest.
+FACTOR, LOCAL = "factor", "local"
+#: Entries of one batch's columns in the factor method (basis functionals × points of the batch).
+_COLUMN_ENTRIES = 1 << 22
 
 
 class SparsePosterior(eqx.Module):
@@ -79,18 +90,26 @@ class SparsePosterior(eqx.Module):
     relative_nugget: float = eqx.field(static=True)
     adaptive_nugget: bool = eqx.field(static=True)
     factor_nugget: float = eqx.field(static=True)
+    method: str = eqx.field(static=True, default=FACTOR)
 
     def __check_init__(self):
         if not (isinstance(self.neighbours, int) and self.neighbours >= 1):
             raise ConfigError(f"neighbours must be an integer >= 1, got {self.neighbours!r}")
+        if self.method not in (FACTOR, LOCAL):
+            raise ConfigError(f"the sparse posterior's method is '{FACTOR}' or '{LOCAL}', got {self.method!r}")
+        if self.method == FACTOR and self.solution.basis_posterior is None:
+            raise ConfigError(f"the '{FACTOR}' sparse posterior needs the solve's factors, which a failed last "
+                              f"step does not leave; use method='{LOCAL}'")
 
     @classmethod
     def at(cls, solution: SparseSolution, nugget: float, adaptive_nugget: bool = True,
-           held_out: Sequence[Constraint] = (), neighbours: int | None = None) -> "SparsePosterior":
-        """The local posterior of `solution` for the solver settings that produced it (`nugget`
-        and `adaptive_nugget` must be the GaussNewton's). `neighbours`: the k of the local
-        conditioning (at most the number of sites; default NEIGHBOUR_FACTOR times the
-        solution's kriging neighbourhood). The amplitude is the maximum-likelihood s², or with
+           held_out: Sequence[Constraint] = (), neighbours: int | None = None,
+           method: str = FACTOR) -> "SparsePosterior":
+        """The posterior of `solution` for the solver settings that produced it (`nugget` and
+        `adaptive_nugget` must be the GaussNewton's). `method`: 'factor' (every functional, through
+        the solve's factors) or 'local' (the k nearest sites); `neighbours`: the k of the local
+        method (at most the number of sites; default NEIGHBOUR_FACTOR times the solution's
+        kriging neighbourhood). The amplitude is the maximum-likelihood s², or with
         `held_out` constraints the held-out one (`held_out_amplitude`). O(N) memory; SolverError
         if the reduced functionals or the amplitude are not finite."""
         if not isinstance(solution, SparseSolution):
@@ -114,7 +133,7 @@ class SparsePosterior(eqx.Module):
             raise SolverError("the sparse posterior's reduced functionals or its amplitude are not finite: "
                               "the solve did not converge to a finite solution")
         posterior = cls(solution, weights, regularization, jnp.asarray(ml_amplitude), jnp.asarray(ml_amplitude),
-                        neighbours, float(nugget), bool(adaptive_nugget), factor_nugget)
+                        neighbours, float(nugget), bool(adaptive_nugget), factor_nugget, method)
         if held_out:
             posterior = eqx.tree_at(lambda p: p.amplitude, posterior, posterior.held_out_amplitude(held_out))
         if not (jnp.isfinite(posterior.amplitude) and posterior.amplitude > 0):
@@ -129,10 +148,15 @@ class SparsePosterior(eqx.Module):
         return eqx.tree_at(lambda p: p.amplitude, self, jnp.asarray(amplitude, dtype=self.amplitude.dtype))
 
     def with_neighbours(self, neighbours: int) -> "SparsePosterior":
-        """The same posterior conditioned on `neighbours` sites per point (at most all)."""
+        """The same posterior by the local method, conditioned on `neighbours` sites per point
+        (at most all)."""
         if not (isinstance(neighbours, int) and not isinstance(neighbours, bool) and neighbours >= 1):
             raise ConfigError(f"neighbours must be an integer >= 1, got {neighbours!r}")
-        return dataclasses.replace(self, neighbours=min(neighbours, self.solution.sites.shape[0]))
+        return dataclasses.replace(self, neighbours=min(neighbours, self.solution.sites.shape[0]), method=LOCAL)
+
+    def with_method(self, method: str) -> "SparsePosterior":
+        """The same posterior by another method ('factor' or 'local'; the amplitude is kept)."""
+        return dataclasses.replace(self, method=method)
 
     def held_out_amplitude(self, constraints: Sequence[Constraint]) -> Float[Array, ""]:
         """s² re-estimated on data the solve did not see, as `Posterior.held_out_amplitude`: the
@@ -157,8 +181,8 @@ class SparsePosterior(eqx.Module):
 
     def variance(self, points: Float[Array, "n d"], field: int = 0,
                  operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
-        """The local posterior variance of (L u)(x) at each point (L = δ: of u itself), clipped at
-        0 where rounding leaves the exact difference slightly negative."""
+        """The posterior variance of (L u)(x) at each point (L = δ: of u itself) by the
+        posterior's method, clipped at 0 where rounding leaves the difference slightly negative."""
         self._check_field(field)
         if isinstance(operator, OnField):
             operator = operator.operator
@@ -167,13 +191,12 @@ class SparsePosterior(eqx.Module):
         target = np.zeros((points.shape[0], len(operators)))
         target[:, column] = 1.0
         with _one_blas_thread():
-            near = self._nearest(points, self.neighbours)
-            variance = _local_variances(self, operators, target, points, near)
+            variance = _unit_variances(self, operators, target, points)
         return self.amplitude * jnp.maximum(jnp.asarray(variance), 0.0)
 
     def std(self, points: Float[Array, "n d"], field: int = 0,
             operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
-        """The local posterior standard deviation of (L u)(x) at each point."""
+        """The posterior standard deviation of (L u)(x) at each point."""
         return jnp.sqrt(self.variance(points, field, operator))
 
     def _nearest(self, points, count: int) -> Int[np.ndarray, "n k"]:
@@ -189,11 +212,12 @@ class SparsePosterior(eqx.Module):
 
 
 def sparse_posterior(solution: SparseSolution, nugget: float, adaptive_nugget: bool = True,
-                     held_out: Sequence[Constraint] = (), neighbours: int | None = None) -> SparsePosterior:
-    """The local posterior of the sparse solver's solution (`SparsePosterior.at`): `.std(points)`,
+                     held_out: Sequence[Constraint] = (), neighbours: int | None = None,
+                     method: str = FACTOR) -> SparsePosterior:
+    """The posterior of the sparse solver's solution (`SparsePosterior.at`): `.std(points)`,
     `.variance(points)`, `.amplitude`. `nugget` and `adaptive_nugget` must be the settings of the
     GaussNewton that made the solution."""
-    return SparsePosterior.at(solution, nugget, adaptive_nugget, held_out, neighbours)
+    return SparsePosterior.at(solution, nugget, adaptive_nugget, held_out, neighbours, method)
 
 
 # --- the reduced functionals and their nugget ------------------------------------------------
@@ -283,6 +307,62 @@ def _functional_variances(kernel, operators, weights, points) -> Float[np.ndarra
 # --- local conditional variances ---------------------------------------------------------------
 
 
+def _unit_variances(posterior: SparsePosterior, operators, target, points) -> Float[np.ndarray, " n"]:
+    """Unit-amplitude posterior variance of each target functional (weights `target` over
+    `operators` at `points`) by the posterior's method."""
+    if posterior.method == FACTOR:
+        return _factor_variances(posterior.solution, operators, target, points)
+    return _local_variances(posterior, operators, target, points, posterior._nearest(points, posterior.neighbours))
+
+
+def _factor_variances(solution: SparseSolution, operators, target, points) -> Float[np.ndarray, " n"]:
+    """r_x + g_xᵀ Cov(t | b) g_x for each target functional (`_basis_posterior.py`): g_x and r_x
+    from kriging on the solution's own neighbourhood of x, Cov(t | b) through the solve's
+    factors. Batches of at most _BATCH points, fewer where the basis is large, so that the
+    batch's columns (basis functionals × batch, a few per CG) stay near _COLUMN_ENTRIES entries."""
+    basis = solution.values.shape[0]
+    batch = int(max(8, min(_BATCH, 2 ** np.floor(np.log2(max(_COLUMN_ENTRIES // basis, 1))))))
+    _, near = cKDTree(solution.screening(solution.sites)).query(solution.screening(points), k=solution.neighbours)
+    functionals = solution.site_functionals[np.asarray(near).reshape(points.shape[0], -1)].reshape(points.shape[0], -1)
+    valid = functionals >= 0
+    functionals = np.where(valid, functionals, 0)
+    site_of = solution._site_of()
+    columns = np.eye(len(operators))[: len(solution.operators)]
+    out = []
+    for count, (rows, mask, x, t) in padded_batches(batch, functionals, valid, points, target):
+        one_hot = columns[solution.functional_operator[rows]] * mask[:, :, None]
+        g, r, finite = _kriging_weights(
+            solution.kernel, tuple(operators), jnp.asarray(t), jnp.asarray(x), jnp.asarray(one_hot),
+            jnp.asarray(solution.sites[site_of[rows]]), jnp.asarray(np.where(mask, solution.shift[rows], 1.0)),
+        )
+        if not bool(finite):
+            raise SolverError("a kriging factorization of the sparse posterior failed (the basis functionals of "
+                              "a neighbourhood are numerically singular): increase the nugget")
+        spread = np.zeros((basis, count))
+        g = np.where(mask, np.asarray(g), 0.0)[:count]
+        np.add.at(spread, (rows[:count], np.arange(count)[:, None]), g)
+        out.append(np.asarray(r)[:count] + solution.basis_posterior.quadratic(spread))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+@eqx.filter_jit
+def _kriging_weights(kernel: AbstractKernel, operators, target, x, weights, sites, diagonal):
+    """For each b: the kriging weights g_b = (Θ_s + diag_b)⁻¹ K(φ_s, ψ_b) of the functional ψ_b
+    (target[b] at x[b]) on the basis functionals φ_s (weights[b] at sites[b]; padding rows have
+    zero weights and a unit diagonal), the kriging variance K(ψ_b, ψ_b) − K(ψ_b, φ_s) g_b, and
+    whether every factor is finite."""
+    def one(tb, xb, wb, sb, db):
+        gram = functional_gram(kernel, operators, wb, sb, wb, sb) + jnp.diag(db)
+        cross = functional_gram(kernel, operators, wb, sb, tb[None], xb[None])[:, 0]
+        prior = functional_gram(kernel, operators, tb[None], xb[None], tb[None], xb[None])[0, 0]
+        lower = jnp.linalg.cholesky(gram)
+        g = jax.scipy.linalg.cho_solve((lower, True), cross)
+        return g, prior - cross @ g, jnp.all(jnp.isfinite(jnp.diagonal(lower)))
+
+    g, variance, finite = jax.vmap(one)(target, x, weights, sites, diagonal)
+    return g, variance, jnp.all(finite) & jnp.all(jnp.isfinite(variance))
+
+
 def _local_variances(posterior: SparsePosterior, operators, target, points, near) -> Float[np.ndarray, " n"]:
     """Unit-amplitude variance of each target functional (weights `target` over `operators` at
     `points`) given the reduced functionals of its sites `near` (n × k) with their nugget, in
@@ -341,8 +421,7 @@ def _held_out_ratios(posterior: SparsePosterior, constraint: Constraint) -> Floa
     target = np.zeros((constraint.size, len(operators)))
     for j, op in enumerate(constraint.operators):
         target[:, _index(operators, _plain(op))] += held_weights[j]
-    near = posterior._nearest(points, posterior.neighbours)
-    variance = _local_variances(posterior, operators, target, points, near)
+    variance = _unit_variances(posterior, operators, target, points)
     prior = _functional_variances(solution.kernel, operators, target, points)
     dense = _dense_nugget((constraint,), prior, posterior.relative_nugget, posterior.adaptive_nugget)
     # What the basis factor's nugget would put on the row: S_j = factor_nugget · Θ_jj(x_v).
@@ -363,6 +442,9 @@ def _leave_one_out_ratios(posterior: SparsePosterior) -> Float[np.ndarray, " n"]
     rows = noisy_rows(solution.constraints)
     if not rows.size:
         return np.zeros(0)
+    c = np.concatenate([np.asarray(c) for c in solution.coefficients])[rows]
+    if posterior.method == FACTOR:
+        return c**2 / solution.basis_posterior.inverse_diagonal(rows)
     sites = solution.sites.shape[0]
     count = min(posterior.neighbours + 1, sites)
     near = posterior._nearest(solution.sites[rows], count)
@@ -373,7 +455,6 @@ def _leave_one_out_ratios(posterior: SparsePosterior) -> Float[np.ndarray, " n"]
     near = near[keep].reshape(rows.size, count - 1)
     operators = tuple(solution.operators)
     variance = _local_variances(posterior, operators, posterior.reduced_weights[rows], solution.sites[rows], near)
-    c = np.concatenate([np.asarray(c) for c in solution.coefficients])[rows]
     return c**2 * (variance + posterior.nugget[rows])
 
 

@@ -31,6 +31,7 @@ from ..kernels import AbstractKernel
 from ..solve._constraint import Constraint, OnField
 from ..solve._gram import functional_gram, operator_gram
 from ..solve._operators import AbstractOperator, Evaluation
+from ._basis_posterior import BasisPosterior
 from ._scales import screening_coordinates
 
 # Evaluation points per batched call: the local Gram blocks of a batch are batch × (k·m)² entries.
@@ -57,6 +58,9 @@ class SparseSolution(eqx.Module):
     #: Θ̃ Wᵀ c without the factor's nugget: the iterate's own values at the basis functionals
     #: (`values` keep the nugget, as the kriging pairs them with it).
     iterate_values: Float[np.ndarray, " n"]
+    #: The posterior covariance of the basis values in the last step's model (`_basis_posterior.py`),
+    #: for `SparsePosterior`; None where that step failed. It holds the solve's factors.
+    basis_posterior: BasisPosterior | None = None
 
     @property
     def kernel(self) -> AbstractKernel:

@@ -71,14 +71,21 @@ class TriangularFactor:
         """U as a dense array (for checks at small sizes)."""
         return (self.strict.toarray() + np.eye(self.diagonal.shape[0])) * self.diagonal[None, :]
 
-    def precision(self, v: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
-        """U Uᵀ v ≈ Θ⁻¹ v (sparse products; .T of a CSC matrix is a CSR view, no copy)."""
-        w = self._diagonal_squared * (v + self.strict.T @ v)
+    def precision(self, v: Float[np.ndarray, "n *m"]) -> Float[np.ndarray, "n *m"]:
+        """U Uᵀ v ≈ Θ⁻¹ v for a vector or the columns of a matrix (sparse products; .T of a CSC
+        matrix is a CSR view, no copy)."""
+        w = self._column(self._diagonal_squared, v) * (v + self.strict.T @ v)
         return w + self.strict @ w
 
-    def covariance(self, v: Float[np.ndarray, " n"]) -> Float[np.ndarray, " n"]:
-        """U⁻ᵀ U⁻¹ v ≈ Θ v (two triangular sweeps)."""
-        return self._unit_solve(self._unit_solve(np.asarray(v, dtype=np.float64), "N") / self._diagonal_squared, "T")
+    def covariance(self, v: Float[np.ndarray, "n *m"]) -> Float[np.ndarray, "n *m"]:
+        """U⁻ᵀ U⁻¹ v ≈ Θ v for a vector or the columns of a matrix (two triangular sweeps)."""
+        v = np.asarray(v, dtype=np.float64)
+        return self._unit_solve(self._unit_solve(v, "N") / self._column(self._diagonal_squared, v), "T")
+
+    @staticmethod
+    def _column(d, v):
+        """The diagonal d shaped to scale the rows of v (a vector or a matrix)."""
+        return d if np.ndim(v) == 1 else d[:, None]
 
     def _unit_solve(self, b, trans):
         """(I + T)⁻¹ b (trans "N") or (I + T)⁻ᵀ b (trans "T")."""
