@@ -14,11 +14,11 @@ and 1), Gaussian NLL (mean per point, nats).
 Two amplitudes s² are reported per run; neither looks at the reference:
   ml        s² = bᵀ(K + η)⁻¹b / N, maximum likelihood on the collocation system;
   held-out  s² fitted to the PDE residual at held-out interior points (`Posterior.held_out_amplitude`,
-            `gpde.app.held_out_points`: a quarter as many as the interior points), the one
+            `gpde.app.held_out_points`: a quarter as many as the interior points, at most 1024), the one
             stored as fields/u_std.
 The last column says whether the 2σ coverage meets the goal 0.90–0.99 (over-confident: σ too
 small; under-confident: σ too large). `--solver sparse` solves with the sparse solver instead (single-field problems: elliptic, burgers,
-eikonal), whose σ is the local conditional one (`gpde.sparse.SparsePosterior`), with the settings
+eikonal), whose σ is the posterior through the solve's factors (`gpde.sparse.SparsePosterior`), with the settings
 of SPARSE_OVERRIDES; `--sizes large` has the sizes where the sparse solver is meant to run.
 `--learned` adds a bilevel learning of the elliptic lengthscale
 at a small size and the calibration of solves with its initial and its learned kernel.

@@ -42,8 +42,8 @@ class SolveConfig:
     solver: str = "dense"
     #: Sparsity radius ρ of the sparse solver (None: gpde.Sparse's default).
     rho: float | None = None
-    #: Whether a sparse solve also stores σ: the local conditional posterior σ, an upper bound on
-    #: the posterior σ (docs/sparse-posterior.md). Dense solves always store σ.
+    #: Whether a sparse solve also stores σ (the posterior through the solve's factors, a batched
+    #: CG solve per grid point; docs/sparse-posterior.md). Dense solves always store σ.
     sparse_std: bool = False
     #: A stretch of the kernel's inputs at a layer of known position (docs/warped-kernels.md):
     #: {"axis": i, "centre": c, "width": w, "ratio": r} makes the kernel Warped(k, LayerStretch(...))

@@ -29,6 +29,9 @@ from ..sparse._solution import SparseSolution
 
 #: Group of a learning result that holds the learned kernel's arrays (attrs: how to rebuild it).
 LEARNED_KERNEL = schema.KERNEL
+#: At most this many held-out points for the posterior's amplitude: on the sparse path each costs
+#: a conjugate-gradient solve (docs/sparse-posterior.md), and the amplitude is a mean of their ratios.
+MAX_HELD_OUT = 1024
 #: Gauss-Newton steps of each continuation stage (`SolveConfig.continuation`).
 CONTINUATION_STEPS = 4
 
@@ -106,10 +109,11 @@ def uncertainty_names(field: str, primary: bool) -> tuple[str, str]:
 
 
 def held_out_points(problem: AbstractProblem, config: SolveConfig):
-    """Interior points the solve does not see (a quarter as many as the interior points, at least
-    16, uniform random from the seed's own stream), for the held-out amplitude of the posterior."""
+    """Interior points the solve does not see (a quarter as many as the interior points, between
+    16 and MAX_HELD_OUT, uniform random from the seed's own stream), for the held-out amplitude of
+    the posterior."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
-    return problem.domain.interior_points(max(config.n_interior // 4, 16), "random", key)
+    return problem.domain.interior_points(min(max(config.n_interior // 4, 16), MAX_HELD_OUT), "random", key)
 
 
 def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution, config: SolveConfig, boundary,

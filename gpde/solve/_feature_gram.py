@@ -34,6 +34,8 @@ from ._operators import AbstractOperator
 # Eigenvalues of C₂ below this (relative to its largest) are dropped: C₂ entries are exact small
 # rationals (0, ±1/2, 1), so anything smaller is rounding of the eigendecomposition.
 _EIGEN_TOLERANCE = 1e-12
+#: Point pairs whose derivatives are taken in one vectorized batch (`feature_gram`).
+_PAIRS_PER_BATCH = 1 << 20
 
 
 class FeatureJets(eqx.Module):
@@ -164,7 +166,15 @@ def feature_gram(kernel: AbstractKernel, operators_x, points_x, operators_y, poi
 
         return plan_x.apply(along_y, fx, dx)
 
-    blocks = jax.vmap(jax.vmap(pair, (None, None, 0, 0)), (0, 0, None, None))(
-        values_x, directions_x, values_y, directions_y
-    )
+    def row(fx, dx):
+        return jax.vmap(pair, (None, None, 0, 0))(fx, dx, values_y, directions_y)
+
+    # Rows in batches of at most _PAIRS_PER_BATCH pairs: the nested derivatives keep several
+    # intermediates per pair, and one vmap over all pairs held them all at once (the Schrödinger
+    # re-solve at 4000 + 500 points went past 22 GB).
+    rows_per_batch = max(1, _PAIRS_PER_BATCH // max(points_y.shape[0], 1))
+    if rows_per_batch >= points_x.shape[0]:
+        blocks = jax.vmap(row)(values_x, directions_x)
+    else:
+        blocks = jax.lax.map(lambda xs: row(*xs), (values_x, directions_x), batch_size=rows_per_batch)
     return jnp.moveaxis(blocks, (0, 1), (2, 3))
