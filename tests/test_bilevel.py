@@ -121,6 +121,11 @@ def test_learning_run_round_trips_through_hdf5_and_kernel_from(tmp_path):
     # warm start itself; with eval_steps = 6 neither re-solve here is fully converged).
     assert back.group_attrs["after_from_iterate/errors"] == pytest.approx(run.after_from_iterate_fields["errors"])
     assert back.groups["history"]["loss"].shape == (config.gn_steps,)
+    # σ of the re-solve with the learned kernel and its calibration, as a solve run stores them.
+    std = back.groups["fields"]["u_std"]
+    assert std.shape == back.groups["fields"]["u"].shape and np.all(np.isfinite(std)) and np.max(std) > 0
+    calibration = back.group_attrs["calibration"]
+    assert calibration["amplitude"] > 0 and 0 <= calibration["coverage_2"] <= 1
     # The stored kernel, rebuilt, reproduces the "after" errors on the same points.
     kernel = learned_kernel(path)
     assert float(kernel.lengthscale) == pytest.approx(float(run.result.kernel.lengthscale), rel=1e-14)

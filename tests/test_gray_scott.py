@@ -112,3 +112,6 @@ def test_learning_runs_on_both_fields():
     losses = np.asarray(run.record.groups["history"]["loss"])
     assert np.all(np.isfinite(losses))
     assert np.isfinite(run.after["rms"]) and np.isfinite(run.before["rms"])
+    # σ of both fields of the re-solve with the learned kernels.
+    assert {"u_std", "v_std"} <= set(run.record.groups["fields"])
+    assert {"calibration", "calibration_v"} <= set(run.record.group_attrs)

@@ -27,6 +27,7 @@ from ._run import (
     LEARNED_KERNEL,
     build_problem,
     evaluate_fields,
+    evaluate_uncertainty,
     kernel_settings,
     problem_kernel,
 )
@@ -166,6 +167,12 @@ def run_learn(
         ) from None
     fields_after, errors_after = evaluate_fields(problem, resolved_after, grid_points, grid_shape)
     after = errors_after[store.ERRORS]
+    # σ of the re-solve with the learned kernel and its calibration, as `gpde solve` stores them.
+    start = time.perf_counter()
+    std_fields, calibrations = evaluate_uncertainty(problem, resolved_after, config, boundary, grid_points, grid_shape,
+                                                    fields_after)
+    for attrs in calibrations.values():
+        attrs["seconds"] = time.perf_counter() - start
     errors_from_iterate, from_iterate_note = {}, ""
     if result.solution is not None:
         try:
@@ -205,4 +212,6 @@ def run_learn(
                        "from_iterate_note": from_iterate_note},
         kernel_arrays=kernel_arrays(result.kernel), kernel_attrs=kernel_settings(config, problem),
     )
+    record.groups[store.FIELDS].update(std_fields)
+    record.group_attrs.update(calibrations)
     return LearnRun(result, before, after, record, errors_before, errors_after, errors_from_iterate, from_iterate_note)

@@ -14,7 +14,7 @@ from ..kernels import AbstractKernel, LayerStretch, Warped
 
 from ..io import _schema as schema
 from ..io import _store as store
-from ._config import SolveConfig, layer_stretch
+from ._config import LearnConfig, SolveConfig, layer_stretch
 from .._errors import ConfigError
 from .._kernel_choice import kernel_with_arrays, make_field_kernels
 from ..solve._metrics import error_metrics
@@ -116,11 +116,11 @@ def held_out_points(problem: AbstractProblem, config: SolveConfig):
     return problem.domain.interior_points(min(max(config.n_interior // 4, 16), MAX_HELD_OUT), "random", key)
 
 
-def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution, config: SolveConfig, boundary,
-                         grid_points, grid_shape, fields: dict) -> tuple[dict, dict]:
+def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution, config: SolveConfig | LearnConfig,
+                         boundary, grid_points, grid_shape, fields: dict) -> tuple[dict, dict]:
     """Posterior standard deviation of every field on the grid and its calibration against the
     reference (in `fields`, from `evaluate_fields`): ({f_std dataset: array}, {calibration group:
-    attributes}). The amplitude s² is fitted to the PDE residual at held-out interior points
+    attributes}). `config` gives the solve's nugget and the seed and count of the held-out points. The amplitude s² is fitted to the PDE residual at held-out interior points
     (`Posterior.held_out_amplitude`; the maximum-likelihood s² on the collocation system is stored
     beside it, with the calibration it would give under `ml_`): with the maximum-likelihood s²
     the elliptic problem's σ is 2.5-11 times larger and covers 100 % of the errors at 2σ, with the
