@@ -215,3 +215,15 @@ def test_calibration_benchmark_sparse_tiny(tmp_path, capsys):
     capsys.readouterr()
     rows = table_with_header(out.read_text(), "problem")
     assert [(r[0], r[1], r[3]) for r in rows] == [("elliptic", "u", "ml"), ("elliptic", "u", "held-out")]
+
+
+def test_sparse_posterior_benchmark_tiny(tmp_path, capsys):
+    """benchmarks/sparse_posterior.py at a tiny size: one row per method, the dense row exactly 1,
+    the factor method within the factor's approximation, the local one (here every site) a bound."""
+    out = tmp_path / "table.md"
+    assert load_benchmark("sparse_posterior").main(["--sides", "8", "--points", "40", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rows = {r[2]: [float(v.replace(",", "")) for v in r[3:]] for r in table_with_header(out.read_text(), "sites N")}
+    assert set(rows) == {"factor", "local", "dense"}
+    assert rows["dense"][:3] == [1.0, 1.0, 1.0]
+    assert abs(rows["factor"][0] - 1) < 0.05 and rows["local"][1] >= 1 - 1e-6
