@@ -227,3 +227,18 @@ def test_sparse_posterior_benchmark_tiny(tmp_path, capsys):
     assert set(rows) == {"factor", "local", "dense"}
     assert rows["dense"][:3] == [1.0, 1.0, 1.0]
     assert abs(rows["factor"][0] - 1) < 0.05 and rows["local"][1] >= 1 - 1e-6
+
+
+def test_triangular_solves_with_many_columns_equal_single_ones(elliptic):
+    """Many right-hand sides go through dense supernodal blocks, one through SuperLU: same result."""
+    from gpde.sparse._gauss_newton import SparseSteps
+    _, solution = elliptic
+    factor = SparseSteps(Sparse(), solution.kernel, solution.constraints, NUGGET, True).basis
+    columns = np.random.default_rng(0).standard_normal((factor.diagonal.shape[0], 12))
+    blocked = factor.covariance(columns)
+    single = np.column_stack([factor.covariance(c) for c in columns.T])
+    np.testing.assert_allclose(blocked, single, rtol=0, atol=1e-9 * np.max(np.abs(single)))
+    for trans in ("N", "T"):
+        single = np.column_stack([factor._unit_solve(c, trans) for c in columns.T])
+        np.testing.assert_allclose(factor._unit_solve(columns, trans), single, rtol=0,
+                                   atol=1e-9 * np.max(np.abs(single)))
