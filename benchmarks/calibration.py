@@ -1,6 +1,6 @@
 """Calibration of the posterior standard deviation of every solved field against the reference.
 
-    python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|tiny]
+    python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|medium|large|tiny]
                                      [--grid 100] [--seed 0] [--learned] [--out table.md]
                                      [--solver dense|sparse]
 
@@ -19,7 +19,8 @@ Two amplitudes s² are reported per run; neither looks at the reference:
 The last column says whether the 2σ coverage meets the goal 0.90–0.99 (over-confident: σ too
 small; under-confident: σ too large). `--solver sparse` solves with the sparse solver instead (single-field problems: elliptic, burgers,
 eikonal), whose σ is the posterior through the solve's factors (`gpde.sparse.SparsePosterior`), with the settings
-of SPARSE_OVERRIDES; `--sizes large` has the sizes where the sparse solver is meant to run.
+of SPARSE_OVERRIDES; `--sizes large` has the sizes where the sparse solver is meant to run,
+`--sizes medium` smaller ones where its σ (a CG solve per point) takes minutes.
 `--learned` adds a bilevel learning of the elliptic lengthscale
 at a small size and the calibration of solves with its initial and its learned kernel.
 """
@@ -51,6 +52,10 @@ SIZES = {
         "burgers": [(150, 50), (600, 200), (900, 300)],
         "eikonal": [(150, 50), (600, 200), (900, 300)],
         "darcy": [(100, 40), (225, 60), (400, 100)],
+    },
+    "medium": {  # the sparse path's σ where it takes minutes, not hours (a CG solve per point)
+        "burgers": [(1800, 600)],
+        "eikonal": [(1800, 600)],
     },
     "large": {
         "elliptic": [(3844, 252), (15876, 508)],
