@@ -59,6 +59,7 @@ def _grid(problem, n=25):
     return np.asarray(problem.domain.grid(n)[0])
 
 
+@pytest.mark.slow  # the local method; the default (factor) one is checked in the default run
 def test_all_sites_give_the_dense_posterior(elliptic):
     problem, solution = elliptic
     local = SparsePosterior.at(solution, NUGGET, True)
@@ -92,6 +93,7 @@ def test_sparse_nugget_is_the_solvers(elliptic):
     assert np.median(np.abs(own / plain - 1)) < 1e-3
 
 
+@pytest.mark.slow  # the local method; the default (factor) one is checked in the default run
 def test_fewer_neighbours_leave_more_variance(elliptic):
     """Conditioning on a subset is conservative, and the gap to the dense variance shrinks with k.
     The stated factor at the default k (300 of these 484 sites): median ratio ≤ 10, maximum ≤ 250
@@ -194,7 +196,7 @@ def test_amplitudes_match_the_dense_path():
 def test_sparse_cli_run_stores_a_finite_std(tmp_path, capsys):
     out = tmp_path / "sparse.h5"
     argv = ["solve", "elliptic", "--kernel", "matern72", "--lengthscale", "0.3", "--nugget", "1e-10",
-            "--n-interior", "144", "--n-boundary", "48", "--grid", "12", "--steps", "4", "--solver", "sparse",
+            "--n-interior", "64", "--n-boundary", "32", "--grid", "8", "--steps", "4", "--solver", "sparse",
             "--sparse-std", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     with h5py.File(out) as f:
