@@ -88,6 +88,7 @@ def test_learning_moves_lengthscale_toward_better_value_and_lowers_error():
     assert result.final_residual_rms < 0.2 * result.start_residual_rms
 
 
+@pytest.mark.slow  # ~20 s of learner compilation; run with -m slow
 def test_lengthscale_scan_escapes_the_short_lengthscale_barrier():
     # With these 144 + 48 points and u_0 = 0 the outer loss is 4.6e5 at σ = 0.01, 4.7e5 at 0.02 and
     # 0.04, then 9.3e4 at 0.08 and 5.7e3 at 0.16: from σ₀ = 0.01 gradient steps go the wrong way.
@@ -289,6 +290,7 @@ def test_learning_from_a_converged_first_iterate_stays_at_that_solution():
     assert np.max(np.abs(np.asarray(cold(points)) - reference)) > 1e-2 * scale
 
 
+@pytest.mark.slow  # ~20 s of learner compilation; run with -m slow
 def test_start_steps_start_the_learner_from_the_initial_kernels_solution():
     # One outer iteration with the optimizer effectively off (and no scale search): the learner's
     # iterate is one more Gauss-Newton step after `start_steps` of them, i.e. the converged
