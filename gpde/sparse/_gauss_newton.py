@@ -256,10 +256,6 @@ class SparseSteps:
             return self._failed(linear, RESULTS.nonfinite_linearization)
         reduced_weights, nugget, top_up = self._reduced_system(weights)
         start = time.perf_counter()
-        order = self.reduced_order
-        # The preconditioner only changes CG's speed, never its answer: keep the last one while
-        # the reduced functionals (weights and nugget) moved by less than `preconditioner_refresh`
-        # relative to their size, as they do once Gauss-Newton has settled.
         preconditioner = self._preconditioner_for(reduced_weights, nugget)
         if preconditioner is None:
             return self._failed(linear, RESULTS.cholesky_failed)
@@ -268,10 +264,7 @@ class SparseSteps:
         def gram(v):
             return self._extract(weights, self._regularized_covariance(self._lift(weights, v))) + top_up * v
 
-        def precondition(v):
-            out = np.empty_like(v)
-            out[order] = preconditioner.precision(v[order])
-            return out
+        precondition = _precision_in_natural_order(preconditioner, self.reduced_order)
 
         size = targets.shape[0]
         operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=gram, dtype=np.float64)
@@ -349,16 +342,10 @@ class SparseSteps:
             preconditioner = self._preconditioner_for(reduced_weights, nugget)
         if preconditioner is None:
             return None
-        order = self.reduced_order
-
-        def precondition(v):
-            out = np.empty_like(v)
-            out[order] = preconditioner.precision(v[order])
-            return out
-
         return BasisPosterior(
             self._regularized_covariance, lambda v: self._lift(weights, v), lambda t: self._extract(weights, t),
-            top_up, precondition, self.settings.cg_tolerance, self.settings.cg_max_iterations,
+            top_up, _precision_in_natural_order(preconditioner, self.reduced_order), self.settings.cg_tolerance,
+            self.settings.cg_max_iterations,
         )
 
     def solution(self, outcome: StepOutcome) -> SparseSolution:
@@ -418,6 +405,17 @@ class SparseSteps:
         values = tuple(jnp.full((len(c.operators), c.size), jnp.nan) for c in self.constraints)
         outcome = StepOutcome(linear.weights, zeros, values, zeros, result)
         return outcome, SparseStepInfo(0, float("nan"), 0, 0.0, 0.0)
+
+
+def _precision_in_natural_order(preconditioner: TriangularFactor, order):
+    """v ↦ V Vᵀ v for v in the reduced functionals' natural order (a vector or columns), V the
+    preconditioner's factor in the ordering `order`."""
+    def precondition(v):
+        out = np.empty_like(v)
+        out[order] = preconditioner.precision(v[order])
+        return out
+
+    return precondition
 
 
 def _rows(weights, v):
