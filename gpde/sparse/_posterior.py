@@ -322,10 +322,7 @@ def _factor_variances(solution: SparseSolution, operators, target, points) -> Fl
     batch's columns (basis functionals × batch, a few per CG) stay near _COLUMN_ENTRIES entries."""
     basis = solution.values.shape[0]
     batch = int(max(8, min(_BATCH, 2 ** np.floor(np.log2(max(_COLUMN_ENTRIES // basis, 1))))))
-    _, near = cKDTree(solution.screening(solution.sites)).query(solution.screening(points), k=solution.neighbours)
-    functionals = solution.site_functionals[np.asarray(near).reshape(points.shape[0], -1)].reshape(points.shape[0], -1)
-    valid = functionals >= 0
-    functionals = np.where(valid, functionals, 0)
+    functionals, valid = solution.neighbourhood_functionals(solution.nearest_sites(points)[1])
     site_of = solution._site_of()
     columns = np.eye(len(operators))[: len(solution.operators)]
     out = []

@@ -23,7 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 from scipy.spatial import cKDTree
 
 from .._errors import ConfigError
@@ -73,21 +73,18 @@ class SparseSolution(eqx.Module):
         if field != 0:
             raise ConfigError(f"the sparse solver's solution has one field (0), got field {field!r}")
         points = np.asarray(points, dtype=np.float64)
-        distance, near = cKDTree(self.screening(self.sites)).query(self.screening(points), k=self.neighbours)
-        near = near.reshape(points.shape[0], -1)
+        distance, near = self.nearest_sites(points)
         result = np.empty(points.shape[0])
         # At a site that carries L among its basis functionals, (L u)(x) is that functional's value
         # (what the kriging would reproduce, to its accuracy): no local solve there.
-        stored = self._stored_functional(operator, near[:, 0], distance.reshape(points.shape[0], -1)[:, 0])
+        stored = self._stored_functional(operator, near[:, 0], distance[:, 0])
         known = stored >= 0
         result[known] = self.iterate_values[stored[known]]
         unknown = np.flatnonzero(~known)
         if unknown.size == 0:
             return jnp.asarray(result)
-        points, near = points[unknown], near[unknown]
-        functionals = self.site_functionals[near].reshape(points.shape[0], -1)  # −1: padding
-        valid = functionals >= 0
-        functionals = np.where(valid, functionals, 0)
+        points = points[unknown]
+        functionals, valid = self.neighbourhood_functionals(near[unknown])
         site_of = self._site_of()
         out = []
         for count, (rows, mask, x) in padded_batches(_BATCH, functionals, valid, points):
@@ -100,6 +97,19 @@ class SparseSolution(eqx.Module):
             out.append(np.asarray(predicted)[:count])
         result[unknown] = np.concatenate(out)
         return jnp.asarray(result)
+
+    def nearest_sites(self, points: Float[np.ndarray, "n d"]) -> tuple[Float[np.ndarray, "n k"], Int[np.ndarray, "n k"]]:
+        """Distances to and indices of the kriging neighbourhood's sites of each point (screening
+        coordinates, nearest first)."""
+        distance, near = cKDTree(self.screening(self.sites)).query(self.screening(points), k=self.neighbours)
+        return distance.reshape(points.shape[0], -1), near.reshape(points.shape[0], -1)
+
+    def neighbourhood_functionals(self, near: Int[np.ndarray, "n k"]) -> tuple[Int[np.ndarray, "n K"], Bool[np.ndarray, "n K"]]:
+        """The basis functionals at the sites `near` of each point, flattened per point, and which
+        are real (False: padding, index 0)."""
+        functionals = self.site_functionals[near].reshape(near.shape[0], -1)  # −1: padding
+        valid = functionals >= 0
+        return np.where(valid, functionals, 0), valid
 
     def screening(self, points: Float[Array, "n d"]) -> Float[np.ndarray, "n d"]:
         """The points in the coordinates where neighbourhoods are measured (the kernel's warp, if
