@@ -11,6 +11,7 @@ from gpde import ConfigError
 from gpde.app import _study as study
 from gpde.bljes import RelativeNoise, make_method, output_ranges, run_optimization
 from gpde.bljes._hyperposterior import _with, fitted_psi, hyperparameter_draws, laplace_covariance
+from gpde.bljes._level_choice import query_upper_level
 from gpde.bljes._loop import _evaluate
 from gpde.bljes._methods import BOTH, PhaseTimer, Query, _acquire, _sample_models, _sample_optima
 from gpde.bljes._state import SurrogateFitter
@@ -179,6 +180,39 @@ def test_decoupled_bljes_divides_each_level_by_its_cost():
     levels = {costs: method.propose(state, key, coupled=False, costs=costs, timer=PhaseTimer()).level
               for costs in [(1.0, 1e9), (1e9, 1.0)]}
     assert levels == {(1.0, 1e9): "f", (1e9, 1.0): "g"}
+
+
+def test_level_choice_follows_gain_per_cost_above_the_share_floor():
+    # Balanced observations: the ratio decides (2/1 vs 0.3/0.1 → g; at equal costs → f).
+    assert not query_upper_level(2.0, 0.3, (1.0, 0.1), (5, 5), 0.2)
+    assert query_upper_level(2.0, 0.3, (1.0, 1.0), (5, 5), 0.2)
+    # f holds 3 of 16 observations (< 0.2): f, although g's gain per cost is 10x larger.
+    assert query_upper_level(1.0, 1.0, (1.0, 0.1), (3, 13), 0.2)
+    assert not query_upper_level(1.0, 1.0, (1.0, 0.1), (3, 12), 0.2)  # 3/15 = 0.2 is not below
+    assert not query_upper_level(1.0, 1.0, (1.0, 0.1), (3, 13), 0.0)  # no floor: the ratio
+    assert not query_upper_level(100.0, 1.0, (1.0, 1.0), (13, 3), 0.2)  # the floor works for g too
+    for bad in (-0.1, 0.5, float("nan")):
+        with pytest.raises(ConfigError, match="min_share"):
+            make_method("bljes", min_share=bad)
+
+
+def test_decoupled_bljes_queries_a_starved_level_whatever_its_cost():
+    state = _state()
+    n = state.upper.mask.shape[0]
+    # Refit with f observed at 1 of the 8 points: f holds 1/9 < 0.2 of the observations.
+    smoke = get_benchmark("smoke-1+1")
+    unit = np.asarray(state.upper.inputs)
+    x, theta = smoke.to_box(unit[:, :1], unit[:, 1:])
+    y_f = np.array([float(smoke.upper(a, b)) for a, b in zip(x, theta)])
+    y_g = np.array([float(smoke.lower(a, b)) for a, b in zip(x, theta)])
+    observed = np.ones((n, 2), dtype=bool)
+    observed[1:, 0] = False
+    starved = SurrogateFitter(1, 0).fit(unit, np.where(observed[:, 0], y_f, np.nan), y_g, np.zeros((n, 0)), observed)
+    key = jax.random.PRNGKey(0)
+    floor = make_method("bljes", **SMALL)
+    assert floor.propose(starved, key, coupled=False, costs=(1e9, 1.0), timer=PhaseTimer()).level == "f"
+    ratio = make_method("bljes", min_share=0.0, **SMALL)
+    assert ratio.propose(starved, key, coupled=False, costs=(1e9, 1.0), timer=PhaseTimer()).level == "g"
 
 
 def test_laplace_draws_reproduce_the_fit_and_concentrate_with_data():

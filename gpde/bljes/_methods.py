@@ -28,6 +28,7 @@ from .._errors import ConfigError
 from ._acquisition import condition_on, information_gain, lower_bounds_at
 from ._features import posterior_path, posterior_paths
 from ._hyperposterior import hyperparameter_draws
+from ._level_choice import check_min_share, query_upper_level
 from ._sample_optimum import BilevelModel, SolverOptions, solve_bilevel_batch
 from ._state import SearchState
 
@@ -200,7 +201,9 @@ class BLJES(AbstractBilevelMethod):
     the K sample optima and `x_candidates` uniform points, and for each x, θ among the K path-wise
     lower minimizers θ̃*_k(x) and `theta_candidates` uniform points. `tau` is the lower-optimality
     tolerance in standardized units of g (τ = max(tau, 2 σ_n,g)). Decoupled, the acquisition of
-    each level is divided by that level's cost (the run's `costs`). `value_bound=True` restores
+    each level is divided by that level's cost (the run's `costs`), and a level that holds fewer
+    than `min_share` of all observations is queried regardless (`_level_choice.py`; 0 turns the
+    floor off). `value_bound=True` restores
     the former truncation that also bounds g from below by the path's lower-level optimal value
     a_k(x) at every candidate x (an ablation; it rewards learning min_θ g everywhere, see
     `_acquisition.py`). `hyperposterior=True` draws the hyperparameters of the f and g surrogates
@@ -214,6 +217,7 @@ class BLJES(AbstractBilevelMethod):
     tau: float = 0.01
     value_bound: bool = False
     hyperposterior: bool = False
+    min_share: float = 0.2
     x_candidates: int = 16
     theta_candidates: int = 16
     solver: SolverOptions = SolverOptions()
@@ -224,6 +228,7 @@ class BLJES(AbstractBilevelMethod):
         if self.features < 2 or self.features % 2:
             raise ConfigError(f"bljes: features must be an even number >= 2 (cosine and sine pairs), got {self.features}")
         _check_positive("bljes", tau=self.tau)
+        check_min_share("bljes", self.min_share)
 
     def propose(self, state, key, *, coupled, costs, timer):
         path_key, optima_key, candidate_key = jax.random.split(key, 3)
@@ -242,9 +247,11 @@ class BLJES(AbstractBilevelMethod):
             if coupled:
                 level, score = BOTH, values.coupled
             else:
-                upper = values.upper / costs[0]
-                lower = values.lower / costs[1]
-                level, score = (UPPER, upper) if upper.max() >= lower.max() else (LOWER, lower)
+                observations = (int(np.sum(state.upper.mask)), int(np.sum(state.lower.mask)))
+                if query_upper_level(values.upper.max(), values.lower.max(), costs, observations, self.min_share):
+                    level, score = UPPER, values.upper
+                else:
+                    level, score = LOWER, values.lower
             i, j = np.unravel_index(np.argmax(score), score.shape)
         return Query(np.asarray(xs[i]), np.asarray(thetas[i, j]), level)
 
