@@ -347,6 +347,29 @@ def test_failed_solve_keeps_existing_file(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.h5"]
 
 
+def test_out_of_memory_in_xla_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    """XLA reports a failed allocation as a runtime error, not a MemoryError; the command names it
+    and what to reduce, without a traceback. Other XLA runtime errors are not swallowed."""
+    import jax
+
+    from gpde.app import _cli
+
+    def exhausted(args):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 46342655536 bytes.")
+
+    monkeypatch.setattr(_cli, "_learn", exhausted)
+    code, out, err = _run(capsys, ["learn", "schrodinger", "--out", str(tmp_path / "r.h5")])
+    assert code == 1, (out, err)
+    _assert_one_line_error(err, "out of memory", "fewer points", "46342655536 bytes")
+
+    def other(args):
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+    monkeypatch.setattr(_cli, "_learn", other)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        main(["learn", "schrodinger", "--out", str(tmp_path / "r.h5")])
+
+
 def test_sparse_solver_from_the_command_line(tmp_path, capsys):
     """--solver sparse solves the elliptic problem like the dense solver (to the sparse factor's
     accuracy) and records the solver, ρ, the factor's size and CG per step."""

@@ -100,8 +100,9 @@ def test_invalid_settings_are_rejected(arguments):
 
 
 def test_row_batches_of_the_feature_gram_equal_one_vmap(monkeypatch):
-    """Large Gram blocks are built in batches of rows (bounded memory); the values equal the
-    one-vmap result, remainder batch included (gradients through the batches: jax.lax.map's own)."""
+    """Large Gram blocks are built in batches of rows (bounded memory, each batch recomputed in
+    the reverse pass); values and lengthscale gradients equal the one-vmap result, remainder
+    batch included."""
     import gpde.solve._feature_gram as feature_gram_module
 
     kernel = PeriodicGaussian(jnp.array([0.5, 0.7]), period=10.0, periodic_dims=(1,))
@@ -110,6 +111,14 @@ def test_row_batches_of_the_feature_gram_equal_one_vmap(monkeypatch):
     operators = (Evaluation(), SecondPartial(1, 1))
 
     whole = feature_gram_module.feature_gram(kernel, operators, x, operators, y)
+    weights = jax.random.normal(jax.random.PRNGKey(2), whole.shape)
+
+    def weighted_sum(lengthscale):
+        k = PeriodicGaussian(lengthscale, period=10.0, periodic_dims=(1,))
+        return jnp.sum(weights * feature_gram_module.feature_gram(k, operators, x, operators, y))
+
+    gradient = jax.grad(weighted_sum)(kernel.lengthscale)
     monkeypatch.setattr(feature_gram_module, "_PAIRS_PER_BATCH", 4 * 10)  # 4 rows per batch, 3 left over
     np.testing.assert_allclose(feature_gram_module.feature_gram(kernel, operators, x, operators, y), whole,
                                rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(whole))))
+    np.testing.assert_allclose(jax.grad(weighted_sum)(kernel.lengthscale), gradient, rtol=1e-10)

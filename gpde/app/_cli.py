@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 import sys
 
+import jax
 import numpy as np
 
 from . import _study as study
@@ -485,6 +486,13 @@ def _interrupted(args) -> str:
     return "no result file was written"
 
 
+_OUT_OF_MEMORY = "out of memory; use fewer points, a smaller --grid or --batch-size, or fewer runs"
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: the exit code (see the module docstring)."""
     handlers = {"solve": _solve, "learn": _learn, "show": _show, "plot": _plot, "list": _list,
@@ -506,7 +514,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpde: error: {error}", file=sys.stderr)
             return 1
         except MemoryError:
-            print("gpde: error: out of memory; use fewer points, a smaller --grid or fewer runs", file=sys.stderr)
+            print(f"gpde: error: {_OUT_OF_MEMORY}", file=sys.stderr)
+            return 1
+        except jax.errors.JaxRuntimeError as error:
+            if "RESOURCE_EXHAUSTED" not in str(error):
+                raise
+            print(f"gpde: error: {_OUT_OF_MEMORY} ({_first_line(error)})", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print(f"gpde: interrupted; {_interrupted(args)}", file=sys.stderr)

@@ -171,10 +171,13 @@ def feature_gram(kernel: AbstractKernel, operators_x, points_x, operators_y, poi
 
     # Rows in batches of at most _PAIRS_PER_BATCH pairs: the nested derivatives keep several
     # intermediates per pair, and one vmap over all pairs held them all at once (the Schrödinger
-    # re-solve at 4000 + 500 points went past 22 GB).
+    # re-solve at 4000 + 500 points went past 22 GB). Each batch is rematerialized in the reverse
+    # pass (jax.checkpoint): otherwise the scan stores every batch's intermediates for the
+    # gradient, all pairs again (Schrödinger learning at 2000 + 500 points asked for 46 GB).
     rows_per_batch = max(1, _PAIRS_PER_BATCH // max(points_y.shape[0], 1))
     if rows_per_batch >= points_x.shape[0]:
         blocks = jax.vmap(row)(values_x, directions_x)
     else:
-        blocks = jax.lax.map(lambda xs: row(*xs), (values_x, directions_x), batch_size=rows_per_batch)
+        batch = jax.checkpoint(lambda xs: row(*xs))
+        blocks = jax.lax.map(batch, (values_x, directions_x), batch_size=rows_per_batch)
     return jnp.moveaxis(blocks, (0, 1), (2, 3))
