@@ -90,6 +90,13 @@ def test_learning_notebook(tmp_path, monkeypatch, compilation_cache):
                        "learning-gibbs-lengthscale-quick.png"}
 
 
+@pytest.mark.slow  # compiling the two-field learner takes about a minute
+def test_learning_notebook_with_the_two_field_problems(tmp_path, monkeypatch, compilation_cache):
+    monkeypatch.setenv("GPDE_NOTEBOOK_TWO_FIELD", "1")
+    results = _execute("learning.py", tmp_path, monkeypatch, compilation_cache)
+    assert (results / "learning" / "quick" / "gray-scott.h5").is_file()
+
+
 def test_inverse_notebook(tmp_path, monkeypatch, compilation_cache):
     results = _execute("inverse.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "inverse" / "quick").glob("*.h5"))

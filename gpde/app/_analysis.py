@@ -126,12 +126,15 @@ def error_table(runs: Sequence[store.RunFile], keys: Sequence[str] = ERROR_KEYS)
     return rows
 
 
-def before_after_columns(run: store.RunFile, keys: Sequence[str] = ERROR_KEYS) -> dict[str, float]:
+def before_after_columns(
+    run: store.RunFile, keys: Sequence[str] = ERROR_KEYS, field: str | None = None
+) -> dict[str, float]:
     """The error measures of a learning result's "before" and "after" re-solves as table columns
-    ("before RMS", …, "after L∞")."""
+    ("before RMS", …, "after L∞"), of the primary field or of the other field `field` (e.g. v)."""
+    errors_group = store.ERRORS if field is None else store.field_names(field, primary=False)[3]
     columns = {}
     for stage in ("before", "after"):
-        errors = run.group_attrs[f"{stage}/{store.ERRORS}"]
+        errors = run.group_attrs[f"{stage}/{errors_group}"]
         columns.update({f"{stage} {ERROR_LABELS[key]}": float(errors[key]) for key in keys})
     return columns
 
