@@ -2,6 +2,7 @@
 
 from ._base import AbstractKernel as AbstractKernel
 from ._base import AbstractPointKernel as AbstractPointKernel
+from ._base import AbstractSeparableKernel as AbstractSeparableKernel
 from ._base import AbstractStationaryKernel as AbstractStationaryKernel
 from ._composite import Additive as Additive
 from ._composite import Product as Product

@@ -66,3 +66,16 @@ class AbstractStationaryKernel(AbstractPointKernel):
     def pair(self, fx, fy):
         scaled = (fx - fy) / jnp.exp(self.log_lengthscale)
         return self.profile(jnp.sum(scaled**2))
+
+
+class AbstractSeparableKernel(AbstractPointKernel):
+    """k(x, y) = Π_i φ_i(x_i − y_i), a product of one-dimensional stationary factors.
+
+    Every derivative of such a kernel is a product of one-dimensional derivatives,
+    ∂^α k(h) = Π_i φ_i^(α_i)(h_i), so Gram assembly needs only the factors' derivatives per pair
+    (a handful of elementwise expressions) instead of nested autodiff of k.
+    """
+
+    @abc.abstractmethod
+    def factor_derivatives(self, h: Float[Array, "d *n"], order: int) -> list[list[Float[Array, "*n"]]]:
+        """[[φ_i(h_i), φ_i′(h_i), …, φ_i⁽ᵒʳᵈᵉʳ⁾(h_i)] for each dimension i], elementwise; order ≤ 4."""

@@ -122,3 +122,30 @@ def test_row_batches_of_the_feature_gram_equal_one_vmap(monkeypatch):
     np.testing.assert_allclose(feature_gram_module.feature_gram(kernel, operators, x, operators, y), whole,
                                rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(whole))))
     np.testing.assert_allclose(jax.grad(weighted_sum)(kernel.lengthscale), gradient, rtol=1e-10)
+
+
+@pytest.mark.parametrize("periodic_dims, lengthscale", [((X,), [0.4, 0.3]), ((T, X), [0.25, 0.6]), ((X,), 0.5)])
+def test_closed_form_blocks_and_gradients_equal_autodiff_of_the_kernel(periodic_dims, lengthscale):
+    """The separable closed form (products of the factors' derivatives) against the generic
+    assembly by nested autodiff of `pair` (feature_gram), every operator pair, values and the
+    gradient of a weighted sum with respect to the lengthscales."""
+    from gpde.solve._feature_gram import feature_gram
+    from gpde.solve._separable_gram import separable_gram
+
+    x, y = _points(3, 9), _points(4, 7)
+    weights = jax.random.normal(jax.random.PRNGKey(5), (len(OPERATORS), len(OPERATORS), 9, 7))
+
+    def kernel(log_lengthscale):
+        return eqx.tree_at(lambda k: k.log_lengthscale, PeriodicGaussian(lengthscale, PERIOD, periodic_dims),
+                           log_lengthscale)
+
+    def weighted(assemble, log_lengthscale):
+        return jnp.sum(weights * assemble(kernel(log_lengthscale), OPERATORS, x, OPERATORS, y))
+
+    log_lengthscale = PeriodicGaussian(lengthscale, PERIOD, periodic_dims).log_lengthscale
+    closed = separable_gram(kernel(log_lengthscale), OPERATORS, x, OPERATORS, y)
+    generic = feature_gram(kernel(log_lengthscale), OPERATORS, x, OPERATORS, y)
+    scale = float(jnp.max(jnp.abs(generic)))
+    np.testing.assert_allclose(closed, generic, rtol=1e-11, atol=1e-12 * scale)
+    np.testing.assert_allclose(jax.grad(lambda p: weighted(separable_gram, p))(log_lengthscale),
+                               jax.grad(lambda p: weighted(feature_gram, p))(log_lengthscale), rtol=1e-10)

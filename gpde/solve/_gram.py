@@ -1,6 +1,6 @@
 """Gram blocks of a kernel under linear operators: K(L₁, L₂)[a, b] = L₁ˣ L₂ʸ k(x_a, y_b).
 
-Stationary kernels are differentiated in closed form, and so are stationary kernels under a
+Stationary and separable kernels are differentiated in closed form, and so are stationary kernels under a
 coordinatewise input warp (an operator in x is one with per-point coefficients in the warped
 coordinates); every other kernel by autodiff of its pointwise `pair` function in feature space
 (`_feature_gram.py`), so every kernel gets every operator. The
@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..kernels import AbstractKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum, Warped
+from ..kernels import AbstractKernel, AbstractSeparableKernel, AbstractStationaryKernel, Gibbs, Scaled, Sum, Warped
 
 from ._feature_gram import FeatureJets, feature_gram, feature_jets
 from ._gibbs_gram import gibbs_gram
 from ._operators import AbstractOperator
+from ._separable_gram import separable_gram
 
 __all__ = ["FeatureJets", "feature_jets", "operator_gram"]
 
@@ -34,7 +35,7 @@ def operator_gram(
 ) -> Float[Array, "mx my nx ny"]:
     """All Gram blocks between the operator lists: out[j, l, a, b] = L_jˣ L_lʸ k(x_a, y_b).
 
-    Stationary and Gibbs kernels are differentiated in closed form, sums and scalings by linearity,
+    Stationary, separable and Gibbs kernels are differentiated in closed form, sums and scalings by linearity,
     every other kernel by directional derivatives in feature space (`feature_gram`). Pass `jets_x`/`jets_y`
     (from `feature_jets`) to reuse per-point work across calls.
     """
@@ -46,6 +47,8 @@ def operator_gram(
         return kernel.variance * operator_gram(kernel.kernel, operators_x, points_x, operators_y, points_y)
     if isinstance(kernel, Gibbs):
         return gibbs_gram(kernel, operators_x, points_x, operators_y, points_y, jets_x, jets_y)
+    if isinstance(kernel, AbstractSeparableKernel):
+        return separable_gram(kernel, operators_x, points_x, operators_y, points_y)
     if isinstance(kernel, Warped) and _closed_form_warp(kernel):
         # Block (j, l) is the functional Gram of the one-hot weights on operators j (x) and l (y).
         both = tuple(operators_x) + tuple(operators_y)
