@@ -203,3 +203,14 @@ def test_space_time_solves_tiny(capsys):
     assert lines[0].startswith("gray-scott: 30 + 24 points")
     values = [float(v) for v in re.findall(r"(?:RMS|L∞) ([0-9.e+-]+)", lines[1])]
     assert len(values) == 4 and all(np.isfinite(values)), lines[1]
+
+
+def test_periodic_gram_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / "gram.md"
+    assert load_benchmark("periodic_gram").main(["--tiny", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| n | closed form s") and len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == "40" and all(np.isfinite(float(c)) for c in cells[1:])
+    assert float(cells[-1]) < 1e-10  # the two assemblies agree
+    assert out.read_text().strip() == "\n".join(lines)
