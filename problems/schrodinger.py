@@ -66,11 +66,11 @@ class Schrodinger(AbstractProblem):
         kernel="periodic-gaussian-10", lengthscale=(0.7071, 1.5915), n_interior=2000, n_boundary=500,
         n_validation=2000, layout="random", nugget=1e-10, gn_steps=20, inner_steps=50, learning_rate=1e-2,
         eval_steps=20,
-        # No lengthscale scan (as for Gray-Scott): around the first iterate u = 0 the outer loss
-        # favours long lengthscales whose solutions are poor. Measured 2026-11-30: at 80 + 30 points
-        # the scan jumped to 64× the start (loss 2.2e-4 → 1.7e-7); at the published size the first
-        # outer iteration with the scan ended at loss 1.5e-7 with the learner's iterate at u RMS
-        # 0.84 (the start's re-solve: 0.42). The published learning starts from ℓ' = 1 itself.
+        # No lengthscale scan (as for Gray-Scott): the published learning starts from ℓ' = 1 itself.
+        # Around the first iterate u = 0 the outer loss can favour long lengthscales whose solutions
+        # are poor: at 80 + 30 points the scan jumped to 64× the start (loss 2.2e-4 → 1.7e-7, u RMS
+        # 0.33 after learning); at the published size it did not jump (measured 2026-11-30: the first
+        # outer iteration ended at the same loss, 1.463e-7, with and without the scan).
         lengthscale_scan=False,
     )
 
