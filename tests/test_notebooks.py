@@ -83,18 +83,20 @@ def test_convergence_notebook(tmp_path, monkeypatch, compilation_cache):
 def test_learning_notebook(tmp_path, monkeypatch, compilation_cache):
     results = _execute("learning.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
-    assert files == ["burgers-gibbs.h5", "eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
+    assert files == ["eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
                      "elliptic-gaussian-sigma0-0.5.h5"]
     figures = {path.name for path in (results / "figures").glob("*.png")}
     assert figures == {"learning-history-quick.png", "learning-error-maps-quick.png", "learning-gibbs-history-quick.png",
                        "learning-gibbs-lengthscale-quick.png"}
 
 
-@pytest.mark.slow  # compiling the two-field learner takes about a minute
-def test_learning_notebook_with_the_two_field_problems(tmp_path, monkeypatch, compilation_cache):
-    monkeypatch.setenv("GPDE_NOTEBOOK_TWO_FIELD", "1")
+@pytest.mark.slow  # compiling the Burgers Gibbs and the two-field learners takes about three minutes
+def test_learning_notebook_with_every_problem(tmp_path, monkeypatch, compilation_cache):
+    monkeypatch.setenv("GPDE_NOTEBOOK_EXTENDED", "1")
     results = _execute("learning.py", tmp_path, monkeypatch, compilation_cache)
-    assert (results / "learning" / "quick" / "gray-scott.h5").is_file()
+    files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
+    assert files == ["burgers-gibbs.h5", "eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
+                     "elliptic-gaussian-sigma0-0.5.h5", "gray-scott.h5"]
 
 
 def test_inverse_notebook(tmp_path, monkeypatch, compilation_cache):
