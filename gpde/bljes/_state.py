@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
+from ._feasible_recommendation import feasible_first
 from ._features import mean_path, posterior_paths
 from ._sample_optimum import BilevelModel, BilevelOptimum, SolverOptions, solve_bilevel
 from ._surrogate import GaussianProcess, Hyperparameters, fit_gp
@@ -50,11 +51,18 @@ RECOMMENDATION_SOLVER = SolverOptions(x_candidates=64, theta_candidates=64, star
 
 @eqx.filter_jit
 def _recommend(state: SearchState, key, options):
-    return solve_bilevel(state.mean_model(), key, options)
+    solve_key, feasible_key = jax.random.split(key)
+    model = state.mean_model()
+    optimum = solve_bilevel(model, solve_key, options)
+    if state.constraints is None:
+        return optimum
+    designs = state.upper.inputs[:, : state.x_dim]
+    return feasible_first(model, optimum, designs, state.upper.mask > 0, feasible_key, options)
 
 
 def recommend(state: SearchState, key: PRNGKeyArray, options: SolverOptions | None = None) -> BilevelOptimum:
-    """x̂ = the bilevel optimum of the posterior means (in the unit box)."""
+    """x̂ = the bilevel optimum of the posterior means (in the unit box); with constraints, one that
+    the constraint surrogates call feasible whenever one is known (`feasible_first`)."""
     return _recommend(state, key, RECOMMENDATION_SOLVER if options is None else options)
 
 
@@ -74,8 +82,10 @@ class SurrogateFitter:
         columns += [(y_c[:, j], observed[:, 0]) for j in range(np.shape(y_c)[1])]
         gps = []
         for index, (values, mask) in enumerate(columns):
+            # Constraints (index ≥ 2) are not centred: c̃ ≥ 0 must mean c ≥ 0.
             gp, params = fit_gp(
-                inputs, values, mask, kernel=self.kernel, noise_floor=self.noise_floor, warm_start=self.previous[index]
+                inputs, values, mask, kernel=self.kernel, noise_floor=self.noise_floor, warm_start=self.previous[index],
+                centred=index < 2,
             )
             self.previous[index] = params
             gps.append(gp)

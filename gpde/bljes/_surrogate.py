@@ -8,6 +8,11 @@ N(log 0.5, 1), log σ ~ N(0, 1), log σ_n² ~ N(log 1e-3, 3²)) which keep a fit
 well posed; optax Adam, several restarts vmapped (the previous fit, and fixed defaults), the best
 kept. log ℓ is clipped to [log 0.01, log 20].
 
+Constraint surrogates are scaled but not centred, y_std = y / rms(y) (`centred=False`): every user
+of c̃ (the penalty of the bilevel solver, the feasible boxes of the acquisition, the trusted-random
+feasibility mask) tests c̃ ≥ 0, and only without the shift is that the constraint c ≥ 0 itself.
+Centred, it would test c ≥ mean of the observed c, which on SMD12 is off by hundreds.
+
 Shapes never change during a run: the data are padded to the budget and masked. A padded row is
 decoupled from the rest (its Gram row and column are zero, its diagonal 1, its target 0), so the
 posterior equals the one of the unpadded data exactly, and fitting and prediction compile once.
@@ -107,9 +112,9 @@ def _masked_gram(kernel, amplitude, noise, inputs, mask):
     return gram * outer + jnp.diag(noise * mask + (1.0 - mask))
 
 
-def _standardize(values, mask):
+def _standardize(values, mask, centred: bool = True):
     count = jnp.maximum(jnp.sum(mask), 1.0)
-    mean = jnp.sum(values * mask) / count
+    mean = jnp.sum(values * mask) / count if centred else jnp.zeros(())
     spread = jnp.sqrt(jnp.sum(((values - mean) * mask) ** 2) / count)
     # One point, or all equal: no scale to learn from; keep the units.
     scale = jnp.where(spread > 1e-12 * (1.0 + jnp.abs(mean)), spread, 1.0)
@@ -144,8 +149,8 @@ def _objective(params, kernel_name, noise_floor, inputs, standardized, mask):
 
 
 @eqx.filter_jit
-def _fit(starts, inputs, values, mask, kernel_name, noise_floor, steps, learning_rate):
-    standardized, y_mean, y_scale = _standardize(values, mask)
+def _fit(starts, inputs, values, mask, kernel_name, noise_floor, steps, learning_rate, centred):
+    standardized, y_mean, y_scale = _standardize(values, mask, centred)
     optimizer = optax.adam(learning_rate)
 
     def descend(params):
@@ -186,10 +191,12 @@ def fit_gp(
     warm_start: Hyperparameters | None = None,
     steps: int = 150,
     learning_rate: float = 0.05,
+    centred: bool = True,
 ) -> tuple[GaussianProcess, Hyperparameters]:
     """Fit a GP to the rows of (inputs, values) where `mask` is true; the other rows are padding
     (their values are ignored, NaN allowed). Inputs in the unit box. Returns the posterior and the
-    fitted hyperparameters (pass them as `warm_start` to the next fit)."""
+    fitted hyperparameters (pass them as `warm_start` to the next fit). `centred=False` for a
+    constraint: standardized zero stays the constraint's zero (module docstring)."""
     if kernel not in KERNELS:
         raise ConfigError(f"unknown surrogate kernel {kernel!r}; choose one of {sorted(KERNELS)}")
     if not noise_floor > 0:
@@ -205,4 +212,5 @@ def fit_gp(
     first = warm_start if warm_start is not None else default_hyperparameters(dim, lengthscale=0.1)
     candidates = [first, default_hyperparameters(dim), default_hyperparameters(dim, lengthscale=1.0, noise=1e-2)]
     starts = jax.tree.map(lambda *leaves: jnp.stack(leaves), *candidates)
-    return _fit(starts, inputs, values, jnp.asarray(mask, dtype=float), kernel, float(noise_floor), int(steps), float(learning_rate))
+    return _fit(starts, inputs, values, jnp.asarray(mask, dtype=float), kernel, float(noise_floor), int(steps), float(learning_rate),
+                bool(centred))
