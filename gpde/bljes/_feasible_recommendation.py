@@ -17,6 +17,11 @@ infeasible by far. A recommendation must not be.
 each with its own lower-level solve θ̃*(x), the one with the lowest f̃ among those with
 c̃(x, θ̃*(x)) ≥ 0 (posterior means). If none of them is feasible under the surrogates it returns
 x_p. Without constraints it returns x_p unchanged.
+
+The test is on the posterior means, without a confidence margin (mean − z·sd ≥ 0): a constraint
+that the lower level makes active at θ*(x) for every x — SMD12's c₁ = x_u2 − tan x_l2 — is 0 at
+the truth, so no point would ever be confidently feasible, and the recommendation would fall back
+to x_p every time.
 """
 
 import jax
