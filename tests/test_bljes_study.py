@@ -106,6 +106,17 @@ def test_failed_run_is_reported_and_the_others_are_kept(tmp_path, monkeypatch):
     table = study.final_regret_table(study.read_study(out))
     cell = table[("smoke-1+1", "random", "coupled")]
     assert cell["seeds"] == 2 and cell["median"] == pytest.approx((0.01 + 0.03) / 2)
+    assert cell["infeasible"] == 0 and "infeasible" not in study.format_table(table)
+
+
+def test_final_table_counts_the_runs_that_end_infeasible():
+    def run(seed, final_feasible):
+        arrays = {"regret": np.array([5.0, 1.0 + seed]), "feasible": np.array([False, final_feasible])}
+        return study.StudyRun({"benchmark": "smd12", "method": "random", "setting": "coupled", "seed": seed}, arrays, {}, {})
+
+    table = study.final_regret_table([run(0, True), run(1, False), run(2, False)])
+    assert table[("smd12", "random", "coupled")]["infeasible"] == 2
+    assert "2 (3, 2 infeasible)" in study.format_table(table)  # median regret 2 over 3 seeds
 
 
 @pytest.mark.parametrize(

@@ -397,7 +397,8 @@ def _now() -> str:
 
 def final_regret_table(runs: Sequence[StudyRun]) -> dict[tuple[str, str, str], dict]:
     """(benchmark, method, setting) → median, quartiles of the final regret over seeds, number of
-    seeds and of evaluations (the smallest, if runs of one cell differ)."""
+    seeds and of evaluations (the smallest, if runs of one cell differ), and how many runs end on
+    an infeasible recommendation (constrained benchmarks; 0 for runs stored without `feasible`)."""
     cells: dict[tuple[str, str, str], list[StudyRun]] = {}
     for run in runs:
         cells.setdefault((run.config["benchmark"], method_label(run.config), setting_label(run.config)), []).append(run)
@@ -407,6 +408,7 @@ def final_regret_table(runs: Sequence[StudyRun]) -> dict[tuple[str, str, str], d
         q1, median, q3 = np.quantile(final, [0.25, 0.5, 0.75])
         table[key] = {"median": float(median), "q1": float(q1), "q3": float(q3), "seeds": len(members),
                       "evaluations": min(len(run.arrays["regret"]) for run in members),
+                      "infeasible": sum(1 for run in members if "feasible" in run.arrays and not run.arrays["feasible"][-1]),
                       "seconds": float(np.median([run.attrs.get("wall_seconds", np.nan) for run in members]))}
     return table
 
@@ -542,8 +544,10 @@ def run_study(
 
 
 def format_table(table: dict, value: Callable[[dict], str] | None = None) -> str:
-    """The final-regret table as text: one row per benchmark, one column per method/setting."""
-    value = value or (lambda cell: f"{cell['median']:.3g} ({cell['seeds']})")
+    """The final-regret table as text: one row per benchmark, one column per method/setting; a
+    cell reads 'median (seeds)', with ', k infeasible' where k runs end infeasible."""
+    value = value or (lambda cell: f"{cell['median']:.3g} ({cell['seeds']}"
+                      + (f", {cell['infeasible']} infeasible)" if cell.get("infeasible") else ")"))
     columns = sorted({(m, s) for (_, m, s) in table})
     benchmarks = sorted({b for (b, _, _) in table})
     headers = ["benchmark"] + [f"{m}/{s}" for m, s in columns]
