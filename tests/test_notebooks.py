@@ -93,7 +93,7 @@ def test_learning_notebook(tmp_path, monkeypatch, compilation_cache):
 @pytest.mark.slow  # compiling the Burgers Gibbs and the two-field learners takes about three minutes
 def test_learning_notebook_with_every_problem(tmp_path, monkeypatch, compilation_cache):
     monkeypatch.setenv("GPDE_NOTEBOOK_EXTENDED", "1")
-    # Its first cell learns six kernels (about 5.5 min on an idle core, more than 10 on a shared one).
+    # Its first cell learns six kernels (4.4 min on an idle core, more than 10 on a shared one).
     results = _execute("learning.py", tmp_path, monkeypatch, compilation_cache, cell_timeout=1800)
     files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
     assert files == ["burgers-gibbs.h5", "eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
