@@ -9,6 +9,7 @@ finite-difference Eikonal reference), on a linear problem, and on its failure mo
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -291,6 +292,38 @@ def test_linear_problem_converges_in_two_steps():
     grid, _ = box.grid(20)
     error = np.max(np.abs(np.asarray(solution(grid)) - np.asarray(jax.vmap(_poisson_exact)(grid))))
     assert error < 1e-3, error  # measured 2.0e-4
+
+
+def _scaled_poisson(x, z, parameters):
+    """−Δu = c f with the coefficient c a constraint parameter."""
+    source = 2 * jnp.pi**2 * jnp.sin(jnp.pi * x[0]) * jnp.sin(jnp.pi * x[1])
+    return -z[0] - parameters[0] * source
+
+
+def test_constraint_parameters_are_traced_data_not_a_new_program(caplog):
+    # A residual r(x, z, p) with p given as the constraint's parameters: the solve equals the one
+    # with p closed over, and a second value of p reuses the compiled programs (nothing compiles).
+    box = gpde.Box((0.0, 0.0), (1.0, 1.0))
+    interior = box.interior_points(64, "grid", jax.random.PRNGKey(0))
+    boundary = box.boundary_points(32, "grid", jax.random.PRNGKey(1))
+    dirichlet = Constraint("dirichlet", boundary, (Evaluation(),), _zero_boundary)
+    solver, grid = GaussNewton(nugget=1e-10, max_steps=2), box.grid(9)[0]
+    solutions, compiled = {}, {}
+    for c in (1.0, 2.5):
+        poisson = Constraint("poisson", interior, (Laplacian(),), _scaled_poisson, parameters=jnp.array([c]))
+        caplog.clear()
+        with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+            solutions[c] = np.asarray(solver.solve(Gaussian(0.25), (poisson, dirichlet))[0](grid))
+        compiled[c] = sum("Compiling" in record.getMessage() for record in caplog.records)
+    assert compiled[1.0] > 0 and compiled[2.5] == 0, compiled
+    closed = Constraint("poisson", interior, (Laplacian(),), lambda x, z: _scaled_poisson(x, z, jnp.array([2.5])))
+    expected = np.asarray(solver.solve(Gaussian(0.25), (closed, dirichlet))[0](grid))
+    np.testing.assert_allclose(solutions[2.5], expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(solutions[2.5], 2.5 * solutions[1.0], rtol=1e-6, atol=1e-9)  # linear in c
+
+
+def _zero_boundary(x, z):
+    return z[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ from ..kernels import AbstractKernel
 from .._errors import ConfigError
 from ._operators import AbstractOperator
 
-#: r(x, z) with z[j] = (L_j u)(x): the equation at x is r(x, z) = 0.
-Residual = Callable[[Float[Array, " d"], Float[Array, " m"]], Float[Array, ""]]
+#: r(x, z) with z[j] = (L_j u)(x): the equation at x is r(x, z) = 0; a constraint with
+#: `parameters` p calls r(x, z, p) instead.
+Residual = Callable[..., Float[Array, ""]]
 
 
 class OnField(eqx.Module):
@@ -55,6 +56,11 @@ class Constraint(eqx.Module):
     σ² is a noisy observation: it enters the solve as the penalty |r − y|²/σ² instead of a hard
     equation, i.e. σ² replaces the nugget on its rows of the Gram matrix, and the bilevel outer
     loss whitens its residual by σ.
+
+    `parameters` (a pytree of arrays, e.g. the coefficients of a PDE) are passed to the residual as
+    its third argument, r(x, z, parameters). They are traced data, not part of the compiled program:
+    solving the same equation for many parameter values compiles once, while a residual that closes
+    over the values is a new static function, hence a new program, every time.
     """
 
     name: str = eqx.field(static=True)
@@ -64,6 +70,7 @@ class Constraint(eqx.Module):
     residual: Residual = eqx.field(static=True)
     noise_variance: float | None = eqx.field(static=True)
     observations: Float[Array, " n"] | None
+    parameters: object
 
     def __init__(
         self,
@@ -73,6 +80,7 @@ class Constraint(eqx.Module):
         residual: Residual,
         noise_variance: float | None = None,
         observations: Float[Array, " n"] | None = None,
+        parameters=None,
     ):
         points = jnp.asarray(points)
         if points.ndim != 2 or points.shape[0] < 1:
@@ -122,6 +130,7 @@ class Constraint(eqx.Module):
         self.residual = residual
         self.noise_variance = noise_variance
         self.observations = observations
+        self.parameters = None if parameters is None else jax.tree.map(jnp.asarray, parameters)
 
     @property
     def size(self) -> int:
@@ -129,11 +138,11 @@ class Constraint(eqx.Module):
 
     def residuals(self, values: Float[Array, "m n"]) -> Float[Array, " n"]:
         """r(x_a, z_a) − y_a at every point, from the operator values z (one row per operator)."""
-        return self._minus_observations(jax.vmap(self.residual)(self.points, values.T))
+        return self._minus_observations(jax.vmap(self._residual)(self.points, values.T))
 
     def residuals_and_weights(self, values: Float[Array, "m n"]) -> tuple[Float[Array, " n"], Float[Array, "n m"]]:
         """The residuals and their gradients ∂r/∂z at every point (the linearization weights)."""
-        r, w = jax.vmap(jax.value_and_grad(self.residual, argnums=1))(self.points, values.T)
+        r, w = jax.vmap(jax.value_and_grad(self._residual, argnums=1))(self.points, values.T)
         return self._minus_observations(r), w
 
     def subset(self, indices) -> "Constraint":
@@ -142,6 +151,9 @@ class Constraint(eqx.Module):
         if self.observations is not None:
             subset = eqx.tree_at(lambda c: c.observations, subset, self.observations[indices])
         return subset
+
+    def _residual(self, x, z):
+        return self.residual(x, z) if self.parameters is None else self.residual(x, z, self.parameters)
 
     def _minus_observations(self, r):
         return r if self.observations is None else r - self.observations
