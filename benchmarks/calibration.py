@@ -1,6 +1,6 @@
 """Calibration of the posterior standard deviation of every solved field against the reference.
 
-    python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|medium|large|tiny]
+    python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|medium|large|huge|tiny]
                                      [--grid 100] [--seed 0] [--learned] [--out table.md]
                                      [--solver dense|sparse]
 
@@ -20,7 +20,9 @@ The last column says whether the 2σ coverage meets the goal 0.90–0.99 (over-c
 small; under-confident: σ too large). `--solver sparse` solves with the sparse solver instead (single-field problems: elliptic, burgers,
 eikonal), whose σ is the posterior through the solve's factors (`gpde.sparse.SparsePosterior`), with the settings
 of SPARSE_OVERRIDES; `--sizes large` has the sizes where the sparse solver is meant to run,
-`--sizes medium` smaller ones where its σ (a CG solve per point) takes minutes.
+`--sizes medium` smaller ones where its σ (a CG solve per point) takes minutes, `--sizes huge`
+one elliptic size past 10⁵ points for the cost of σ there. The last two columns are the seconds of
+the whole run (solve, evaluation, σ) and of σ alone.
 `--learned` adds a bilevel learning of the elliptic lengthscale
 at a small size and the calibration of solves with its initial and its learned kernel.
 """
@@ -61,6 +63,9 @@ SIZES = {
         "elliptic": [(3844, 252), (15876, 508)],
         "burgers": [(7500, 2500)],
         "eikonal": [(7500, 2500)],
+    },
+    "huge": {  # the cost of the sparse σ past 10⁵ points (one size: about half an hour on one core)
+        "elliptic": [(102400, 1284)],
     },
     "tiny": {
         "elliptic": [(36, 28)],
@@ -130,14 +135,14 @@ def verdict(coverage_2: float) -> str:
 
 def table(rows: list[dict]) -> str:
     header = ("| problem | field | points | amplitude | s² | RMS error | mean σ | 1σ | 2σ | 3σ | mean e/σ | std e/σ "
-              "| NLL | 2σ goal |")
+              "| NLL | 2σ goal | run s | σ s |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['problem']} | {r['field']} | {r['n_interior']} + {r['n_boundary']} | {r['amplitude']} "
             f"| {r['s2']:.3g} | {r['rms_error']:.2e} | {r['mean_std']:.2e} | {r['coverage_1']:.3f} "
             f"| {r['coverage_2']:.3f} | {r['coverage_3']:.3f} | {r['z_mean']:+.3f} | {r['z_std']:.3g} "
-            f"| {r['nll']:.2f} | {verdict(r['coverage_2'])} |"
+            f"| {r['nll']:.2f} | {verdict(r['coverage_2'])} | {r['seconds']:.0f} | {r['uncertainty_seconds']:.0f} |"
         )
     return "\n".join(lines)
 

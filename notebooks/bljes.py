@@ -25,7 +25,8 @@
 # * the time per BLJES iteration, split by phase;
 # * beyond the noiseless, unconstrained, coupled setting: noise relative to each output's range,
 #   the constrained smd12 (feasibility of the recommendations), decoupled queries with per-level
-#   costs (regret against the cost spent), and BLJES with hyperparameters drawn per sample path.
+#   costs (regret against the cost spent), BLJES with hyperparameters drawn per sample path, and
+#   the darcy PDE black box (each query a Gauss-Newton solve; the final table gives the wall time).
 #
 # Every number and figure is read from the HDF5 study files in `RESULTS/bljes/SETTING/`; only the
 # runs that are missing are computed (`gpde.app.run_study` skips finished runs).
@@ -66,6 +67,7 @@ if SETTING == "quick":
     CONSTRAINED = []
     COSTS = [dict(benchmarks="smoke-1+1", methods="random", seeds=1, costs=("f=1,g=0.1",))]
     HYPER = []
+    PDE = []  # each darcy query is a Gauss-Newton solve: full setting only
 else:
     # The full study: 60 evaluations (3 initial), 10 seeds on all six benchmarks, plus the two
     # GP draws whose lower-level basins tie at the optimum (problems/bilevel/gp_sample.py); decoupled
@@ -80,6 +82,7 @@ else:
     CONSTRAINED = [dict(benchmarks="smd12", methods="all", seeds=10)]
     COSTS = [dict(benchmarks="smd1,smd2", methods="bljes,random", seeds=10, costs=("f=1,g=1", "f=1,g=0.1"))]
     HYPER = [dict(benchmarks="smd1,smd2,smd6,gp-2+2,gp-2+2-tied", seeds=10)]
+    PDE = [dict(benchmarks="darcy", methods="all", seeds=10)]
 
 FOLDER = RESULTS / "bljes" / SETTING
 FOLDER.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,7 @@ planned = {
               for spec in plan_study(g["benchmarks"], g["methods"], "decoupled", g["seeds"], costs=costs, **BUDGET)],
     "hyper": [spec for g in HYPER
               for spec in plan_study(g["benchmarks"], "bljes", "coupled", g["seeds"], options="hyperposterior=True", **BUDGET)],
+    "darcy": [spec for g in PDE for spec in plan_study(g["benchmarks"], g["methods"], "coupled", g["seeds"], **BUDGET)],
 }
 planned = {name: specs for name, specs in planned.items() if specs}
 studies = {name: FOLDER / f"{name}.h5" for name in planned}
@@ -125,7 +129,8 @@ print({name: len(members) for name, members in runs.items()})
 # %%
 def regret_rows(study_runs):
     return [{"benchmark": benchmark, "method": method, "setting": setting, "seeds": cell["seeds"],
-             "evaluations": cell["evaluations"], "median": cell["median"], "q1": cell["q1"], "q3": cell["q3"]}
+             "evaluations": cell["evaluations"], "median": cell["median"], "q1": cell["q1"], "q3": cell["q3"],
+             "wall s (median)": cell["seconds"]}
             for (benchmark, method, setting), cell in final_regret_table(study_runs).items()]
 
 
@@ -174,11 +179,11 @@ ax.set_axis_off()
 # the fraction of infeasible recommendations and the median regret of the feasible ones. The
 # decoupled runs with costs are compared at equal cost spent (budgets every run reached), the
 # hyperparameter draws (`bljes[hyperposterior=True]`) against the plain BLJES runs of the main
-# study.
+# study. The darcy study (full setting only) has its own table.
 
 # %%
 CHECKPOINTS = (3, BUDGET["evaluations"]) if SETTING == "quick" else (15, 30, BUDGET["evaluations"])
-for name in ("noisy", "constrained", "hyper"):
+for name in ("noisy", "constrained", "hyper", "darcy"):
     if name not in runs:
         continue
     members = runs[name]
