@@ -2,7 +2,7 @@
 
     python benchmarks/calibration.py [--problems elliptic,burgers,eikonal,darcy] [--sizes small|medium|large|huge|tiny]
                                      [--grid 100] [--seed 0] [--learned] [--out table.md]
-                                     [--solver dense|sparse]
+                                     [--solver dense|sparse] [--results FOLDER]
 
 For each problem × size: solve with the problem's default settings (`gpde.app.run_solve`: kernel,
 lengthscale, nugget, steps, layout) at the given point counts. The run file holds σ of every field
@@ -88,15 +88,18 @@ CALIBRATION_KEYS = tuple(field.name for field in dataclasses.fields(Calibration)
 
 
 def measure(problem_name: str, n_interior: int, n_boundary: int, grid: int, seed: int, label: str = "",
-            **overrides) -> list[dict]:
+            results: Path | None = None, **overrides) -> list[dict]:
     """One solve (`run_solve`, which stores σ and the calibration numbers) with the problem's
-    defaults and `overrides`; one row per field and amplitude."""
+    defaults and `overrides`; one row per field and amplitude. With `results` (a folder) the run's
+    result file is kept there, for `gpde show` / `gpde plot` or a look at where σ misses."""
     problem_class = get_problem_class(problem_name)
     config = resolve(problem_name, problem_class.defaults, dict(n_interior=n_interior, n_boundary=n_boundary,
                                                                 grid=grid, seed=seed), overrides)
     start = time.perf_counter()
     run = run_solve(problem_class, config)
     seconds = time.perf_counter() - start
+    if results is not None:
+        write_run(results / f"{problem_name}-{n_interior}+{n_boundary}-{config.solver}.h5", run.record)
     rows = []
     for index, field in enumerate(problem_class.fields):
         errors_key = field_names(field, index == 0)[3]
@@ -156,6 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--learned", action="store_true",
                         help="also learn the elliptic lengthscale (small) and compare σ₀ with the learned kernel")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) to this file")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="also keep every solve's result file (σ, errors) in this folder")
     parser.add_argument("--solver", choices=("dense", "sparse"), default="dense",
                         help="linear solver of the Gauss-Newton steps (sparse: σ from the local posterior)")
     args = parser.parse_args(argv)
@@ -163,11 +168,13 @@ def main(argv=None) -> int:
     unknown = sorted(set(problems) - set(PROBLEMS))
     if unknown:
         parser.error(f"unknown problem(s) {unknown}; choose from {', '.join(PROBLEMS)}")
+    if args.results is not None:
+        args.results.mkdir(parents=True, exist_ok=True)
     rows = []
     for problem in problems:
         overrides = {} if args.solver == "dense" else dict(solver="sparse", sparse_std=True, **SPARSE_OVERRIDES.get(problem, {}))
         for n_interior, n_boundary in SIZES[args.sizes].get(problem, []):
-            new = measure(problem, n_interior, n_boundary, args.grid, args.seed, **overrides)
+            new = measure(problem, n_interior, n_boundary, args.grid, args.seed, results=args.results, **overrides)
             print("\n".join(table(new).splitlines()[2:]),
                   f"  ({new[0]['seconds']:.0f} s run, of which {new[0]['uncertainty_seconds']:.0f} s posterior)",
                   file=sys.stderr, flush=True)

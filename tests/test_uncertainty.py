@@ -7,6 +7,7 @@ by plain autodiff, independent of gpde's Gram assembly."""
 import json
 import math
 
+import h5py
 import jax
 import jax.numpy as jnp
 import matplotlib.image
@@ -311,7 +312,8 @@ def test_a_solve_run_stores_the_posterior_std_and_its_calibration(tmp_path, caps
 def test_calibration_benchmark_tiny(tmp_path, capsys):
     script = load_benchmark("calibration")
     out = tmp_path / "table.md"
-    assert script.main(["--sizes", "tiny", "--problems", "darcy", "--grid", "10", "--out", str(out)]) == 0
+    assert script.main(["--sizes", "tiny", "--problems", "darcy", "--grid", "10", "--out", str(out),
+                        "--results", str(tmp_path / "runs")]) == 0
     text = out.read_text()
     assert text.strip() in capsys.readouterr().out
     rows = table_with_header(text, "problem")
@@ -326,3 +328,6 @@ def test_calibration_benchmark_tiny(tmp_path, capsys):
         assert r[13] == script.verdict(coverage[1])
     # One amplitude per run, shared by the fields.
     assert rows[0][4] == rows[2][4] and rows[1][4] == rows[3][4]
+    # The kept result file holds the σ fields that the table summarizes.
+    with h5py.File(tmp_path / "runs" / f"darcy-{n_interior}+{n_boundary}-dense.h5") as f:
+        assert f["fields/u_std"].shape == (10, 10) and np.all(f["fields/a_std"][()] > 0)
