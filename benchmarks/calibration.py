@@ -175,9 +175,7 @@ def main(argv=None) -> int:
         overrides = {} if args.solver == "dense" else dict(solver="sparse", sparse_std=True, **SPARSE_OVERRIDES.get(problem, {}))
         for n_interior, n_boundary in SIZES[args.sizes].get(problem, []):
             new = measure(problem, n_interior, n_boundary, args.grid, args.seed, results=args.results, **overrides)
-            print("\n".join(table(new).splitlines()[2:]),
-                  f"  ({new[0]['seconds']:.0f} s run, of which {new[0]['uncertainty_seconds']:.0f} s posterior)",
-                  file=sys.stderr, flush=True)
+            print("\n".join(table(new).splitlines()[2:]), file=sys.stderr, flush=True)
             rows.extend(new)
     if args.learned:
         with tempfile.TemporaryDirectory() as folder:

@@ -300,6 +300,10 @@ def _scaled_poisson(x, z, parameters):
     return -z[0] - parameters[0] * source
 
 
+def _zero_boundary(x, z):
+    return z[0]
+
+
 def test_constraint_parameters_are_traced_data_not_a_new_program(caplog):
     # A residual r(x, z, p) with p given as the constraint's parameters: the solve equals the one
     # with p closed over, and a second value of p reuses the compiled programs (nothing compiles).
@@ -320,10 +324,6 @@ def test_constraint_parameters_are_traced_data_not_a_new_program(caplog):
     expected = np.asarray(solver.solve(Gaussian(0.25), (closed, dirichlet))[0](grid))
     np.testing.assert_allclose(solutions[2.5], expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(solutions[2.5], 2.5 * solutions[1.0], rtol=1e-6, atol=1e-9)  # linear in c
-
-
-def _zero_boundary(x, z):
-    return z[0]
 
 
 # --------------------------------------------------------------------------------------------

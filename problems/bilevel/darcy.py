@@ -20,11 +20,11 @@ noise with --noise). The lower level calibrates the permeability to the training
 solver at lengthscale ℓ; the upper level picks the ℓ whose calibrated solve predicts the held-out
 data best.
 
-Truth. θ*(x) and F(x) = f(x, θ*(x)) are
-tabulated once on a grid of x (`python -m gpde.problems.bilevel.darcy` → data/bljes_darcy_optimum.json,
-with how it was made): θ*(x) by bounded least squares (scipy `least_squares`, finite-difference
-Jacobian, ≤ 12 solves) on the training residuals from θ_true, checked at x* against a 3 × 3 θ-grid; x* by a
-bounded scalar search of F near the best grid node. `lower_optimum(x)` and the regret interpolate
+Truth. θ*(x) and F(x) = f(x, θ*(x)) are tabulated once on a grid of x
+(`python -m gpde.problems.bilevel.darcy` → data/bljes_darcy_optimum.json, with how it was made):
+θ*(x) by bounded least squares (scipy `least_squares`, finite-difference Jacobian, ≤ 12 solves)
+on the training residuals from θ_true, checked at x* against a 3 × 3 θ-grid; x* by a bounded
+scalar search of F near the best grid node. `lower_optimum(x)` and the regret interpolate
 the table (linear in x); the table's spacing is stated in the file. Without the file, the truth
 is not available and `optimum` raises a ConfigError naming the command that builds it.
 """
