@@ -214,3 +214,26 @@ def test_periodic_gram_benchmark_tiny(tmp_path, capsys):
     assert cells[0] == "40" and all(np.isfinite(float(c)) for c in cells[1:])
     assert float(cells[-1]) < 1e-10  # the two assemblies agree
     assert out.read_text().strip() == "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# randomized_map.py
+# --------------------------------------------------------------------------------------------
+
+
+def test_randomized_map_benchmark_tiny(tmp_path):
+    out = tmp_path / "table.md"
+    assert load_benchmark("randomized_map").main(["--problem", "elliptic", "--n-interior", "36", "--n-boundary", "28",
+                                                  "--grid", "5", "--draws", "2", "--field-variance", "u=2",
+                                                  "--out", str(out)]) == 0
+    rows = table_with_header(out.read_text(), "problem")
+    assert [(r[3], r[4].split(" (")[1]) for r in rows] == [
+        ("linearized", "ml)"), ("linearized", "held-out)"), ("linearized", "1)"), ("randomized MAP, 2 draws", "1)")]
+    assert all(r[2] == "u variance × 2" for r in rows)
+    # One solve: the same solution error in every row; σ and the coverage differ by source.
+    assert len({r[5] for r in rows}) == 1
+    for r in rows:
+        assert number(r[8]) > 0 and 0.0 <= number(r[6]) <= 1.0
+    # The amplitude scales the linearized σ: s² = 1 against s²_ML.
+    ml, unit = number(rows[0][4].split(" ")[0]), 1.0
+    assert number(rows[2][8]) == pytest.approx(number(rows[0][8]) * np.sqrt(unit / ml), rel=2e-2)  # 3-digit cells

@@ -15,6 +15,7 @@ from ._plotting import plot_fields as plot_fields
 from ._run import SolveRun as SolveRun
 from ._run import build_problem as build_problem
 from ._run import collocation_points as collocation_points
+from ._run import configured_kernel as configured_kernel
 from ._run import held_out_points as held_out_points
 from ._run import learned_kernel as learned_kernel
 from ._run import run_solve as run_solve

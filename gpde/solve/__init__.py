@@ -29,6 +29,8 @@ from ._precision import require_float64 as require_float64
 from ._posterior import Posterior as Posterior
 from ._posterior import posterior as posterior
 from ._problem import AbstractProblem as AbstractProblem
+from ._randomized_map import RandomizedMap as RandomizedMap
+from ._randomized_map import randomized_map as randomized_map
 from ._problem import LearnDefaults as LearnDefaults
 from ._problem import SolveDefaults as SolveDefaults
 from ._solution import CollocationSolution as CollocationSolution

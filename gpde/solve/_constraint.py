@@ -61,6 +61,13 @@ class Constraint(eqx.Module):
     its third argument, r(x, z, parameters). They are traced data, not part of the compiled program:
     solving the same equation for many parameter values compiles once, while a residual that closes
     over the values is a new static function, hence a new program, every time.
+
+    `shift` (one row per point, one column per operator) is added to the operator values before
+    the residual: the equation is r(x_a, z_a + shift_a) = 0. When the shift holds the operator
+    values of a known function s (on each operator's field), the constraint is the original one on
+    s + w, written for w; the solver's minimum-norm w then makes s + w the solution closest to s
+    rather than to 0 (a prior mean, or one draw of a randomized-MAP ensemble, `randomized_map`).
+    Like the parameters, the shift is traced data.
     """
 
     name: str = eqx.field(static=True)
@@ -71,6 +78,7 @@ class Constraint(eqx.Module):
     noise_variance: float | None = eqx.field(static=True)
     observations: Float[Array, " n"] | None
     parameters: object
+    shift: Float[Array, "n m"] | None
 
     def __init__(
         self,
@@ -81,6 +89,7 @@ class Constraint(eqx.Module):
         noise_variance: float | None = None,
         observations: Float[Array, " n"] | None = None,
         parameters=None,
+        shift: Float[Array, "n m"] | None = None,
     ):
         points = jnp.asarray(points)
         if points.ndim != 2 or points.shape[0] < 1:
@@ -131,6 +140,16 @@ class Constraint(eqx.Module):
         self.noise_variance = noise_variance
         self.observations = observations
         self.parameters = None if parameters is None else jax.tree.map(jnp.asarray, parameters)
+        if shift is not None:
+            shift = jnp.asarray(shift, dtype=points.dtype)
+            if shift.shape != (points.shape[0], len(operators)):
+                raise ConfigError(
+                    f"constraint '{name}': shift must have one row per point and one column per operator, shape "
+                    f"({points.shape[0]}, {len(operators)}), got {shift.shape}"
+                )
+            if not np.all(np.isfinite(np.asarray(shift))):
+                raise ConfigError(f"constraint '{name}': shift contains NaN or inf")
+        self.shift = shift
 
     @property
     def size(self) -> int:
@@ -138,19 +157,33 @@ class Constraint(eqx.Module):
 
     def residuals(self, values: Float[Array, "m n"]) -> Float[Array, " n"]:
         """r(x_a, z_a) − y_a at every point, from the operator values z (one row per operator)."""
-        return self._minus_observations(jax.vmap(self._residual)(self.points, values.T))
+        return self._minus_observations(jax.vmap(self._residual)(self.points, self._shifted_values(values)))
 
     def residuals_and_weights(self, values: Float[Array, "m n"]) -> tuple[Float[Array, " n"], Float[Array, "n m"]]:
         """The residuals and their gradients ∂r/∂z at every point (the linearization weights)."""
-        r, w = jax.vmap(jax.value_and_grad(self._residual, argnums=1))(self.points, values.T)
+        r, w = jax.vmap(jax.value_and_grad(self._residual, argnums=1))(self.points, self._shifted_values(values))
         return self._minus_observations(r), w
 
     def subset(self, indices) -> "Constraint":
-        """The same constraint at the points `indices` only (with their observations)."""
+        """The same constraint at the points `indices` only (with their observations and shift)."""
         subset = eqx.tree_at(lambda c: c.points, self, self.points[indices])
         if self.observations is not None:
             subset = eqx.tree_at(lambda c: c.observations, subset, self.observations[indices])
+        if self.shift is not None:
+            subset = eqx.tree_at(lambda c: c.shift, subset, self.shift[indices])
         return subset
+
+    def shifted(self, shift: Float[Array, "n m"], observations: Float[Array, " n"] | None = None) -> "Constraint":
+        """This constraint with `shift` (see the class docstring) and, if given, new observations."""
+        return Constraint(self.name, self.points, self._field_operators(), self.residual, self.noise_variance,
+                          self.observations if observations is None else observations, self.parameters, shift)
+
+    def _field_operators(self) -> tuple[AbstractOperator | OnField, ...]:
+        return tuple(OnField(op, f) for op, f in zip(self.operators, self.fields))
+
+    def _shifted_values(self, values: Float[Array, "m n"]) -> Float[Array, "n m"]:
+        """The operator values one row per point, plus the shift (∂r/∂z is the same for z and z + shift)."""
+        return values.T if self.shift is None else values.T + self.shift
 
     def _residual(self, x, z):
         return self.residual(x, z) if self.parameters is None else self.residual(x, z, self.parameters)

@@ -1,0 +1,144 @@
+"""Randomized-MAP draws of every field: posterior samples that see the nonlinearity of the equations.
+
+`Posterior` is Gaussian around one Gauss-Newton linearization. For a nonlinear problem whose data
+leave much undetermined (the Darcy inverse problem), the solutions the data allow lie farther from
+the estimate than that linearization says. A randomized-MAP draw (randomized maximum likelihood)
+re-solves the full nonlinear problem with the prior and the data perturbed by one random draw:
+
+    (u_p, ε) ~ GP(0, s² k) × N(0, s² σ²),    u* = argmin ‖u − u_p‖²  subject to the constraints,
+                                                  with the observations y + ε in the noisy ones.
+
+For a linear problem u* is an exact posterior sample (Matheron's rule: u_p corrected by the
+posterior mean of the residual data), so the draws' spread equals `Posterior.std`; for a nonlinear
+one each draw is a full solve and the ensemble keeps what one linearization loses.
+
+The prior draw u_p is needed at the evaluation points and at every functional of the constraints
+(the operator values of u_p there), jointly: one Gram matrix per field over all of them, and its
+eigendecomposition (negative round-off eigenvalues clipped), O((n + M_f)³) once for all draws. The
+re-solve writes u = u_p + w and solves for w with each constraint's operator values shifted by
+u_p's (`Constraint.shifted`); shifts and data are traced, so the solver compiles once for all draws.
+Dense path only: the joint Gram matrix is (n + M_f)².
+"""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..kernels import AbstractKernel
+
+from .._errors import ConfigError
+from .._results import RESULTS
+from ._constraint import Constraint, field_kernels
+from ._gram import operator_gram
+from ._operators import Evaluation
+from ._solver import GaussNewton
+
+
+class RandomizedMap(eqx.Module):
+    """`draws[i, f]`: draw i of field f at the evaluation points; `results[i]`: how its solve ended
+    (a RESULTS message: converged, stalled or the step limit; failed solves raise instead)."""
+
+    draws: Float[Array, "count fields n"]
+    results: tuple[str, ...] = eqx.field(static=True)
+
+    def mean(self, field: int = 0) -> Float[Array, " n"]:
+        return jnp.mean(self.draws[:, field], axis=0)
+
+    def std(self, field: int = 0) -> Float[Array, " n"]:
+        """The draws' standard deviation (with Bessel's correction) at each evaluation point."""
+        return jnp.std(self.draws[:, field], axis=0, ddof=1)
+
+
+def randomized_map(
+    solver: GaussNewton,
+    kernel: AbstractKernel | Sequence[AbstractKernel],
+    constraints: Sequence[Constraint],
+    points: Float[Array, "n d"],
+    key: PRNGKeyArray,
+    count: int,
+    amplitude: float = 1.0,
+) -> RandomizedMap:
+    """`count` randomized-MAP draws of every field at `points` (see the module docstring), each a
+    full `solver.solve` of the perturbed problem from w = 0. `amplitude` is s²: the prior draws
+    are scaled by s and the observation noise by s (s² = 1 is the model the solve itself uses).
+    Raises SolverError if a draw's solve fails; ConfigError for a count below 2, a non-positive
+    amplitude or constraints that already carry a shift."""
+    if not (isinstance(count, int) and count >= 2):
+        raise ConfigError(f"randomized MAP needs an integer count >= 2 (a spread needs two draws), got {count!r}")
+    if not (np.isfinite(amplitude) and amplitude > 0):
+        raise ConfigError(f"randomized MAP amplitude s² must be finite and > 0, got {amplitude}")
+    constraints = tuple(constraints)
+    if any(c.shift is not None for c in constraints):
+        raise ConfigError("randomized MAP shifts the constraints itself: pass constraints without a shift")
+    kernels = field_kernels(kernel, constraints)
+    points = jnp.asarray(points)
+    scale = float(np.sqrt(amplitude))
+    roots = [_prior_root(k, f, constraints, points) for f, k in enumerate(kernels)]
+    field_keys = jax.random.split(key, len(kernels) + 1)
+    normals = [jax.random.normal(k, (count, root.shape[1]), dtype=points.dtype) for k, root in zip(field_keys, roots)]
+    noise = jax.random.normal(field_keys[-1], (count, sum(c.size for c in constraints)), dtype=points.dtype)
+
+    draws, results = [], []
+    for i in range(count):
+        prior = [scale * (root @ normal[i]) for root, normal in zip(roots, normals)]
+        shifted = _shifted_constraints(constraints, prior, points.shape[0], scale * noise[i])
+        solution, history = solver.solve(kernels, shifted)
+        draws.append(jnp.stack([solution(points, f) + prior[f][: points.shape[0]] for f in range(len(kernels))]))
+        results.append(RESULTS[history.result])
+    return RandomizedMap(jnp.stack(draws), tuple(results))
+
+
+def _functionals(constraints: Sequence[Constraint], field: int, points) -> list[tuple[tuple, Array]]:
+    """(operators, points) groups of field `field`: the evaluation points first, then each
+    constraint's operators on that field at its points, in constraint order."""
+    groups = [((Evaluation(),), points)]
+    for c in constraints:
+        rows = c.rows(field)
+        if rows:
+            groups.append((tuple(c.operators[j] for j in rows), c.points))
+    return groups
+
+
+def _prior_root(kernel: AbstractKernel, field: int, constraints, points) -> Float[Array, "M M"]:
+    """R with R Rᵀ = the prior covariance of field `field` over all its functionals (`_functionals`,
+    operator-major within each group), from the eigendecomposition with negative eigenvalues clipped."""
+    groups = _functionals(constraints, field, points)
+    rows = []
+    for operators_x, points_x in groups:
+        row = []
+        for operators_y, points_y in groups:
+            block = operator_gram(kernel, operators_x, points_x, operators_y, points_y)
+            mx, my, nx, ny = block.shape
+            row.append(jnp.transpose(block, (0, 2, 1, 3)).reshape(mx * nx, my * ny))
+        rows.append(jnp.concatenate(row, axis=1))
+    covariance = jnp.concatenate(rows, axis=0)
+    eigenvalues, vectors = jnp.linalg.eigh(0.5 * (covariance + covariance.T))
+    return vectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0, None))
+
+
+def _shifted_constraints(constraints, prior, n_points: int, noise) -> tuple[Constraint, ...]:
+    """Each constraint shifted by the prior draw's operator values (columns of the fields' draws in
+    `_functionals` order) and, if noisy, with its observations perturbed by σ · noise."""
+    offsets = [n_points] * len(prior)
+    shifted, noise_offset = [], 0
+    for c in constraints:
+        columns = [None] * len(c.operators)
+        for f, draw in enumerate(prior):
+            rows = c.rows(f)
+            if not rows:
+                continue
+            block = draw[offsets[f]: offsets[f] + len(rows) * c.size].reshape(len(rows), c.size)
+            offsets[f] += len(rows) * c.size
+            for j, values in zip(rows, block):
+                columns[j] = values
+        observations = None
+        if c.noise_variance is not None:
+            data = jnp.zeros(c.size, noise.dtype) if c.observations is None else c.observations
+            observations = data + np.sqrt(c.noise_variance) * noise[noise_offset: noise_offset + c.size]
+        noise_offset += c.size
+        shifted.append(c.shifted(jnp.stack(columns, axis=1), observations))
+    return tuple(shifted)

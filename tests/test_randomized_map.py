@@ -1,0 +1,98 @@
+"""Randomized-MAP draws (gpde/solve/_randomized_map.py) and the constraint shift they rest on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gpde import ConfigError, Constraint, Evaluation, GaussNewton, Laplacian, OnField
+from gpde.kernels import Gaussian
+from gpde.solve import Box, posterior, randomized_map
+
+NUGGET = 1e-8
+
+
+@pytest.fixture(scope="module")
+def linear_two_fields():
+    """u and a: −Δu + a = 1 inside, u = 0 on the boundary, noisy observations of a (noise variance
+    1e-2, large enough that the data perturbation matters). Linear, so randomized-MAP draws are
+    exact posterior samples."""
+    key = jax.random.PRNGKey(3)
+    domain = Box((0.0, 0.0), (1.0, 1.0))
+    observed = jax.random.uniform(jax.random.PRNGKey(4), (6, 2), minval=0.1, maxval=0.9)
+    constraints = (
+        Constraint("interior", domain.interior_points(25, "grid", key), (Laplacian(), OnField(Evaluation(), 1)),
+                   lambda x, z: -z[0] + z[1] - 1.0),
+        Constraint("boundary", domain.boundary_points(16, "grid", key), (Evaluation(),), lambda x, z: z[0]),
+        Constraint("data", observed, (OnField(Evaluation(), 1),), lambda x, z: z[0], noise_variance=1e-2,
+                   observations=jnp.sin(3.0 * observed[:, 0]) + observed[:, 1]),
+    )
+    kernels = (Gaussian(0.3), Gaussian(0.3))
+    solver = GaussNewton(nugget=NUGGET, max_steps=2)
+    solution, _ = solver.solve(kernels, constraints)
+    # Three observed points (where the data perturbation sets a's spread) and three others.
+    points = jnp.concatenate([observed[:3], jax.random.uniform(jax.random.PRNGKey(6), (3, 2))])
+    return solver, kernels, constraints, solution, points
+
+
+def test_draws_of_a_linear_problem_have_the_posterior_mean_and_variance(linear_two_fields):
+    solver, kernels, constraints, solution, points = linear_two_fields
+    exact = posterior(solution, NUGGET).with_amplitude(1.0)
+    count = 120
+    ensemble = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(7), count)
+    assert ensemble.draws.shape == (count, 2, 6)
+    assert all(r.startswith("converged") for r in ensemble.results)
+    ratios = []
+    for field in (0, 1):
+        mean = np.asarray(exact.mean(points, field=field))
+        variance = np.asarray(exact.variance(points, field=field))
+        # Standard error of a sample mean: √(v / n); five of them over 12 numbers.
+        np.testing.assert_array_less(np.abs(np.asarray(ensemble.mean(field)) - mean), 5.0 * np.sqrt(variance / count))
+        ratios.append(np.asarray(ensemble.std(field)) ** 2 / variance)
+    ratios = np.concatenate(ratios)
+    # One sample variance over the true one has standard error √(2 / (n − 1)) ≈ 0.13: each within
+    # five of them, and their mean within three.
+    assert np.all(np.abs(ratios - 1.0) < 5.0 * np.sqrt(2.0 / (count - 1))), ratios
+    assert abs(np.mean(ratios) - 1.0) < 3.0 * np.sqrt(2.0 / (count - 1)), ratios
+
+
+def test_amplitude_scales_the_spread_of_a_linear_problem_exactly(linear_two_fields):
+    # Linear problem, same key: draw − MAP is linear in (prior draw, noise), both scaled by s.
+    solver, kernels, constraints, solution, points = linear_two_fields
+    unit = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 2)
+    four = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 2, amplitude=4.0)
+    for field in (0, 1):
+        map_values = np.asarray(solution(points, field))
+        spread = np.asarray(unit.draws[:, field]) - map_values
+        assert np.max(np.abs(spread)) > 1e-3
+        np.testing.assert_allclose(np.asarray(four.draws[:, field]) - map_values, 2.0 * spread,
+                                   atol=1e-9 * np.max(np.abs(spread)))
+
+
+def test_a_shift_by_a_solution_leaves_nothing_to_solve(linear_two_fields):
+    # With exact constraints only, shifting by the operator values of their own minimum-norm
+    # solution s makes w = 0 feasible, and it has the least norm: the shifted solve returns w ≈ 0
+    # (up to the nugget), whatever the equations are.
+    solver, kernels, constraints, _, points = linear_two_fields
+    exact_only = constraints[:2]
+    solution, _ = solver.solve(kernels, exact_only)
+    shifted = [c.shifted(jnp.stack([solution.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)], axis=1))
+               for c in exact_only]
+    remainder, _ = solver.solve(kernels, shifted)
+    for field in (0, 1):
+        scale = float(np.max(np.abs(np.asarray(solution(points, field)))))
+        assert scale > 1e-2
+        assert float(np.max(np.abs(np.asarray(remainder(points, field))))) < 1e-5 * scale
+
+
+def test_bad_arguments_are_config_errors(linear_two_fields):
+    solver, kernels, constraints, _, points = linear_two_fields
+    with pytest.raises(ConfigError, match="count"):
+        randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(0), 1)
+    with pytest.raises(ConfigError, match="amplitude"):
+        randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(0), 2, amplitude=0.0)
+    with pytest.raises(ConfigError, match="shift must have one row per point"):
+        constraints[0].shifted(jnp.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="without a shift"):
+        randomized_map(solver, kernels, (constraints[0].shifted(jnp.zeros((25, 2))),) + constraints[1:], points,
+                       jax.random.PRNGKey(0), 2)
