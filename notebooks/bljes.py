@@ -80,7 +80,7 @@ else:
     NOISY = [dict(benchmarks=",".join(f"{b}[noise={level}]" for b in ("smd1", "smd2", "gp-2+2") for level in (0.01, 0.05)),
                   methods="all", seeds=10)]
     CONSTRAINED = [dict(benchmarks="smd12", methods="all", seeds=10)]
-    COSTS = [dict(benchmarks="smd1,smd2", methods="bljes,random", seeds=10, costs=("f=1,g=1", "f=1,g=0.1"))]
+    COSTS = [dict(benchmarks="smd1,smd2", methods="all", seeds=10, costs=("f=1,g=1", "f=1,g=0.1"))]
     HYPER = [dict(benchmarks="smd1,smd2,smd6,gp-2+2,gp-2+2-tied", seeds=10)]
     PDE = [dict(benchmarks="darcy", methods="all", seeds=10)]
 
