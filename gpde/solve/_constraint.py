@@ -156,7 +156,8 @@ class Constraint(eqx.Module):
         return self.points.shape[0]
 
     def residuals(self, values: Float[Array, "m n"]) -> Float[Array, " n"]:
-        """r(x_a, z_a) − y_a at every point, from the operator values z (one row per operator)."""
+        """r(x_a, z_a) − y_a at every point, from the operator values z (one row per operator; plus the
+        shift, if any)."""
         return self._minus_observations(jax.vmap(self._residual)(self.points, self._shifted_values(values)))
 
     def residuals_and_weights(self, values: Float[Array, "m n"]) -> tuple[Float[Array, " n"], Float[Array, "n m"]]:
