@@ -107,15 +107,17 @@ def _prior_root(kernel: AbstractKernel, field: int, constraints, points) -> Floa
     """R with R Rᵀ = the prior covariance of field `field` over all its functionals (`_functionals`,
     operator-major within each group), from the eigendecomposition with negative eigenvalues clipped."""
     groups = _functionals(constraints, field, points)
-    rows = []
-    for operators_x, points_x in groups:
-        row = []
-        for operators_y, points_y in groups:
+    blocks = {}  # each pair of groups once; the blocks below the diagonal are transposes
+    for i, (operators_x, points_x) in enumerate(groups):
+        for j in range(i, len(groups)):
+            operators_y, points_y = groups[j]
             block = operator_gram(kernel, operators_x, points_x, operators_y, points_y)
             mx, my, nx, ny = block.shape
-            row.append(jnp.transpose(block, (0, 2, 1, 3)).reshape(mx * nx, my * ny))
-        rows.append(jnp.concatenate(row, axis=1))
-    covariance = jnp.concatenate(rows, axis=0)
+            blocks[i, j] = jnp.transpose(block, (0, 2, 1, 3)).reshape(mx * nx, my * ny)
+    covariance = jnp.concatenate([
+        jnp.concatenate([blocks[i, j] if i <= j else blocks[j, i].T for j in range(len(groups))], axis=1)
+        for i in range(len(groups))
+    ], axis=0)
     eigenvalues, vectors = jnp.linalg.eigh(0.5 * (covariance + covariance.T))
     return vectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0, None))
 
