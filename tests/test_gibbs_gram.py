@@ -167,28 +167,32 @@ def test_network_gradients(per_dimension):
         np.testing.assert_allclose(difference, jnp.dot(gradient, direction), rtol=1e-6)
 
 
-#: Operators of the tiled reverse-pass check, per case. The Δ–Δ block is most of its compile time
-#: (≈ 35 s of ≈ 45 s): the per-dimension case keeps it (no other default test differentiates a
-#: per-dimension Δ–Δ block); the shared-ℓ case stops at first order in y, because
-#: test_network_gradients[False] already differentiates the shared-ℓ Δ–Δ block through the tiled
-#: pass (default tile of 16 rows, padded) against finite differences.
-TILED_OPERATORS = {
-    False: ((Evaluation(), Partial(0), Laplacian()), (Evaluation(), Partial(1))),
-    True: ((Evaluation(), Partial(0), Laplacian()), (Evaluation(), Partial(0), Laplacian())),
+#: Operators of the tiled reverse-pass check, per case: (per-dimension lengthscales, operators on
+#: the tiled x side, operators on the y side). A Δ–Δ block is most of a case's compile time
+#: (shared ℓ ≈ 25 s without it, per dimension ≈ 30 s without it and ≈ 80 s with it), so the default cases are
+#: second order on the tiled x side and first order in y; test_network_gradients[False] already
+#: differentiates the shared-ℓ Δ–Δ block through the tiled pass (default tile of 16 rows, padded)
+#: against finite differences, and the per-dimension Δ–Δ case runs with the slow tests.
+TILED_CASES = {
+    "shared": (False, (Evaluation(), Partial(0), Laplacian()), (Evaluation(), Partial(1))),
+    "per-dimension": (True, (Evaluation(), Partial(0), Laplacian()), (Evaluation(), Partial(1))),
+    "per-dimension-laplacian-pair": (True, (Evaluation(), Partial(0), Laplacian()),
+                                     (Evaluation(), Partial(0), Laplacian())),
 }
 
 
-@pytest.mark.parametrize("per_dimension", [False, True])
-def test_tiled_reverse_pass_equals_plain_reverse_mode(per_dimension):
+@pytest.mark.parametrize("case", [
+    "shared", "per-dimension", pytest.param("per-dimension-laplacian-pair", marks=pytest.mark.slow)])
+def test_tiled_reverse_pass_equals_plain_reverse_mode(case):
     # The tiled backward pass (gpde/solve/_tiled_vjp.py) must give the plain reverse-mode gradient, for
     # the network parameters and for the points, with several tiles and a padded last tile (7 rows
     # in tiles of 3), second order on the tiled x side; the shared-ℓ case also checks the one-column
     # lengthscale tables.
     from gpde.solve._gibbs_gram import gibbs_gram
 
+    per_dimension, operators_x, operators_y = TILED_CASES[case]
     kernel = _gibbs(per_dimension)
     params, static = eqx.partition(kernel, eqx.is_inexact_array)
-    operators_x, operators_y = TILED_OPERATORS[per_dimension]
     x, y = _points(8, nx=7, ny=5)
     shape = (len(operators_x), len(operators_y), 7, 5)
     weights = jnp.sin(jnp.arange(float(np.prod(shape)))).reshape(shape)
