@@ -1,12 +1,17 @@
 """Randomized-MAP draws (gpde/solve/_randomized_map.py) and the constraint shift they rest on."""
 
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gpde import ConfigError, Constraint, Evaluation, GaussNewton, Laplacian, OnField
+from gpde.app import configured_kernel, main
+from gpde.app._config import resolve
+from gpde.app._run import collocation_points
 from gpde.kernels import Gaussian
+from gpde.problems.darcy import Darcy
 from gpde.solve import Box, posterior, randomized_map
 
 NUGGET = 1e-8
@@ -96,3 +101,36 @@ def test_bad_arguments_are_config_errors(linear_two_fields):
     with pytest.raises(ConfigError, match="without a shift"):
         randomized_map(solver, kernels, (constraints[0].shifted(jnp.zeros((25, 2))),) + constraints[1:], points,
                        jax.random.PRNGKey(0), 2)
+
+
+def test_solve_with_std_draws_stores_the_draws_spread_of_every_field(tmp_path, capsys):
+    """`gpde solve --std-draws N`: each field's stored σ is the spread of N randomized-MAP draws of
+    the solve's own problem (the same draws as the library call), the calibration says so and keeps
+    the linearized numbers, and `show` prints it; N = 1 and the sparse solver are refused."""
+    out = tmp_path / "darcy.h5"
+    sizes = dict(n_interior=36, n_boundary=20, grid=5, steps=2)
+    argv = ["solve", "darcy", *(f"--{key.replace('_', '-')}={value}" for key, value in sizes.items()),
+            "--std-draws", "3", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    config = resolve("darcy", Darcy.defaults, dict(sizes, std_draws=3))
+    problem = Darcy()
+    interior, boundary = collocation_points(problem, config)
+    solver = GaussNewton(nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps,
+                         tolerance=config.tolerance)
+    grid, _ = problem.domain.grid(config.grid)
+    ensemble = randomized_map(solver, configured_kernel(problem, config), problem.constraints(interior, boundary), grid,
+                              jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), 3)
+    with h5py.File(out) as f:
+        for index, (std_key, group) in enumerate((("u_std", "calibration"), ("a_std", "calibration_a"))):
+            np.testing.assert_allclose(f[f"fields/{std_key}"][()].ravel(), np.asarray(ensemble.std(index)),
+                                       rtol=1e-9, atol=1e-14)
+            attrs = f[group].attrs
+            assert attrs["posterior"] == "randomized-map" and attrs["draws"] == 3 and attrs["amplitude"] == 1.0
+            assert 0 <= attrs["linearized_coverage_2"] <= 1 and attrs["linearized_amplitude"] != 1.0
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    assert "σ of 3 randomized-MAP draws" in capsys.readouterr().out
+    for bad, fragment in ((["--std-draws", "1"], "std_draws must be 0"), (["--std-draws", "3", "--solver", "sparse"],
+                                                                           "needs the dense solver")):
+        assert main(["solve", "darcy", *bad, "--out", str(tmp_path / "bad.h5")]) == 2
+        assert fragment in capsys.readouterr().err

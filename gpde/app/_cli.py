@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
                             "e.g. viscosity=0.02,0.011,0.006")
     solve.add_argument("--sparse-std", action="store_true", default=None, dest="sparse_std",
                        help="sparse solver: also store the posterior σ (a CG solve per grid point), docs/sparse-posterior.md")
+    solve.add_argument("--std-draws", type=int, dest="std_draws", metavar="N",
+                       help="store σ from N randomized-MAP draws (each a full re-solve; N >= 2, e.g. 100) instead of "
+                            "the linearized posterior; dense solver only")
     solve.add_argument("--steps", type=int, help="maximum number of Gauss-Newton steps")
     solve.add_argument("--tolerance", type=float, help="stop when the relative update is below this")
     solve.add_argument("--seed", type=int, help="random seed of the point sets (and network weights)")

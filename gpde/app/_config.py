@@ -45,6 +45,11 @@ class SolveConfig:
     #: Whether a sparse solve also stores σ (the posterior through the solve's factors, a batched
     #: CG solve per grid point; docs/sparse-posterior.md). Dense solves always store σ.
     sparse_std: bool = False
+    #: 0: each field's σ is the linearized posterior's (Posterior, held-out amplitude). N >= 2:
+    #: σ is the spread of N randomized-MAP draws (gpde.solve.randomized_map: each draw a full
+    #: nonlinear re-solve with the prior and the data perturbed, amplitude s² = 1), which keeps what
+    #: one linearization loses on a weakly determined nonlinear problem (Darcy's a); dense solver only.
+    std_draws: int = 0
     #: A stretch of the kernel's inputs at a layer of known position (docs/warped-kernels.md):
     #: {"axis": i, "centre": c, "width": w, "ratio": r} makes the kernel Warped(k, LayerStretch(...))
     #: and places the collocation points uniformly in the stretched coordinate; None: no stretch.
@@ -65,6 +70,13 @@ class SolveConfig:
             raise ConfigError(f"rho must be a finite number > 0 (typical 3 … 6), got {self.rho!r}")
         if not isinstance(self.sparse_std, bool):
             raise ConfigError(f"sparse_std must be true or false, got {self.sparse_std!r}")
+        if not (isinstance(self.std_draws, int) and not isinstance(self.std_draws, bool)
+                and (self.std_draws == 0 or self.std_draws >= 2)):
+            raise ConfigError(f"std_draws must be 0 (linearized σ) or an integer >= 2 (randomized-MAP draws; "
+                              f"100 is a good start), got {self.std_draws!r}")
+        if self.std_draws and self.solver == "sparse":
+            raise ConfigError("std_draws (randomized-MAP σ) needs the dense solver; use --solver dense, or "
+                              "--sparse-std for the sparse solver's own σ")
         if self.stretch is not None:
             layer_stretch(self.stretch)
         if self.continuation is not None:

@@ -16,6 +16,7 @@ from ..io import _schema as schema
 from ..io import _store as store
 from ._config import LearnConfig, SolveConfig, layer_stretch
 from .._errors import ConfigError
+from .._results import RESULTS
 from .._kernel_choice import kernel_with_arrays, make_field_kernels
 from ..solve._metrics import error_metrics
 from ..solve._precision import require_float64
@@ -23,6 +24,7 @@ from ..solve._problem import AbstractProblem
 from ..solve._solution import CollocationSolution
 from ..solve._calibration import calibration
 from ..solve._posterior import Posterior
+from ..solve._randomized_map import randomized_map
 from ..solve._solver import GaussNewton, SolveHistory, StepRecord
 from ..sparse import Sparse, SparsePosterior, linear_solver
 from ..sparse._solution import SparseSolution
@@ -149,6 +151,38 @@ def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution
     return std_fields, groups
 
 
+def randomized_map_uncertainty(problem: AbstractProblem, solver: GaussNewton, kernel, constraints,
+                               config: SolveConfig, grid_points, grid_shape, fields: dict,
+                               linearized: dict) -> tuple[dict, dict]:
+    """Like `evaluate_uncertainty`, with each field's σ the spread of `config.std_draws`
+    randomized-MAP draws (`randomized_map`: full re-solves by `solver` with the prior draw and the
+    data perturbed, at the prior's own amplitude s² = 1; key from the seed's own stream). The
+    `linearized` calibration groups (from `evaluate_uncertainty`) supply the maximum-likelihood s²,
+    whose `ml_` numbers scale the spread by s (exact for a linear problem, where the draws are
+    posterior samples; a first-order guide otherwise), and are kept under `linearized_` keys.
+    On the Darcy problem the draws' σ covers the errors of u and a better than the linearized one
+    (benchmarks/calibration-results.md)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+    ensemble = randomized_map(solver, kernel, constraints, grid_points, key, config.std_draws)
+    converged = sum(result == RESULTS[RESULTS.converged] for result in ensemble.results)
+    std_fields, groups = {}, {}
+    for index, name in enumerate(problem.fields):
+        value_key, reference_key, _, _ = store.field_names(name, index == 0)
+        std_key, group = uncertainty_names(name, index == 0)
+        std = np.asarray(ensemble.std(index))
+        std_fields[std_key] = std.reshape(grid_shape)
+        ml_amplitude = float(linearized[group]["ml_amplitude"])
+        numbers = calibration(fields[value_key], std, fields[reference_key]).as_dict()
+        ml = calibration(fields[value_key], std * np.sqrt(ml_amplitude), fields[reference_key]).as_dict()
+        kept = {f"linearized_{key}": value for key, value in linearized[group].items()
+                if key in numbers or key in ("amplitude", "mean_std")}
+        groups[group] = {"amplitude": 1.0, "amplitude_source": f"prior; σ of {config.std_draws} randomized-MAP draws",
+                         "ml_amplitude": ml_amplitude, "posterior": "randomized-map", "draws": config.std_draws,
+                         "draws_converged": converged, "mean_std": float(np.mean(std)), **numbers,
+                         **{f"ml_{key}": value for key, value in ml.items()}, **kept}
+    return std_fields, groups
+
+
 def collocation_points(problem: AbstractProblem, config: SolveConfig):
     """Interior and boundary points, reproducible from the seed; with a `stretch`, the stretched
     coordinate of every point moved so that the layout is uniform in the stretched coordinate."""
@@ -212,6 +246,9 @@ def run_solve(
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance,
         linear_solver=linear_solver(config.solver, sum(c.size for c in constraints), config.rho),
     )
+    if config.std_draws and isinstance(solver.linear_solver, Sparse):
+        raise ConfigError("std_draws (randomized-MAP σ) needs the dense solver: --solver auto chose the sparse one "
+                          "at this size; use --solver dense")
     solution, history = solver.solve(kernel, constraints, callback,
                                      continuation=continuation_stages(problem_class, config, interior, boundary),
                                      continuation_steps=CONTINUATION_STEPS)
@@ -229,6 +266,9 @@ def run_solve(
     else:
         std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,
                                                         fields)
+        if config.std_draws:
+            std_fields, calibrations = randomized_map_uncertainty(problem, solver, kernel, constraints, config,
+                                                                  grid_points, grid_shape, fields, calibrations)
     for attrs in calibrations.values():
         attrs["seconds"] = time.perf_counter() - start
 
