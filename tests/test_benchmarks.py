@@ -237,3 +237,24 @@ def test_randomized_map_benchmark_tiny(tmp_path):
     # The amplitude scales the linearized σ: s² = 1 against s²_ML.
     ml, unit = number(rows[0][4].split(" ")[0]), 1.0
     assert number(rows[2][8]) == pytest.approx(number(rows[0][8]) * np.sqrt(unit / ml), rel=2e-2)  # 3-digit cells
+
+
+# --------------------------------------------------------------------------------------------
+# schrodinger_outer_loss.py
+# --------------------------------------------------------------------------------------------
+
+
+def test_schrodinger_outer_loss_tiny(tmp_path):
+    script = load_benchmark("schrodinger_outer_loss")
+    out = tmp_path / "table.md"
+    script.main(["--tiny", "--out", str(out)])
+    t_scan, x_scan, residuals = markdown_tables(out.read_text())
+    for table in (t_scan, x_scan):
+        assert [float(v) for v in table[0][1:-1]] == list(script.TINY_FACTORS)
+        assert table[1][0].startswith("u_k = 0")
+        for row in table[1:]:
+            assert all(number(v) >= 0 for v in row[1:-1]) and float(row[-1]) in script.TINY_FACTORS
+    assert [row[0] for row in residuals[1:]] == ["pde_u", "pde_v"]
+    for row in residuals[1:]:
+        mean, median, largest, share = (number(v) for v in row[1:5])
+        assert 0 <= median <= largest and mean <= largest and 0 < share <= 1
