@@ -35,7 +35,18 @@ def _use_this_interpreter(monkeypatch, folder: Path) -> None:
     monkeypatch.setenv("JUPYTER_PATH", str(folder))
 
 
-def _execute(name: str, tmp_path: Path, monkeypatch, cell_timeout: int = 600) -> Path:
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory) -> Path:
+    """A persistent JAX compilation cache shared by the notebook kernels of this module (one per
+    test process). The notebooks are almost all JAX compilation, and much of it is the same
+    programs again: the same solver at the same sizes in several notebooks, and the same learner
+    for a second start or kernel whose jit cache misses only because its Python objects are new.
+    Compiled programs are reused only for an identical program (XLA's own cache key), so every
+    notebook still computes exactly what it computes without the cache."""
+    return tmp_path_factory.mktemp("jax-compilation-cache")
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch, cache: Path, cell_timeout: int = 600) -> Path:
     jupytext = pytest.importorskip("jupytext")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -46,8 +57,10 @@ def _execute(name: str, tmp_path: Path, monkeypatch, cell_timeout: int = 600) ->
     monkeypatch.setenv("GPDE_NOTEBOOK_SETTING", "quick")
     monkeypatch.setenv("GPDE_RESULTS", str(results))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    # The kernel also inherits the test run's compilation cache (tests/conftest.py): the notebooks
-    # are almost all JAX compilation, much of it programs another notebook or test compiled.
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+    # Every compiled program, not only those that took a second or more to compile.
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     monkeypatch.chdir(tmp_path)
 
     notebook = jupytext.read(NOTEBOOKS / name)
@@ -58,8 +71,8 @@ def _execute(name: str, tmp_path: Path, monkeypatch, cell_timeout: int = 600) ->
     return results
 
 
-def test_convergence_notebook(tmp_path, monkeypatch):
-    results = _execute("convergence.py", tmp_path, monkeypatch)
+def test_convergence_notebook(tmp_path, monkeypatch, compilation_cache):
+    results = _execute("convergence.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "convergence" / "quick").glob("*.h5"))
     assert len(files) == 7, files
     figures = {path.name for path in (results / "figures").glob("*.png")}
@@ -67,8 +80,8 @@ def test_convergence_notebook(tmp_path, monkeypatch):
                        "convergence-residuals-quick.png"}
 
 
-def test_learning_notebook(tmp_path, monkeypatch):
-    results = _execute("learning.py", tmp_path, monkeypatch)
+def test_learning_notebook(tmp_path, monkeypatch, compilation_cache):
+    results = _execute("learning.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
     assert files == ["eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
                      "elliptic-gaussian-sigma0-0.5.h5"]
@@ -78,33 +91,33 @@ def test_learning_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # compiling the Burgers Gibbs and the two-field learners takes about three minutes
-def test_learning_notebook_with_every_problem(tmp_path, monkeypatch):
+def test_learning_notebook_with_every_problem(tmp_path, monkeypatch, compilation_cache):
     monkeypatch.setenv("GPDE_NOTEBOOK_EXTENDED", "1")
     # Its first cell learns six kernels (4.4 min on an idle core, more than 10 on a shared one).
-    results = _execute("learning.py", tmp_path, monkeypatch, cell_timeout=1800)
+    results = _execute("learning.py", tmp_path, monkeypatch, compilation_cache, cell_timeout=1800)
     files = sorted(path.name for path in (results / "learning" / "quick").glob("*.h5"))
     assert files == ["burgers-gibbs.h5", "eikonal-gibbs.h5", "elliptic-additive.h5", "elliptic-gaussian-sigma0-0.3.h5",
                      "elliptic-gaussian-sigma0-0.5.h5", "gray-scott.h5"]
 
 
-def test_inverse_notebook(tmp_path, monkeypatch):
-    results = _execute("inverse.py", tmp_path, monkeypatch)
+def test_inverse_notebook(tmp_path, monkeypatch, compilation_cache):
+    results = _execute("inverse.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "inverse" / "quick").glob("*.h5"))
     assert files == ["darcy-learn.h5", "darcy-solve.h5"]
     figures = {path.name for path in (results / "figures").glob("*.png")}
     assert figures == {"inverse-permeability-quick.png", "inverse-learning-quick.png"}
 
 
-def test_bljes_notebook(tmp_path, monkeypatch):
-    results = _execute("bljes.py", tmp_path, monkeypatch)
+def test_bljes_notebook(tmp_path, monkeypatch, compilation_cache):
+    results = _execute("bljes.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "bljes" / "quick").glob("*.h5"))
     assert files == ["ablation.h5", "costs.h5", "decoupled.h5", "main.h5", "noisy.h5"]
     figures = {path.name for path in (results / "figures").glob("*.png")}
     assert figures == {f"bljes-{name}-quick.png" for name in ("main", "decoupled", "ablation", "noisy", "costs")}
 
 
-def test_uncertainty_notebook(tmp_path, monkeypatch):
-    results = _execute("uncertainty.py", tmp_path, monkeypatch)
+def test_uncertainty_notebook(tmp_path, monkeypatch, compilation_cache):
+    results = _execute("uncertainty.py", tmp_path, monkeypatch, compilation_cache)
     files = sorted(path.name for path in (results / "uncertainty" / "quick").glob("*.h5"))
     assert files == ["burgers-100+40.h5", "elliptic-64+36.h5"]
     figures = {path.name for path in (results / "figures").glob("*.png")}
