@@ -174,12 +174,12 @@ def randomized_map_uncertainty(problem: AbstractProblem, solver: GaussNewton, ke
         ml_amplitude = float(linearized[group]["ml_amplitude"])
         numbers = calibration(fields[value_key], std, fields[reference_key]).as_dict()
         ml = calibration(fields[value_key], std * np.sqrt(ml_amplitude), fields[reference_key]).as_dict()
-        kept = {f"linearized_{key}": value for key, value in linearized[group].items()
-                if key in numbers or key in ("amplitude", "mean_std")}
+        kept = {f"linearized_{metric}": value for metric, value in linearized[group].items()
+                if metric in numbers or metric in ("amplitude", "mean_std")}
         groups[group] = {"amplitude": 1.0, "amplitude_source": f"prior; σ of {config.std_draws} randomized-MAP draws",
                          "ml_amplitude": ml_amplitude, "posterior": "randomized-map", "draws": config.std_draws,
                          "draws_converged": converged, "mean_std": float(np.mean(std)), **numbers,
-                         **{f"ml_{key}": value for key, value in ml.items()}, **kept}
+                         **{f"ml_{metric}": value for metric, value in ml.items()}, **kept}
     return std_fields, groups
 
 
