@@ -159,8 +159,14 @@ def _krige(kernel, operators, operator, x, sites, weights, diagonal, values):
 def padded_batches(batch: int, *arrays: np.ndarray):
     """(count, parts) for consecutive slices of `batch` rows of the arrays (same length), the last
     slice padded to `batch` rows by repeating its first row, so that a jitted batch function sees one
-    shape; the first `count` rows of its result are the real ones."""
-    for start in range(0, arrays[0].shape[0], batch):
+    shape; the first `count` rows of its result are the real ones. Fewer than `batch` rows in all
+    are padded only to the next power of two: a few points cost a few local solves, not `batch`
+    of them (with a large neighbourhood each is a dense factorization), and the jitted function
+    still sees at most log2(batch) + 1 shapes."""
+    total = arrays[0].shape[0]
+    if 0 < total < batch:
+        batch = 1 << (total - 1).bit_length()
+    for start in range(0, total, batch):
         parts = [a[start : start + batch] for a in arrays]
         count = parts[0].shape[0]
         if count < batch:
