@@ -1,12 +1,10 @@
 """Helpers shared by several test files: running the benchmark scripts and reading their tables,
-the environment of the processes the tests start, and the finite-difference reference for
-operator Gram blocks.
+and the finite-difference reference for operator Gram blocks.
 
 Imported as `helpers` (pytest puts tests/ on sys.path, there is no package)."""
 
 import importlib.util
 import math
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -19,26 +17,6 @@ from gpde import Evaluation, Laplacian, Partial, SecondPartial
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-
-
-# --------------------------------------------------------------------------------------------
-# Processes started by the tests
-# --------------------------------------------------------------------------------------------
-
-#: XLA's backend optimization level for processes the tests start (notebook kernels, CLI and
-#: fault-injection children). They solve tiny problems, so their time is almost all compilation,
-#: and level 0 compiles 30-45 % faster (measured 2026-11-30, one core: the learning notebook's
-#: quick setting 216 → 157 s, the inverse notebook's 105 → 62 s). It is not used in the test
-#: processes themselves: there the sparse solver's loops run long enough that unoptimized code
-#: loses more than the compiler saves (its Eikonal comparison 38 → 84 s).
-QUICK_COMPILE_FLAG = "--xla_backend_optimization_level=0"
-
-
-def quick_compile_environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's environment) with QUICK_COMPILE_FLAG added to XLA_FLAGS."""
-    env = dict(os.environ if env is None else env)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {QUICK_COMPILE_FLAG}".strip()
-    return env
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,11 +24,10 @@ import pytest
 from gpde import GpdeError
 from gpde.app import _study as study
 from gpde.io import _store as store
-from helpers import quick_compile_environment
 from test_fuzz import _solve_record
 
 GPDE = Path(sys.executable).with_name("gpde")
-ENV = {**quick_compile_environment(), "JAX_PLATFORMS": "cpu"}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 #: Seconds from "the write has started" to the kill, one trial each.
 KILL_DELAYS = (0.0, 0.01, 0.03, 0.07, 0.15)
 

@@ -2,7 +2,7 @@
 and the helpers they use (gpde/app/_analysis.py) compute what they say.
 
 Each notebook takes about a minute on two CPU cores (almost all of it JAX compilation, so the
-kernels compile at XLA's quickest level, see helpers.QUICK_COMPILE_FLAG); they run in the default
+kernels, like every process of the test run, compile at XLA's quickest level: tests/conftest.py); they run in the default
 suite on purpose, so a change that breaks a published figure is caught."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pytest
 from gpde import ConfigError
 from gpde.app import analysis
 from gpde.io import _store as store
-from helpers import quick_compile_environment
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -63,7 +62,6 @@ def _execute(name: str, tmp_path: Path, monkeypatch, cache: Path, cell_timeout: 
     # Every compiled program, not only those that took a second or more to compile.
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    monkeypatch.setenv("XLA_FLAGS", quick_compile_environment()["XLA_FLAGS"])
     monkeypatch.chdir(tmp_path)
 
     notebook = jupytext.read(NOTEBOOKS / name)

@@ -178,11 +178,14 @@ def test_sparse_gauss_newton_matches_dense_and_exact():
     # With a pattern that holds every earlier functional the factor is exact, and so is the solve
     # (up to the regularization difference of the other-kernels test below). On a smaller problem:
     # the full pattern makes every supernode as large as the whole system.
+    # Kriging with the full pattern solves one system of all functionals per evaluation point: a
+    # coarse grid.
     problem, _, small = _elliptic(10)
+    coarse = problem.domain.grid(8)[0]
     small_dense, _ = GaussNewton(nugget=1e-10, max_steps=4).solve(kernel, small)
     exact, _ = GaussNewton(nugget=1e-10, max_steps=4, linear_solver=Sparse(rho=1e3)).solve(kernel, small)
-    u_small = np.asarray(small_dense(grid))
-    assert np.max(np.abs(np.asarray(exact(grid)) - u_small)) < 2e-5 * np.max(np.abs(u_small))
+    u_small = np.asarray(small_dense(coarse))
+    assert np.max(np.abs(np.asarray(exact(coarse)) - u_small)) < 2e-5 * np.max(np.abs(u_small))
 
 
 @pytest.mark.parametrize("kind", ["gibbs", "anisotropic", "warped"])
@@ -201,8 +204,11 @@ def test_sparse_solve_equals_dense_for_other_kernels(kind):
     dense, _ = GaussNewton(**settings).solve(kernel, constraints)
     grid = problem.domain.grid(12)[0]
     u_dense = np.asarray(dense(grid))
+    # Kriging with the full pattern solves one system of all functionals per point: a coarse grid.
+    coarse = problem.domain.grid(6)[0]
     full, _ = GaussNewton(**settings, linear_solver=Sparse(rho=1e3)).solve(kernel, constraints)
-    assert np.max(np.abs(np.asarray(full(grid)) - u_dense)) < 2e-5 * np.max(np.abs(u_dense))
+    u_coarse = np.asarray(dense(coarse))
+    assert np.max(np.abs(np.asarray(full(coarse)) - u_coarse)) < 2e-5 * np.max(np.abs(u_coarse))
     sparse, history = GaussNewton(**settings, linear_solver=Sparse(rho=4.0)).solve(kernel, constraints)
     assert history.factor_nnz < 0.8 * history.functionals * (history.functionals + 1) / 2
     assert np.sqrt(np.mean((np.asarray(sparse(grid)) - u_dense) ** 2)) < 0.05 * np.sqrt(np.mean(u_dense**2))
@@ -255,8 +261,11 @@ def test_eikonal_without_point_values_in_the_interior_matches_dense():
     grid = problem.domain.grid(15)[0]
     u_dense, reference = np.asarray(dense(grid)), np.asarray(problem.reference(grid))
     dense_error = np.sqrt(np.mean((u_dense - reference) ** 2))
+    # Kriging with the full pattern solves one system of all functionals per point: a coarse grid.
+    coarse = problem.domain.grid(6)[0]
     full, _ = GaussNewton(**settings, linear_solver=Sparse(rho=1e3)).solve(kernel, constraints)
-    assert np.max(np.abs(np.asarray(full(grid)) - u_dense)) < 1e-4 * np.max(np.abs(u_dense))
+    u_coarse = np.asarray(dense(coarse))
+    assert np.max(np.abs(np.asarray(full(coarse)) - u_coarse)) < 1e-4 * np.max(np.abs(u_coarse))
     sparse, _ = GaussNewton(**settings, linear_solver=Sparse(rho=5.0)).solve(kernel, constraints)
     assert np.sqrt(np.mean((np.asarray(sparse(grid)) - u_dense) ** 2)) < 0.2 * dense_error
 
@@ -319,6 +328,18 @@ def test_scale_benchmark_runs_at_tiny_size(problem, options):
     assert len(grid_rows) == (2 if "--grid-errors" in options else 0)
     for row in grid_rows:
         assert all(np.isfinite(float(cell)) and float(cell) > 0 for cell in row[5:7]), row
+
+
+@pytest.mark.parametrize("total, shapes", [(1, [1]), (5, [8]), (64, [64]), (300, [256, 256]), (512, [256, 256])])
+def test_padded_batches_pad_a_small_evaluation_to_a_power_of_two(total, shapes):
+    from gpde.sparse._solution import padded_batches
+
+    points, labels = np.arange(2.0 * total).reshape(total, 2), np.arange(total)
+    batches = list(padded_batches(256, points, labels))
+    assert [x.shape[0] for _, (x, _) in batches] == shapes
+    assert all(y.shape[0] == x.shape[0] for _, (x, y) in batches)
+    np.testing.assert_array_equal(np.concatenate([x[:count] for count, (x, _) in batches]), points)
+    np.testing.assert_array_equal(np.concatenate([y[:count] for count, (_, y) in batches]), labels)
 
 
 def test_triangular_solves_and_products_equal_dense_ones():
