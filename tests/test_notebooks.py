@@ -1,9 +1,9 @@
 """The analysis notebooks (notebooks/*.py, jupytext percent format) run end to end in quick mode,
 and the helpers they use (gpde/app/_analysis.py) compute what they say.
 
-Each notebook takes about a minute on two CPU cores (almost all of it JAX compilation, so the
-kernels, like every process of the test run, compile at XLA's quickest level: tests/conftest.py); they run in the default
-suite on purpose, so a change that breaks a published figure is caught."""
+Each notebook takes about a minute on two CPU cores, almost all of it JAX compilation (their
+kernels, like every process of the test run, compile at XLA's quickest level: tests/conftest.py).
+They run in the default suite on purpose, so a change that breaks a published figure is caught."""
 
 from __future__ import annotations
 
