@@ -138,7 +138,7 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     separate["reduced_gram"] = fastest(lambda: reduced_gram_alone(blocks, linear.weights))
     gram = reduced_gram_alone(blocks, linear.weights)
     add_nugget = eqx.filter_jit(
-        lambda b, w, g: g + jnp.diag(nugget_diagonal(b, w, g, nugget, adaptive))
+        lambda b, w, g: g + jnp.diag(nugget_diagonal(b, w, jnp.diagonal(g), nugget, adaptive))
     )
     separate["nugget"] = fastest(lambda: add_nugget(blocks, linear.weights, gram))
     gram = add_nugget(blocks, linear.weights, gram)
@@ -172,7 +172,7 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
                 gram = reduced_gram(blocks, linear.weights)
                 out = gram
             if stage >= 2:
-                gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive))
+                gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, jnp.diagonal(gram), nugget, adaptive))
                 out = gram
             if stage >= 3:
                 factor = jnp.linalg.cholesky(gram)

@@ -179,6 +179,13 @@ class Constraint(eqx.Module):
         return Constraint(self.name, self.points, self._field_operators(), self.residual, self.noise_variance,
                           self.observations if observations is None else observations, self.parameters, shift)
 
+    def functionals(self) -> "Constraint":
+        """The functionals alone: the same operators at the same points with the same noise, the
+        equation, observations, parameters and shift dropped. What depends only on the functionals
+        (the Gram blocks) is computed from this, so that constraints that differ only in their
+        equations (continuation stages, a problem built twice) share one compiled program."""
+        return Constraint("functionals", self.points, self._field_operators(), _functionals_only, self.noise_variance)
+
     def _field_operators(self) -> tuple[AbstractOperator | OnField, ...]:
         return tuple(OnField(op, f) for op, f in zip(self.operators, self.fields))
 
@@ -195,6 +202,12 @@ class Constraint(eqx.Module):
     def rows(self, field: int) -> tuple[int, ...]:
         """Positions (in `operators`) of the operators that act on `field`."""
         return tuple(j for j, f in enumerate(self.fields) if f == field)
+
+
+def _functionals_only(x, z):
+    """The residual of `Constraint.functionals`: the first operator's value (never linearized; the
+    functionals' Gram blocks do not depend on the equation)."""
+    return z[0]
 
 
 def kernel_tuple(kernel: AbstractKernel | Sequence[AbstractKernel]) -> tuple[AbstractKernel, ...]:

@@ -117,11 +117,11 @@ def _weighted_block(left, block, right):
 def nugget_diagonal(
     blocks: OperatorBlocks,
     weights: Sequence[Float[Array, "mg ng"]],
-    reduced: Float[Array, "N N"],
+    diagonal: Float[Array, " N"],
     nugget: float,
     adaptive: bool,
 ) -> Float[Array, " N"]:
-    """The regularization added to K(φ, φ). The adaptive nugget (docs/references.md §1) scales η on the
+    """The regularization added to K(φ, φ), from its diagonal `diagonal`. The adaptive nugget (docs/references.md §1) scales η on the
     rows of constraint g by the mean variance of its functionals, trace K(φ_g, φ_g) / n_g:
     derivative functionals have a variance orders of magnitude above point values, and one η for
     both either under-regularizes the former or swamps the latter. For a kernel with k(x, x) = 1
@@ -132,7 +132,6 @@ def nugget_diagonal(
     Cholesky failed (elliptic, published size). The rows of a noisy observation constraint get its
     noise variance σ² instead (the misfit penalty /σ²)."""
     sizes = [w.shape[1] for w in weights]
-    diagonal = jnp.diagonal(reduced)
     parts, start = [], 0
     for g, size in enumerate(sizes):
         if blocks.noise[g] is not None:
@@ -202,7 +201,7 @@ def solve_linearized(
     """Gram matrix (with nugget), its Cholesky factor and the representer coefficients
     c = (K(φ, φ) + nugget)⁻¹ b, split per constraint. Differentiable in the blocks."""
     gram = reduced_gram(blocks, linear.weights)
-    gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, gram, nugget, adaptive_nugget))
+    gram = gram + jnp.diag(nugget_diagonal(blocks, linear.weights, jnp.diagonal(gram), nugget, adaptive_nugget))
     # The Gram matrix is symmetric, so factoring its transpose is the same factorization; the
     # transpose hands LAPACK its column-major layout without a copy, and skipping the
     # symmetrization saves another transposing pass (measured: 2-4x faster steps at N = 1200).
@@ -257,6 +256,15 @@ def values_at(
 
 #: values_at compiled (once per set of shapes): the warm starts of the solver and the learner.
 compiled_values_at = eqx.filter_jit(values_at)
+
+_compiled_operator_blocks = eqx.filter_jit(operator_blocks)
+
+
+def compiled_operator_blocks(kernels: tuple[AbstractKernel, ...], constraints: Sequence[Constraint]) -> OperatorBlocks:
+    """`operator_blocks` compiled on its own, once per kernel and set of functionals: the blocks
+    depend only on the operators, points and noise (`Constraint.functionals`), so the solver's
+    assembly, every continuation stage and the posterior run one program."""
+    return _compiled_operator_blocks(kernels, tuple(c.functionals() for c in constraints))
 
 
 class StepOutcome(eqx.Module):

@@ -40,7 +40,13 @@ from ..kernels import AbstractKernel
 from .._errors import ConfigError, SolverError
 from ._constraint import Constraint
 from ._gram import feature_jets, operator_gram
-from ._linearize import OperatorBlocks, linearize, nugget_diagonal, operator_blocks, reduced_gram, values_at
+from ._linearize import (
+    OperatorBlocks,
+    _in_operator_order,
+    compiled_operator_blocks,
+    nugget_diagonal,
+    reduced_gram,
+)
 from ._operators import AbstractOperator, Evaluation
 from ._solution import CollocationSolution
 
@@ -70,11 +76,15 @@ class Posterior(eqx.Module):
         """The posterior of `solution` for the solver settings that produced it (`nugget` and
         `adaptive_nugget` must be the GaussNewton's). Its amplitude is the maximum-likelihood s²,
         or with `held_out` constraints (equations the solve did not see) the s² fitted to their
-        residuals (`held_out_amplitude`). One Gram assembly (training and held-out functionals
-        together) and one Cholesky factorization, O(N³). SolverError if the factorization fails."""
+        residuals (`held_out_amplitude`). One Gram assembly, the held-out functionals' covariance
+        with the training ones (N × H) and their variances (H), and one Cholesky factorization,
+        O(N³). SolverError if the factorization fails."""
         held_out = tuple(held_out)
+        # The blocks program is the one the solve compiled: the posterior compiles only the
+        # held-out covariances, the reduction and the factorization.
+        blocks = compiled_operator_blocks(solution.kernels, solution.constraints)
         factor, ml_amplitude, held_out_amplitude = _assemble(
-            solution, held_out, float(nugget), bool(adaptive_nugget)
+            solution, blocks, held_out, float(nugget), bool(adaptive_nugget)
         )
         if not (jnp.all(jnp.isfinite(jnp.diagonal(factor))) and jnp.isfinite(ml_amplitude)):
             raise SolverError(
@@ -157,58 +167,89 @@ def posterior(solution: CollocationSolution, nugget: float, adaptive_nugget: boo
 
 
 @eqx.filter_jit
-def _assemble(solution: CollocationSolution, held_out: tuple[Constraint, ...], nugget: float, adaptive_nugget: bool):
+def _assemble(solution: CollocationSolution, blocks: OperatorBlocks, held_out: tuple[Constraint, ...],
+              nugget: float, adaptive_nugget: bool):
     """The Cholesky factor of K(φ, φ) + η, the maximum-likelihood s², and the held-out s² (zero
-    without held-out constraints), from one assembly of the training and held-out functionals."""
+    without held-out constraints)."""
     n = sum(c.size for c in solution.constraints)
-    gram, held_out_weights, held_out_residuals = _gram_with_held_out(solution, held_out)
-    train = gram[:n, :n]
-    train = train + jnp.diag(_nugget(solution.constraints, solution.weights, train, nugget, adaptive_nugget))
+    train = reduced_gram(blocks, solution.weights)
+    train = train + jnp.diag(_nugget(solution.constraints, solution.weights, jnp.diagonal(train), nugget,
+                                     adaptive_nugget))
     factor = jax.lax.linalg.cholesky(train.T, symmetrize_input=False)
     c = jnp.concatenate(solution.coefficients)
     # s² = bᵀ(K + η)⁻¹b / N with b = (K + η)c, the targets of the last step.
     ml_amplitude = c @ (train @ c) / n
     if not held_out:
         return factor, ml_amplitude, jnp.zeros(())
-    ratios = _held_out_ratios(gram, n, factor, held_out, held_out_weights, held_out_residuals, nugget, adaptive_nugget)
+    ratios = _held_out_ratios(solution, factor, held_out, nugget, adaptive_nugget)
     return factor, ml_amplitude, jnp.mean(jnp.concatenate([ratios, _leave_one_out_ratios(factor, solution)]))
 
 
 @eqx.filter_jit
 def _held_out_amplitude(posterior: Posterior, held_out: tuple[Constraint, ...]):
-    n = posterior.factor.shape[0]
-    gram, weights, residuals = _gram_with_held_out(posterior.solution, held_out)
-    ratios = _held_out_ratios(gram, n, posterior.factor, held_out, weights, residuals, posterior.nugget,
+    ratios = _held_out_ratios(posterior.solution, posterior.factor, held_out, posterior.nugget,
                               posterior.adaptive_nugget)
     return jnp.mean(jnp.concatenate([ratios, _leave_one_out_ratios(posterior.factor, posterior.solution)]))
 
 
-def _gram_with_held_out(solution: CollocationSolution, held_out: tuple[Constraint, ...]):
-    """K over the training functionals followed by the held-out ones, linearized at the solution
-    (their weights and residuals r_v = φ_v(mean) − b_v)."""
-    if held_out:
-        values = values_at(solution.kernels, held_out, solution.constraints, solution.weights, solution.coefficients)
-        linear = linearize(held_out, values)
-        weights, residuals = linear.weights, linear.residuals
-    else:
-        weights, residuals = (), ()
-    blocks = operator_blocks(solution.kernels, solution.constraints + held_out)
-    return reduced_gram(blocks, solution.weights + weights), weights, residuals
-
-
-def _nugget(constraints, weights, gram, nugget, adaptive_nugget):
-    """The solver's nugget diagonal for these constraints (`nugget_diagonal` reads only the
-    constraints' noise variances from the blocks)."""
+def _nugget(constraints, weights, diagonal, nugget, adaptive_nugget):
+    """The solver's nugget diagonal for these constraints from the diagonal of their K(φ, φ)
+    (`nugget_diagonal` reads only the constraints' noise variances from the blocks)."""
     noise_only = OperatorBlocks((), (), tuple(c.noise_variance for c in constraints))
-    return nugget_diagonal(noise_only, weights, gram, nugget, adaptive_nugget)
+    return nugget_diagonal(noise_only, weights, diagonal, nugget, adaptive_nugget)
 
 
-def _held_out_ratios(gram, n, factor, held_out, weights, residuals, nugget, adaptive_nugget):
-    """r_v² / (var₁(φ_v) + η_v) for each held-out functional (rows n: of `gram`)."""
-    held_out_gram = gram[n:, n:]
-    v = jax.scipy.linalg.solve_triangular(factor, gram[:n, n:], lower=True)
-    variance = (jnp.diagonal(held_out_gram) - jnp.sum(v * v, axis=0)
-                + _nugget(held_out, weights, held_out_gram, nugget, adaptive_nugget))
+def _held_out_statistics(solution: CollocationSolution, constraint: Constraint):
+    """The held-out constraint linearized at the solution, φ_v = Σ_j w_j(x_v) L_j with residual
+    r_v = φ_v(mean) − b_v, and (r: n, K(φ_v, φ): n × N, var₀(φ_v): n). One set of cross blocks
+    K(L_j x_v, φ) serves twice: times the coefficients it gives the operator values (L_j mean)(x_v)
+    that the linearization needs, weighted by w it gives the covariance. The prior variance is
+    computed one point at a time (the diagonal of K(φ_v, φ_v) only). Summed over the fields."""
+    coefficients = jnp.concatenate(solution.coefficients)
+    per_field = []
+    for f, kernel in enumerate(solution.kernels):
+        rows = constraint.rows(f)
+        if rows:
+            operators = tuple(constraint.operators[j] for j in rows)
+            per_field.append((f, rows, operators, _operator_cross_covariances(kernel, operators, constraint.points,
+                                                                              solution, f)))
+    values = _in_operator_order([(rows, cross @ coefficients) for _, rows, _, cross in per_field],
+                                len(constraint.operators))
+    residuals, weights = constraint.residuals_and_weights(values)  # weights: n × operators
+    covariance, variance = 0.0, 0.0
+    for f, rows, operators, cross in per_field:
+        w = weights[:, np.asarray(rows)]
+        covariance = covariance + jnp.einsum("aj,jab->ab", w, cross)
+        variance = variance + jax.vmap(
+            lambda x, wx: wx @ operator_gram(solution.kernels[f], operators, x[None], operators, x[None])[:, :, 0, 0] @ wx
+        )(constraint.points, w)
+    return residuals, weights.T, covariance, variance
+
+
+def _operator_cross_covariances(kernel: AbstractKernel, operators, points, solution: CollocationSolution,
+                                field: int) -> Float[Array, "m n N"]:
+    """K_f(L_j x, φ) for each operator L_j on field f and point x: (operators × points × N), zero
+    columns for constraints that do not act on field f."""
+    jets = feature_jets(kernel, points)
+    parts = []
+    for constraint, w in zip(solution.constraints, solution.weights):
+        rows = constraint.rows(field)
+        if not rows:
+            parts.append(jnp.zeros((len(operators), points.shape[0], constraint.size)))
+            continue
+        block = operator_gram(kernel, operators, points, tuple(constraint.operators[j] for j in rows),
+                              constraint.points, jets, feature_jets(kernel, constraint.points))
+        parts.append(jnp.einsum("jlab,lb->jab", block, jnp.stack([w[j] for j in rows])))
+    return jnp.concatenate(parts, axis=2)
+
+
+def _held_out_ratios(solution, factor, held_out, nugget, adaptive_nugget):
+    """r_v² / (var₁(φ_v) + η_v) for each held-out functional, linearized at the solution:
+    var₁ = var₀ − K(φ_v, φ)(K + η)⁻¹K(φ, φ_v)."""
+    residuals, weights, covariances, variances = zip(*(_held_out_statistics(solution, c) for c in held_out))
+    v = jax.scipy.linalg.solve_triangular(factor, jnp.concatenate(covariances).T, lower=True)
+    prior = jnp.concatenate(variances)
+    variance = prior - jnp.sum(v * v, axis=0) + _nugget(held_out, weights, prior, nugget, adaptive_nugget)
     return jnp.concatenate(residuals) ** 2 / variance
 
 

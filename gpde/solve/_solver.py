@@ -20,7 +20,7 @@ from ._linearize import (
     compiled_values_at,
     gauss_newton_step,
     initial_values,
-    operator_blocks,
+    compiled_operator_blocks,
 )
 from ._precision import require_float64
 from ._solution import CollocationSolution
@@ -238,7 +238,7 @@ class GaussNewton(eqx.Module):
         """(step: values ↦ (outcome, None), starting values, outcome ↦ solution) of the dense solver:
         the per-operator Gram blocks assembled and the step compiled once."""
         start = time.perf_counter()
-        blocks = jax.block_until_ready(_blocks(kernels, constraints))
+        blocks = jax.block_until_ready(compiled_operator_blocks(kernels, constraints))
         history.assembly_seconds = time.perf_counter() - start
         values = initial_values(constraints) if initial is None else compiled_values_at(
             initial.kernels, constraints, initial.constraints, initial.weights, initial.coefficients
@@ -278,7 +278,6 @@ class GaussNewton(eqx.Module):
         return all(s.update < self.stall_update and s.residual_rms > 0.99 * best_before for s in recent)
 
 
-_blocks = eqx.filter_jit(operator_blocks)
 _step = eqx.filter_jit(gauss_newton_step)
 
 
