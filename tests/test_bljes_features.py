@@ -111,9 +111,9 @@ def test_runs_record_whether_each_recommendation_is_feasible(tmp_path):
     np.testing.assert_array_equal(run.regret[~run.feasible], smd12.regret(np.array([0.5, 0.9])))
     # The study file stores it per run and query.
     out = tmp_path / "study.h5"
-    study.run_study(study.plan_study("smd12", "random", seeds=1, evaluations=4), out, progress=False)
+    study.run_study(study.plan_study("smd12", "random", seeds=1, evaluations=EVALUATIONS), out, progress=False)
     (stored,) = study.read_study(out)
-    assert stored.arrays["feasible"].dtype == bool and stored.arrays["feasible"].shape == (4,)
+    assert stored.arrays["feasible"].dtype == bool and stored.arrays["feasible"].shape == (EVALUATIONS,)
     np.testing.assert_array_equal(stored.arrays["feasible"], [smd12.feasible(x) for x in stored.arrays["recommendation"]])
 
 
