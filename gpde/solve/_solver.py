@@ -176,8 +176,9 @@ class GaussNewton(eqx.Module):
         each warm-starting the next and the last warm-starting `constraints` (a continuation in
         an equation parameter: Gauss-Newton from u = 0 does not find Burgers' steep front at
         small viscosity). The stages must have the same operators at the same points as
-        `constraints`; the sparse solver then builds its ordering, patterns and basis factor
-        once for all of them. Their steps are `history.continuation_steps`.
+        `constraints`; the Gram blocks (dense) or the ordering, patterns and basis factor
+        (sparse) are then built once for all of them, and each stage runs exactly
+        `continuation_steps` steps. Their steps are `history.continuation_steps`.
         """
         require_float64()
         constraints = tuple(constraints)
@@ -192,20 +193,18 @@ class GaussNewton(eqx.Module):
 
         if isinstance(self.linear_solver, Sparse):
             run, values, finish, retarget = self._sparse_steps(kernels, constraints, initial, history)
-            for index, stage in enumerate(continuation, start=1):
-                retarget(stage)
-                for number in range(1, continuation_steps + 1):
-                    outcome, record = _timed_step(run, values, number, f"continuation stage {index}, step {number}")
-                    history.continuation_steps.append(record)
-                    values = outcome.values
-            if continuation:
-                retarget(constraints)
         else:
-            stage_solver = eqx.tree_at(lambda g: g.max_steps, self, continuation_steps)
-            for stage in continuation:
-                initial, stage_history = stage_solver.solve(kernels, stage, initial=initial)
-                history.continuation_steps.extend(stage_history.steps)
-            run, values, finish = self._dense_steps(kernels, constraints, initial, history)
+            run, values, finish, retarget = self._dense_steps(kernels, constraints, initial, history)
+        # The stages share the functionals, hence the Gram blocks (dense) or the ordering, patterns
+        # and basis factor (sparse), and the operator values hand over from stage to stage.
+        for index, stage in enumerate(continuation, start=1):
+            retarget(stage)
+            for number in range(1, continuation_steps + 1):
+                outcome, record = _timed_step(run, values, number, f"continuation stage {index}, step {number}")
+                history.continuation_steps.append(record)
+                values = outcome.values
+        if continuation:
+            retarget(constraints)
         history.start_residual_rms = reference_residual_rms(constraints, values)
 
         outcome = None
@@ -235,25 +234,34 @@ class GaussNewton(eqx.Module):
         return finish(outcome), history
 
     def _dense_steps(self, kernels, constraints, initial, history):
-        """(step: values ↦ (outcome, None), starting values, outcome ↦ solution) of the dense solver:
-        the per-operator Gram blocks assembled and the step compiled once."""
+        """(step: values ↦ (outcome, None), starting values, outcome ↦ solution, retarget) of the
+        dense solver: the per-operator Gram blocks assembled once, the step compiled once per
+        set of equations (`retarget` switches to a continuation stage's, with the same blocks)."""
         start = time.perf_counter()
         blocks = jax.block_until_ready(compiled_operator_blocks(kernels, constraints))
         history.assembly_seconds = time.perf_counter() - start
         values = initial_values(constraints) if initial is None else compiled_values_at(
             initial.kernels, constraints, initial.constraints, initial.weights, initial.coefficients
         )
-        start = time.perf_counter()
-        step = _step.lower(blocks, constraints, values, self.nugget, self.adaptive_nugget).compile()
-        history.compile_seconds = time.perf_counter() - start
+        compiled, current = {}, {}
+
+        def retarget(equations):
+            start = time.perf_counter()
+            if id(equations) not in compiled:
+                step = _step.lower(blocks, equations, values, self.nugget, self.adaptive_nugget).compile()
+                compiled[id(equations)] = (equations, step)
+            current["constraints"], current["step"] = compiled[id(equations)]
+            history.compile_seconds += time.perf_counter() - start
 
         def run(values):
-            return jax.block_until_ready(step(blocks, constraints, values, self.nugget, self.adaptive_nugget)), None
+            outcome = current["step"](blocks, current["constraints"], values, self.nugget, self.adaptive_nugget)
+            return jax.block_until_ready(outcome), None
 
         def finish(outcome):
             return CollocationSolution(kernels, constraints, outcome.weights, outcome.coefficients)
 
-        return run, values, finish
+        retarget(constraints)
+        return run, values, finish, retarget
 
     def _sparse_steps(self, kernels, constraints, initial, history):
         """(step: values ↦ (outcome, SparseStepInfo), starting values, outcome ↦ SparseSolution) of
