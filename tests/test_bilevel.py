@@ -327,3 +327,28 @@ def test_learner_with_a_huge_lengthscale_ends_diverged_and_a_failed_step_names_i
     with pytest.raises(SolverError, match="Cholesky") as info:
         BilevelLearner(nugget=1e-20, **settings).learn(Gaussian(1e3), train, held)
     assert info.value.result == RESULTS.cholesky_failed
+
+
+def test_protocol_re_solve_from_zero_runs_the_problems_continuation():
+    """The Eikonal default: the re-solves from u = 0 (before, after) go through ε = 0.3, 0.1, 0.03
+    first, as the library's continuation solve does; from an initial solution, or with the
+    continuation turned off, they do not."""
+    from gpde.app._learn_run import resolve as protocol_resolve
+    from gpde.problems.eikonal import CONTINUATION, Eikonal
+
+    sizes = dict(kernel="gaussian", lengthscale=(0.2,), n_interior=36, n_boundary=16, n_validation=36, eval_steps=12)
+    config = resolve("eikonal", Eikonal.learn_defaults, sizes, config_class=LearnConfig)
+    assert config.continuation == CONTINUATION
+    problem = Eikonal()
+    interior, boundary, validation = learning_points(problem, config)
+    solution, history = protocol_resolve(problem, Gaussian(0.2), interior, boundary, validation, config)
+    assert len(history.continuation_steps) == 4 * len(CONTINUATION["epsilon"])
+    points = jnp.concatenate([interior, validation])
+    stages = [Eikonal(epsilon=e).constraints(points, boundary) for e in CONTINUATION["epsilon"]]
+    expected, _ = GaussNewton(nugget=config.nugget, max_steps=12, tolerance=config.tolerance).solve(
+        Gaussian(0.2), problem.constraints(points, boundary), continuation=stages, continuation_steps=4)
+    np.testing.assert_allclose(np.asarray(solution(points)), np.asarray(expected(points)), rtol=1e-9, atol=1e-12)
+    _, warm = protocol_resolve(problem, Gaussian(0.2), interior, boundary, validation, config, initial=solution)
+    off = resolve("eikonal", Eikonal.learn_defaults, sizes, dict(continuation={}), config_class=LearnConfig)
+    _, plain = protocol_resolve(problem, Gaussian(0.2), interior, boundary, validation, off)
+    assert warm.continuation_steps == [] and plain.continuation_steps == []

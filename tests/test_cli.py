@@ -195,6 +195,8 @@ BAD_TOML = "n_interior = [\n"
         (["solve", "burgers", "--stretch", "1,0,0.05,0.5"], ["stretch", "ratio must be >= 1"]),
         (["solve", "burgers", "--continuation", "nu=0.1"], ["bad parameters", "nu"]),
         (["solve", "burgers", "--continuation", "viscosity"], ["NAME=V1,V2"]),
+        (["learn", "eikonal", "--continuation", "eps=0.1"], ["bad parameters", "eps"]),
+        (["learn", "eikonal", "--continuation", "epsilon=-0.1"], ["epsilon must be finite and > 0"]),
     ],
 )
 def test_bad_flags(tmp_path, capsys, argv, fragments):

@@ -67,13 +67,15 @@ def _stretch(text: str) -> dict:
 
 
 def _continuation(text: str) -> dict:
+    if text.strip().lower() == "none":
+        return {}  # no continuation, also where the problem's defaults have one
     name, sep, values = text.partition("=")
     try:
         numbers = [float(part) for part in values.split(",")] if sep else []
     except ValueError:
         numbers = []
     if not name.strip() or not numbers:
-        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2,… (e.g. viscosity=0.02,0.01), got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2,… (e.g. viscosity=0.02,0.01) or none, got '{text}'")
     return {name.strip(): numbers}
 
 
@@ -107,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                             "layer; points follow), e.g. 1,0,0.03,10 for Burgers' shock at x = 0")
     solve.add_argument("--continuation", type=_continuation, metavar="NAME=V1,V2,…",
                        help="first solve with the problem parameter NAME at V1, V2, … (4 steps each, warm-starting), "
-                            "e.g. viscosity=0.02,0.011,0.006")
+                            "e.g. viscosity=0.02,0.011,0.006; none: no continuation (eikonal has one by default)")
     solve.add_argument("--sparse-std", action="store_true", default=None, dest="sparse_std",
                        help="sparse solver: also store the posterior σ (a CG solve per grid point), docs/sparse-posterior.md")
     solve.add_argument("--std-draws", type=int, dest="std_draws", metavar="N",
@@ -149,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--start-steps", type=int, dest="start_steps",
                        help="Gauss-Newton steps with the initial kernel before learning (default 0: start from u = 0)")
     learn.add_argument("--nugget", type=float)
+    learn.add_argument("--continuation", type=_continuation, metavar="NAME=V1,V2,…",
+                       help="continuation stages of the re-solves from u = 0 (before, after), as for solve; "
+                            "none: plain Gauss-Newton from u = 0")
     learn.add_argument("--eval-steps", type=int, dest="eval_steps", help="Gauss-Newton steps of the re-solve")
     learn.add_argument("--seed", type=int)
     learn.add_argument("--grid", type=int)
@@ -230,10 +235,10 @@ def _configured(args, config_class, defaults: str, prefix: str):
     validation.check_sizes(config, dim)
     # The point sets (cheap; they check the layout's own rules, e.g. a perfect square for a grid).
     if config_class is LearnConfig:
-        learning_points(problem, config)
+        interior, boundary, _ = learning_points(problem, config)
     else:
         interior, boundary = collocation_points(problem, config)
-        continuation_stages(problem_class, config, interior, boundary)  # its parameter name and values
+    continuation_stages(problem_class, config, interior, boundary)  # its parameter name and values
     if getattr(config, "kernel_from", None):
         learned_kernel(config.kernel_from)
     out = store.check_output(args.out if args.out is not None else f"{prefix}{name}.h5", store.RUN_KIND,

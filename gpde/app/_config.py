@@ -56,7 +56,7 @@ class SolveConfig:
     stretch: dict | None = None
     #: A continuation in one problem parameter, {"name": [v₁, v₂, …]}: the problem is solved
     #: first with the parameter at v₁, v₂, … (CONTINUATION_STEPS Gauss-Newton steps each), each
-    #: warm-starting the next and the last warm-starting the configured problem; None: none.
+    #: warm-starting the next and the last warm-starting the configured problem; None or {}: none.
     continuation: dict | None = None
 
     def __post_init__(self):
@@ -79,13 +79,6 @@ class SolveConfig:
                               "--sparse-std for the sparse solver's own σ")
         if self.stretch is not None:
             layer_stretch(self.stretch)
-        if self.continuation is not None:
-            if not (isinstance(self.continuation, dict) and len(self.continuation) == 1):
-                raise ConfigError(f"continuation must name one parameter and its values, e.g. "
-                                  f"viscosity=0.02,0.01, got {self.continuation!r}")
-            (name, values), = self.continuation.items()
-            if not (isinstance(values, (list, tuple)) and values and all(_number(v) and math.isfinite(v) for v in values)):
-                raise ConfigError(f"continuation values of {name!r} must be one or more numbers, got {values!r}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,6 +119,9 @@ class LearnConfig:
     #: Gauss-Newton steps with the initial kernel on the training points before learning; the
     #: learner's first iterate u_0 is that solution. 0: u_0 = 0 (the published schedule).
     start_steps: int = 0
+    #: A continuation in one problem parameter for the re-solves from u = 0 (before, after), as
+    #: SolveConfig.continuation; the re-solve from the learner's iterate (after*) needs none.
+    continuation: dict | None = None
 
     def __post_init__(self):
         _check_common(self)
@@ -162,6 +158,18 @@ def _check_count(name, value):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_continuation(continuation):
+    """None or {} (no continuation), or one parameter name with one or more finite values."""
+    if continuation is None or continuation == {}:
+        return
+    if not (isinstance(continuation, dict) and len(continuation) == 1):
+        raise ConfigError(f"continuation must name one parameter and its values, e.g. "
+                          f"viscosity=0.02,0.01, got {continuation!r}")
+    (name, values), = continuation.items()
+    if not (isinstance(values, (list, tuple)) and values and all(_number(v) and math.isfinite(v) for v in values)):
+        raise ConfigError(f"continuation values of {name!r} must be one or more numbers, got {values!r}")
+
+
 def _check_common(config):
     """Checks shared by SolveConfig and LearnConfig."""
     check_problem_name(config.problem)
@@ -188,6 +196,7 @@ def _check_common(config):
     if not (_number(config.tolerance) and math.isfinite(config.tolerance) and config.tolerance >= 0):
         raise ConfigError(f"tolerance must be >= 0, got {config.tolerance}")
     check_seed(config.seed)
+    _check_continuation(config.continuation)
     check_parameters(config.parameters)
 
 

@@ -24,8 +24,10 @@ from ..solve._problem import AbstractProblem
 from ..solve._solver import GaussNewton
 from ._config import LearnConfig
 from ._run import (
+    CONTINUATION_STEPS,
     LEARNED_KERNEL,
     build_problem,
+    continuation_stages,
     evaluate_fields,
     evaluate_uncertainty,
     kernel_settings,
@@ -87,10 +89,14 @@ def _gauss_newton(config: LearnConfig, steps: int) -> GaussNewton:
 
 
 def resolve(problem, kernel, interior, boundary, validation, config, initial=None):
-    """The protocol's re-solve: plain Gauss-Newton on training ∪ validation points (and all the
-    problem's data), from u = 0 or from the solution `initial`; returns the solution and its history."""
-    constraints = problem.constraints(jnp.concatenate([interior, validation]), boundary)
-    return _gauss_newton(config, config.eval_steps).solve(kernel, constraints, initial=initial)
+    """The protocol's re-solve: Gauss-Newton on training ∪ validation points (and all the
+    problem's data), from u = 0 through the config's continuation stages (if any), or from the
+    solution `initial` directly; returns the solution and its history."""
+    points = jnp.concatenate([interior, validation])
+    constraints = problem.constraints(points, boundary)
+    stages = continuation_stages(type(problem), config, points, boundary) if initial is None else []
+    return _gauss_newton(config, config.eval_steps).solve(kernel, constraints, initial=initial, continuation=stages,
+                                                          continuation_steps=CONTINUATION_STEPS)
 
 
 def evaluate_kernel(problem, kernel, interior, boundary, validation, config, grid_points):

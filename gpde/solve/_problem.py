@@ -32,6 +32,8 @@ class SolveDefaults:
     tolerance: float = 1e-8
     #: Lengthscales of the fields after the first, by field name (default: `lengthscale`).
     field_lengthscales: dict = dataclasses.field(default_factory=dict)
+    #: A continuation in one problem parameter, {"name": (v₁, v₂, …)}, solved first (None: none).
+    continuation: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ class LearnDefaults:
     #: schedule, 30 start steps: seed 0 after / after* RMS 5.9e-3 / 3.29e-3 vs 6.1e-3 / 3.30e-3 from
     #: u_0 = 0; seed 2 6.8e-3 vs 4.4e-3), so every problem keeps 0 (benchmarks/learn-published.md).
     start_steps: int = 0
+    #: A continuation in one problem parameter for the protocol's re-solves from u = 0 (before and
+    #: after), {"name": (v₁, v₂, …)}; None: none. Where Gauss-Newton from u = 0 has more than one
+    #: fixed point for a learned kernel, the continuation picks the one the solutions of the easier
+    #: problems lead to (Eikonal: the viscosity solution's branch, from larger ε).
+    continuation: dict | None = None
 
 
 class AbstractProblem(eqx.Module):
