@@ -14,10 +14,10 @@ from gpde import AbstractProblem, Box, Constraint, Evaluation, Laplacian, Partia
 from ._eikonal_reference import EikonalReference
 
 #: Solves from u = 0 run through ε = 0.3, 0.1, 0.03 first (4 Gauss-Newton steps each). With a
-#: learned Gibbs kernel Gauss-Newton from u = 0 has more than one fixed point: on two of three
-#: learned kernels it ended at one with a dip of 0.07-0.10 at the centre, where the ridges of the
-#: distance function meet, and the continuation found the other (RMS 1.4-1.5e-3 instead of
-#: 3.2-8.4e-3; benchmarks/learn-published.md). The viscosity solution is the limit of the smooth
+#: learned Gibbs kernel Gauss-Newton from u = 0 has more than one fixed point: on three of five
+#: learned kernels it ended at one with a dip of 0.07-0.16 at the centre, where the ridges of the
+#: distance function meet, and the continuation found the other (RMS 0.7-1.5e-3 instead of
+#: 3.2e-3-1.3e-2; benchmarks/learn-published.md). The viscosity solution is the limit of the smooth
 #: solutions at larger ε, and the continuation follows that branch. With the default Matérn kernel
 #: both starts reach the same solution. `--continuation none` solves from u = 0 directly.
 CONTINUATION = {"epsilon": (0.3, 0.1, 0.03)}

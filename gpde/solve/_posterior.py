@@ -211,34 +211,35 @@ def _held_out_statistics(solution: CollocationSolution, constraint: Constraint):
         rows = constraint.rows(f)
         if rows:
             operators = tuple(constraint.operators[j] for j in rows)
-            per_field.append((f, rows, operators, _operator_cross_covariances(kernel, operators, constraint.points,
-                                                                              solution, f)))
+            per_field.append((kernel, rows, operators, _operator_cross_covariances(kernel, operators, constraint.points,
+                                                                                   solution, f)))
     values = _in_operator_order([(rows, cross @ coefficients) for _, rows, _, cross in per_field],
                                 len(constraint.operators))
     residuals, weights = constraint.residuals_and_weights(values)  # weights: n × operators
     covariance, variance = 0.0, 0.0
-    for f, rows, operators, cross in per_field:
+    for kernel, rows, operators, cross in per_field:
         w = weights[:, np.asarray(rows)]
         covariance = covariance + jnp.einsum("aj,jab->ab", w, cross)
         variance = variance + jax.vmap(
-            lambda x, wx: wx @ operator_gram(solution.kernels[f], operators, x[None], operators, x[None])[:, :, 0, 0] @ wx
+            lambda x, wx: wx @ operator_gram(kernel, operators, x[None], operators, x[None])[:, :, 0, 0] @ wx
         )(constraint.points, w)
     return residuals, weights.T, covariance, variance
 
 
 def _operator_cross_covariances(kernel: AbstractKernel, operators, points, solution: CollocationSolution,
-                                field: int) -> Float[Array, "m n N"]:
+                                field: int, jets=None) -> Float[Array, "m n N"]:
     """K_f(L_j x, φ) for each operator L_j on field f and point x: (operators × points × N), zero
-    columns for constraints that do not act on field f."""
-    jets = feature_jets(kernel, points)
+    columns for constraints that do not act on field f. `jets`: the constraints' feature jets
+    (`_jets`), when the caller reuses them over batches of points."""
+    jets = _jets(kernel, solution.constraints, field) if jets is None else jets
     parts = []
-    for constraint, w in zip(solution.constraints, solution.weights):
+    for constraint, w, jet in zip(solution.constraints, solution.weights, jets):
         rows = constraint.rows(field)
         if not rows:
             parts.append(jnp.zeros((len(operators), points.shape[0], constraint.size)))
             continue
         block = operator_gram(kernel, operators, points, tuple(constraint.operators[j] for j in rows),
-                              constraint.points, jets, feature_jets(kernel, constraint.points))
+                              constraint.points, None, jet)
         parts.append(jnp.einsum("jlab,lb->jab", block, jnp.stack([w[j] for j in rows])))
     return jnp.concatenate(parts, axis=2)
 
@@ -275,22 +276,6 @@ def _leave_one_out_ratios(factor, solution: CollocationSolution):
     return jnp.concatenate(solution.coefficients)[rows] ** 2 / inverse_diagonal
 
 
-def _cross_covariance(kernel: AbstractKernel, operator: AbstractOperator, points,
-                      constraints: Sequence[Constraint], weights, field: int, jets):
-    """K_f(L x, φ): (points × N), the prior covariance of (L u_f)(x) with every functional (zero
-    columns for constraints that do not act on field f)."""
-    columns = []
-    for constraint, w, jet in zip(constraints, weights, jets):
-        rows = constraint.rows(field)
-        if not rows:
-            columns.append(jnp.zeros((points.shape[0], constraint.size)))
-            continue
-        operators = tuple(constraint.operators[j] for j in rows)
-        block = operator_gram(kernel, (operator,), points, operators, constraint.points, None, jet)
-        columns.append(jnp.einsum("lab,lb->ab", block[0], jnp.stack([w[j] for j in rows])))
-    return jnp.concatenate(columns, axis=1)
-
-
 def _jets(kernel, constraints, field):
     return [feature_jets(kernel, c.points) if c.rows(field) else None for c in constraints]
 
@@ -307,7 +292,7 @@ def _variance(posterior: Posterior, operator, points, field: int):
     jets = _jets(kernel, solution.constraints, field)
 
     def batch(xs):
-        cross = _cross_covariance(kernel, operator, xs, solution.constraints, solution.weights, field, jets)
+        cross = _operator_cross_covariances(kernel, (operator,), xs, solution, field, jets)[0]
         v = jax.scipy.linalg.solve_triangular(posterior.factor, cross.T, lower=True)
         return _prior_variance(kernel, operator, xs) - jnp.sum(v * v, axis=0)
 
@@ -324,7 +309,7 @@ def _covariance(posterior: Posterior, operator, points, field: int):
     solution = posterior.solution
     kernel = solution.kernels[field]
     jets = _jets(kernel, solution.constraints, field)
-    cross = _cross_covariance(kernel, operator, points, solution.constraints, solution.weights, field, jets)
+    cross = _operator_cross_covariances(kernel, (operator,), points, solution, field, jets)[0]
     v = jax.scipy.linalg.solve_triangular(posterior.factor, cross.T, lower=True)
     prior = operator_gram(kernel, (operator,), points, (operator,), points)[0, 0]
     return posterior.amplitude * (prior - v.T @ v)
