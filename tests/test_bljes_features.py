@@ -17,6 +17,8 @@ from gpde.bljes._methods import BOTH, PhaseTimer, Query, _acquire, _sample_model
 from gpde.bljes._state import SurrogateFitter
 from gpde.problems.bilevel import get_benchmark
 
+from helpers import load_benchmark
+
 EVALUATIONS = 6  # the budget of test_bljes_loop.py: the loop compiles once for both files
 
 
@@ -262,23 +264,18 @@ def test_hyperposterior_option_runs_and_changes_the_queries():
 # --------------------------------------------------------------------------------------------
 
 
-def test_study_on_a_local_cluster_of_two_processes_is_bitwise_the_in_process_study(tmp_path):
-    distributed = pytest.importorskip("distributed")
+def test_study_on_a_local_cluster_of_two_processes_is_bitwise_the_in_process_study(tmp_path, capsys):
+    """benchmarks/study_cluster.py at a tiny size: the same study in this process and on
+    `local_cluster(2)` (single-threaded XLA per worker), every run's arrays bitwise equal."""
+    pytest.importorskip("distributed")
     # One benchmark, the one with noise draws and a constraint (a feasibility array): each worker
     # compiles every benchmark it runs, and a second one (smoke-1+1) took over a third of the test's time.
-    specs = study.plan_study("smd12[noise=0.05]", "random,trusted-random", seeds=2, evaluations=4)
-    inline, clustered = tmp_path / "inline.h5", tmp_path / "cluster.h5"
-    study.run_study(specs, inline, progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
-        study.run_study(specs, clustered, scheduler=cluster.scheduler_address, progress=False)
-    first, second = study.read_study(inline), study.read_study(clustered)
-    assert [run.config for run in first] == [run.config for run in second]
-    assert len(first) == len(specs) == 4
-    for a, b in zip(first, second):
-        assert set(a.arrays) == set(study.ARRAYS)
-        for name in study.ARRAYS:
-            assert a.arrays[name].dtype == b.arrays[name].dtype
-            assert a.arrays[name].tobytes() == b.arrays[name].tobytes(), name
+    out = tmp_path / "table.md"
+    code = load_benchmark("study_cluster").main(["--benchmarks", "smd12[noise=0.05]", "--methods", "random,trusted-random",
+                                                 "--seeds", "2", "--iters", "4", "--workers", "2", "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| this") or line.startswith("| Local")]
+    assert code == 0, capsys.readouterr().out
+    assert len(rows) == 2 and all(row.split("|")[3].strip() == "4" and row.rstrip(" |").endswith("yes") for row in rows)
 
 
 # --------------------------------------------------------------------------------------------

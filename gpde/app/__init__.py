@@ -20,9 +20,11 @@ from ._run import held_out_points as held_out_points
 from ._run import learned_kernel as learned_kernel
 from ._run import run_solve as run_solve
 from ._run import uncertainty_names as uncertainty_names
+from ._study import ARRAYS as STUDY_ARRAYS
 from ._study import RunSpec as RunSpec
 from ._study import StudyRun as StudyRun
 from ._study import final_regret_table as final_regret_table
+from ._study import local_cluster as local_cluster
 from ._study import format_table as format_table
 from ._study import parse_options as parse_options
 from ._study import plan_study as plan_study

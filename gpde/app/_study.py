@@ -4,7 +4,7 @@
 
 Every run is independent, so the runner submits them to a `dask.distributed` client:
 - default (`scheduler=None`): a client inside this process (one worker thread; no cluster),
-- `"local"`: a LocalCluster of one single-threaded worker PROCESS per CPU core,
+- `"local"`: a LocalCluster of one single-threaded worker PROCESS per CPU core (`local_cluster`),
 - an address (`"tcp://host:8786"`): an existing Dask cluster.
 Workers receive only a `RunSpec` (names and numbers) and build the benchmark and the method
 themselves, so nothing large or unpicklable travels. Only the driver writes the study file.
@@ -418,12 +418,23 @@ def final_regret_table(runs: Sequence[StudyRun]) -> dict[tuple[str, str, str], d
 # --------------------------------------------------------------------------------------------
 
 
+def local_cluster(n_workers: int | None = None, **options):
+    """A `distributed.LocalCluster` of `n_workers` (default: one per CPU core) single-threaded worker
+    processes. Their BLAS and OpenMP run on one thread (distributed's default); XLA keeps the
+    settings of this process (XLA_FLAGS is inherited), because XLA's CPU backend may sum in another
+    order on another number of threads, and the runs must be bitwise those of the in-process client.
+    `options` go to LocalCluster (e.g. `env` for the workers' environment)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers or os.cpu_count() or 1, threads_per_worker=1, processes=True, **options)
+
+
 @contextlib.contextmanager
 def _client(scheduler: str | None):
     """A dask.distributed client for `scheduler` (None: in this process; "local": a LocalCluster
     of processes; otherwise the address of a running scheduler)."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise ConfigError("the study runner needs dask.distributed: pip install 'dask[distributed]'") from None
     # ":0": any free port (None still binds the HTTP server to the default 8787, warning if taken).
@@ -432,7 +443,7 @@ def _client(scheduler: str | None):
     if scheduler is None:
         client = Client(processes=False, n_workers=1, threads_per_worker=1, **quiet)
     elif scheduler == "local":
-        cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True, **quiet)
+        cluster = local_cluster(**quiet)
         client = Client(cluster)
     else:
         try:
