@@ -37,7 +37,6 @@ each step.
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -227,10 +226,9 @@ def _continuation(config: dict) -> list[float]:
 
 
 def _isolated(config: dict) -> dict:
-    """run_one in a fresh interpreter."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    """run_one in a fresh interpreter (the same environment: it imports the gpde this one imports)."""
     result = subprocess.run(
-        [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, env=env, cwd=ROOT
+        [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, cwd=ROOT
     )
     for line in result.stdout.splitlines():
         if line.startswith(_MARKER):
