@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
+import scipy.stats
 from helpers import load_benchmark, number, table_with_header
 
 from gpde import ConfigError, Constraint, Evaluation, GaussNewton, Laplacian, OnField
@@ -119,6 +120,10 @@ def test_variance_equals_the_dense_formula_for_every_field():
     # Relative rounding of the two float64 routes (Cholesky vs LU solve) is at most cond(K + η)·ε.
     rounding = np.linalg.cond(gram) * EPS
     assert float(posterior.amplitude) == pytest.approx(amplitude, rel=rounding)
+    # The profile log-likelihood: log N(b; 0, s²_ML (K + η)) with b = (K + η)c, by scipy's density.
+    targets = gram @ coefficients
+    expected = scipy.stats.multivariate_normal(np.zeros(targets.size), amplitude * gram).logpdf(targets)
+    assert float(posterior.log_likelihood()) == pytest.approx(expected, rel=1e-9, abs=rounding * targets.size)
 
     points = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), (40, 2)))
     for field, kernel in enumerate(kernels):

@@ -114,6 +114,19 @@ class Posterior(eqx.Module):
         held-out residuals alone."""
         return _held_out_amplitude(self, tuple(constraints))
 
+    def log_likelihood(self) -> Float[Array, ""]:
+        """The log-likelihood of the last step's targets b ~ N(0, s²(K + η)) at the
+        maximum-likelihood s² (the amplitude profiled out):
+
+            −½ [N log(2π s²_ML) + log det(K + η) + N].
+
+        It compares models of the same collocation data, e.g. kernels that differ in the prior
+        variance of one field (each solve linearized around its own solution, so an approximate
+        evidence). It does not depend on `amplitude`."""
+        n = self.factor.shape[0]
+        log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(self.factor)))
+        return -0.5 * (n * jnp.log(2.0 * jnp.pi * self.ml_amplitude) + log_det + n)
+
     def mean(self, points: Float[Array, "n d"], field: int = 0,
              operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
         """The posterior mean of (L u_f)(x) at each point: the solution itself."""
