@@ -361,6 +361,45 @@ def test_darcy_run_stores_and_plots_both_fields(tmp_path):
         learned_kernel(tmp_path / "darcy.h5")
 
 
+def test_field_variance_auto_solves_with_the_factor_of_largest_likelihood(tmp_path, capsys):
+    from gpde.app import main
+    from gpde.app._config import FIELD_VARIANCE_CANDIDATES
+    from gpde import GaussNewton
+    from gpde.app._run import collocation_points, configured_kernel, run_solve
+    from gpde.io import read_run
+    from gpde.kernels import Scaled
+    from gpde.solve import posterior
+
+    config = resolve("darcy", Darcy.defaults, {"n_interior": 36, "n_boundary": 16, "steps": 3, "grid": 8,
+                                               "field_variances": {"a": "auto"}}, config_class=SolveConfig)
+    run = run_solve(Darcy, config)
+    scan = run.record.config["field_variance_log_likelihoods"]["a"]
+    assert list(scan) == [f"{c:g}" for c in FIELD_VARIANCE_CANDIDATES]
+    chosen = run.record.config["field_variances"]["a"]
+    assert f"{chosen:g}" == max(scan, key=scan.get)
+    # The stored solve is the one with that factor on a's kernel (and u's kernel untouched).
+    u_kernel, a_kernel = run.solution.kernels
+    assert isinstance(a_kernel, Scaled) and float(a_kernel.variance) == pytest.approx(chosen, rel=1e-12)
+    assert not isinstance(u_kernel, Scaled)
+    # A candidate's likelihood is the posterior's at the solve with that factor.
+    problem = Darcy()
+    interior, boundary = collocation_points(problem, config)
+    solver = GaussNewton(nugget=config.nugget, max_steps=config.steps, tolerance=config.tolerance)
+    other = solver.solve(configured_kernel(problem, config, {"a": 4.0}), problem.constraints(interior, boundary))[0]
+    assert scan["4"] == pytest.approx(float(posterior(other, config.nugget).log_likelihood()), rel=1e-9)
+
+    # From the command line: a number is used as given; 'auto' needs the dense solver.
+    out = tmp_path / "darcy.h5"
+    argv = ["solve", "darcy", "--n-interior", "36", "--n-boundary", "16", "--steps", "2", "--grid", "8",
+            "--out", str(out)]
+    assert main(argv + ["--field-variance", "a=16"]) == 0
+    assert read_run(out).config["field_variances"] == {"a": 16.0}
+    capsys.readouterr()
+    assert main(argv + ["--field-variance", "a=auto", "--solver", "sparse", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--solver dense" in err
+
+
 def test_cramer_rao_bound_for_an_unknown_level_is_the_analytic_one():
     # a → a + c scales e^{a} by e^{c}, so u by e^{−c} exactly: J = −u(x_i) and the bound is
     # σ / sqrt(Σ u(x_i)²) / rms(a_true), independent of the finite differences.

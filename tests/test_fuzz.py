@@ -267,8 +267,9 @@ SOLVE_FLAGS = [
     ["--param", "amplitude"], ["--param", "=2"], ["--param", "amplitude=x"], ["--param", "amplitud=2"],
     ["--param", "amplitude=nan"], ["--param", "amplitude=inf"], ["--param", "amplitude=-inf"],
     ["--field-lengthscale", "a=0.1"], ["--field-lengthscale", "=0.1"], ["--field-lengthscale", "a"],
-    ["--field-lengthscale", "u=-1"], ["--bogus"], ["--steps"], ["extra", "args"], ["--config"],
-    ["--kernel-from", "missing.h5"], ["--kernel-from", ""], ["--n-interior", "100", "--layout", "grid", "--grid", "1"],
+    ["--field-lengthscale", "u=-1"], ["--field-variance", "a=2"], ["--field-variance", "u=-1"],
+    ["--field-variance", "u=x"], ["--field-variance", "=2"], ["--field-variance", "u=nan"],
+    ["--bogus"], ["--steps"], ["extra", "args"], ["--config"], ["--kernel-from", "missing.h5"], ["--kernel-from", ""], ["--n-interior", "100", "--layout", "grid", "--grid", "1"],
 ]
 PROBLEM_PARAMS = [
     ("eikonal", "epsilon=1e-9"), ("eikonal", "epsilon=0"), ("eikonal", "epsilon=-1"), ("eikonal", "epsilon=inf"),
@@ -314,7 +315,8 @@ TOML_CASES = [
     "[field_lengthscales]\nzz = 0.1\n", "x = \"unterminated\n", "= 1\n", "\x00\x01\x02",
 ]
 SOLVE_ONLY_TOML = ["steps = 0\n", "steps = \"ten\"\n", "kernel_from = 5\n", 'kernel_from = ""\n',
-                   'kernel_from = "missing.h5"\n', "kernel_from = [\"a.h5\"]\n"]
+                   'kernel_from = "missing.h5"\n', "kernel_from = [\"a.h5\"]\n", "field_variances = 3\n",
+                   '[field_variances]\nu = "big"\n', "[field_variances]\nzz = 2\n", "[field_variances]\nu = -1\n"]
 LEARN_ONLY_TOML = ["gn_steps = 0\n", "inner_steps = -1\n", "learning_rate = 0\n", 'learning_rate = "fast"\n',
                    "eval_steps = 0\n", 'trainable = "some"\n', "trainable = 1\n", "batch_size = 0\n",
                    "scale_search = 1\n", "loss_tolerance = -1\n", "validation_margin = -1\n",

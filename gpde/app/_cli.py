@@ -86,6 +86,19 @@ def _field_lengthscale(text: str) -> tuple[str, tuple[float, ...]]:
     return name.strip(), _lengthscales(value)
 
 
+def _field_variance(text: str) -> tuple[str, float | str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected FIELD=FACTOR or FIELD=auto, e.g. a=16, got '{text}'")
+    value = value.strip()
+    if value == "auto":
+        return name.strip(), value
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIELD=FACTOR or FIELD=auto, e.g. a=16, got '{text}'") from None
+
+
 def _parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="gpde", description="Gaussian-process collocation for nonlinear PDEs.")
@@ -124,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     solve.add_argument("--field-lengthscale", type=_field_lengthscale, action="append", default=[],
                        dest="field_lengthscales", metavar="FIELD=VALUES",
                        help="lengthscale of another unknown field of a multi-field problem, e.g. a=0.14 (darcy)")
+    solve.add_argument("--field-variance", type=_field_variance, action="append", default=[],
+                       dest="field_variances", metavar="FIELD=FACTOR|auto",
+                       help="prior variance factor of a field, e.g. a=16 (changes the solution); auto: the factor "
+                            "of largest likelihood among 0.25 … 256 (one solve each)")
     solve.add_argument("--kernel-from", dest="kernel_from", metavar="RESULT.h5",
                        help="re-solve with the kernel learned by `gpde learn` (stored in RESULT.h5)")
     solve.add_argument("--config", help="TOML file with any of the settings above")
@@ -222,12 +239,18 @@ def _configured(args, config_class, defaults: str, prefix: str):
              if f.name not in ("problem", "parameters") and f.name in given}
     flags["parameters"] = dict(args.param) or None
     flags["field_lengthscales"] = dict(args.field_lengthscales) or None
+    if "field_variances" in given:
+        flags["field_variances"] = dict(args.field_variances) or None
     config = resolve(name, getattr(problem_class, defaults), file_settings, flags, config_class=config_class)
     problem = build_problem(problem_class, config.parameters)
     dim = problem.domain.dim
     unknown = sorted(set(config.field_lengthscales) - set(problem.fields))
     if unknown:
         raise ConfigError(f"field lengthscales name unknown field(s) {unknown}; the fields of {name} are: "
+                          f"{', '.join(problem.fields)}")
+    unknown = sorted(set(getattr(config, "field_variances", {})) - set(problem.fields))
+    if unknown:
+        raise ConfigError(f"field variances name unknown field(s) {unknown}; the fields of {name} are: "
                           f"{', '.join(problem.fields)}")
     validation.check_lengthscale_count(config.kernel, config.lengthscale, dim)
     for field, values in config.field_lengthscales.items():
@@ -254,6 +277,10 @@ def _solve(args) -> int:
     print(f"gpde solve {name}: kernel {config.kernel} ℓ={list(config.lengthscale)}{others}, "
           f"{config.n_interior} interior + {config.n_boundary} boundary points ({config.layout}), "
           f"nugget {config.nugget:g}, ≤ {config.steps} Gauss-Newton steps, seed {config.seed}", flush=True)
+    if "auto" in config.field_variances.values():
+        print("  choosing the prior variance factor of field(s) "
+              f"{', '.join(f for f, v in config.field_variances.items() if v == 'auto')} by likelihood "
+              "(one solve per candidate) …", flush=True)
 
     def progress(record):
         print(f"  step {record.step:3d}  residual rms {record.residual_rms:10.3e}  max {record.residual_max:10.3e}"
@@ -263,6 +290,9 @@ def _solve(args) -> int:
     store.write_run(out, run.record)
     history = run.history
     step_times = sorted(s.seconds for s in history.steps)
+    for field, scan in run.record.config.get("field_variance_log_likelihoods", {}).items():
+        table = ", ".join(f"×{factor} {value:.1f}" for factor, value in scan.items())
+        print(f"  prior variance of {field}: ×{run.record.config['field_variances'][field]:g} (log-likelihood {table})")
     print(f"{history.stop_reason} after {len(history.steps)} steps")
     print(f"  {'RMS error':<22}{run.errors['rms']:.3e}")
     print(f"  {'relative L2 error':<22}{run.errors['l2_relative']:.3e}")

@@ -58,10 +58,16 @@ class SolveConfig:
     #: first with the parameter at v₁, v₂, … (CONTINUATION_STEPS Gauss-Newton steps each), each
     #: warm-starting the next and the last warm-starting the configured problem; None or {}: none.
     continuation: dict | None = None
+    #: Prior variance factors of fields by name, {"a": 16} (the field's kernel becomes
+    #: Scaled(kernel, 16); this changes the solution), or {"a": "auto"}: the factor among
+    #: FIELD_VARIANCE_CANDIDATES with the largest profile log-likelihood of the collocation system
+    #: (`Posterior.log_likelihood`, one solve per candidate). Fields not named keep factor 1.
+    field_variances: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check_common(self)
         _check_count("steps", self.steps)
+        _check_field_variances(self.field_variances)
         check_path_setting("kernel_from", self.kernel_from)
         if self.solver not in SOLVER_NAMES:
             raise ConfigError(f"unknown solver {self.solver!r}; choose one of: {', '.join(SOLVER_NAMES)}")
@@ -243,6 +249,11 @@ def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
             f"config file {path}: 'field_lengthscales' must be a table of lengthscales by field name, "
             "e.g. a section '[field_lengthscales]' with a line 'a = 0.14'"
         )
+    if "field_variances" in table and not isinstance(table["field_variances"], dict):
+        raise ConfigError(
+            f"config file {path}: 'field_variances' must be a table of prior variance factors by field name, "
+            "e.g. a section '[field_variances]' with a line 'a = 16' or 'a = \"auto\"'"
+        )
     if "parameters" in table and not isinstance(table["parameters"], dict):
         raise ConfigError(
             f"config file {path}: 'parameters' must be a table of problem parameters, "
@@ -255,6 +266,19 @@ def load_toml(path: str | Path, config_class=SolveConfig) -> dict:
     return table
 
 
+#: The prior variance factors that `field_variances = {"a": "auto"}` compares.
+FIELD_VARIANCE_CANDIDATES = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
+
+
+def _check_field_variances(variances) -> None:
+    if not isinstance(variances, dict):
+        raise ConfigError(f"field_variances must map field names to a factor > 0 or 'auto', got {variances!r}")
+    for name, value in variances.items():
+        if value != "auto" and not _positive(value):
+            raise ConfigError(f"prior variance factor of field '{name}' must be a finite number > 0 or 'auto' "
+                              f"(e.g. a=16), got {value!r}")
+
+
 def resolve(problem: str, defaults: SolveDefaults | LearnDefaults, *overrides: dict, config_class=SolveConfig):
     """Problem defaults, updated by each override mapping in turn (None values are skipped),
     as a validated `config_class` (SolveConfig or LearnConfig)."""
@@ -264,7 +288,7 @@ def resolve(problem: str, defaults: SolveDefaults | LearnDefaults, *overrides: d
         for key, value in override.items():
             if value is None:
                 continue
-            if key in ("parameters", "field_lengthscales"):
+            if key in ("parameters", "field_lengthscales", "field_variances"):
                 if not isinstance(value, dict):
                     raise ConfigError(f"'{key}' must be a table (name = value), got {value!r}")
                 values[key] = {**values.get(key, {}), **value}

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..kernels import AbstractKernel, LayerStretch, Warped
+from ..kernels import AbstractKernel, LayerStretch, Scaled, Warped
 
 from ..io import _schema as schema
 from ..io import _store as store
-from ._config import LearnConfig, SolveConfig, layer_stretch
+from ._config import FIELD_VARIANCE_CANDIDATES, LearnConfig, SolveConfig, layer_stretch
 from .._errors import ConfigError
 from .._results import RESULTS
 from .._kernel_choice import kernel_with_arrays, make_field_kernels
@@ -211,15 +211,50 @@ def stretched_points(problem: AbstractProblem, stretch: LayerStretch, points):
     return jnp.asarray(moved)
 
 
-def configured_kernel(problem: AbstractProblem, config):
+def configured_kernel(problem: AbstractProblem, config, field_variances: dict | None = None):
     """The solve's kernel(s): the learned one of `kernel_from` or the configured one, warped by the
-    `stretch` if there is one."""
+    `stretch` if there is one, each field named in `field_variances` (default: the numbers of
+    `config.field_variances`; 'auto' entries are resolved by `choose_field_variances`) scaled by its
+    prior variance factor."""
     kernel = learned_kernel(config.kernel_from) if config.kernel_from else problem_kernel(problem, config)
     stretch = getattr(config, "stretch", None)
-    if stretch is None:
-        return kernel
-    warp = layer_stretch(stretch)
-    return tuple(Warped(k, warp) for k in kernel) if isinstance(kernel, tuple) else Warped(kernel, warp)
+    if stretch is not None:
+        warp = layer_stretch(stretch)
+        kernel = tuple(Warped(k, warp) for k in kernel) if isinstance(kernel, tuple) else Warped(kernel, warp)
+    if field_variances is None:
+        field_variances = {f: v for f, v in getattr(config, "field_variances", {}).items() if v != "auto"}
+    return with_field_variances(problem, kernel, field_variances)
+
+
+def with_field_variances(problem: AbstractProblem, kernel, field_variances: dict):
+    """`kernel` (one per field for a multi-field problem) with the kernel of each field named in
+    `field_variances` wrapped in Scaled(kernel, factor)."""
+    kernels = list(kernel) if isinstance(kernel, tuple) else [kernel]
+    for name, factor in field_variances.items():
+        index = list(problem.fields).index(name)
+        kernels[index] = Scaled(kernels[index], float(factor))
+    return tuple(kernels) if isinstance(kernel, tuple) else kernels[0]
+
+
+def choose_field_variances(problem: AbstractProblem, config: SolveConfig, solver: GaussNewton, constraints,
+                           continuation) -> tuple[dict, dict]:
+    """The prior variance factor of every field in `config.field_variances`: the given number, or
+    for 'auto' the factor of FIELD_VARIANCE_CANDIDATES whose solve has the largest profile
+    log-likelihood (`Posterior.log_likelihood`; one full solve per candidate, the other fields at
+    their given factors or 1; 'auto' fields are chosen one after another in the order given).
+    Returns ({field: factor}, {field: {factor: log-likelihood}} for the 'auto' fields)."""
+    chosen = {f: v for f, v in config.field_variances.items() if v != "auto"}
+    scans = {}
+    for name in [f for f, v in config.field_variances.items() if v == "auto"]:
+        scan = {}
+        for factor in FIELD_VARIANCE_CANDIDATES:
+            kernel = configured_kernel(problem, config, {**chosen, name: factor})
+            solution, _ = solver.solve(kernel, constraints, continuation=continuation,
+                                       continuation_steps=CONTINUATION_STEPS)
+            scan[factor] = float(Posterior.at(solution, config.nugget, config.adaptive_nugget).log_likelihood())
+        chosen[name] = max(scan, key=scan.get)
+        scans[name] = scan
+    return chosen, scans
 
 
 def continuation_stages(problem_class: type[AbstractProblem], config, interior, boundary) -> list:
@@ -240,7 +275,6 @@ def run_solve(
     require_float64()
     problem = build_problem(problem_class, config.parameters)
     interior, boundary = collocation_points(problem, config)
-    kernel = configured_kernel(problem, config)
     constraints = problem.constraints(interior, boundary)
     solver = GaussNewton(
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps, tolerance=config.tolerance,
@@ -249,8 +283,13 @@ def run_solve(
     if config.std_draws and isinstance(solver.linear_solver, Sparse):
         raise ConfigError("std_draws (randomized-MAP σ) needs the dense solver: --solver auto chose the sparse one "
                           "at this size; use --solver dense")
-    solution, history = solver.solve(kernel, constraints, callback,
-                                     continuation=continuation_stages(problem_class, config, interior, boundary),
+    if "auto" in config.field_variances.values() and isinstance(solver.linear_solver, Sparse):
+        raise ConfigError("field_variances 'auto' compares likelihoods of the dense collocation system: use --solver "
+                          "dense, or give the factor, e.g. --field-variance a=16")
+    continuation = continuation_stages(problem_class, config, interior, boundary)
+    field_variances, variance_scans = choose_field_variances(problem, config, solver, constraints, continuation)
+    kernel = configured_kernel(problem, config, field_variances)
+    solution, history = solver.solve(kernel, constraints, callback, continuation=continuation,
                                      continuation_steps=CONTINUATION_STEPS)
 
     grid_points, grid_shape = problem.domain.grid(config.grid)
@@ -274,6 +313,10 @@ def run_solve(
 
     resolved = config.as_dict()
     resolved["parameters"] = problem.parameters()
+    resolved["field_variances"] = field_variances
+    if variance_scans:
+        resolved["field_variance_log_likelihoods"] = {
+            name: {f"{factor:g}": value for factor, value in scan.items()} for name, scan in variance_scans.items()}
     record = schema.solve_record(
         problem=config.problem, seed=config.seed, config=resolved,
         points={"interior": np.asarray(interior), "boundary": np.asarray(boundary), **problem.data_points()},
