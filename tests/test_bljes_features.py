@@ -250,6 +250,24 @@ def test_per_path_gps_that_equal_the_fit_give_the_usual_acquisition():
         np.testing.assert_allclose(getattr(per_path, field), getattr(shared, field), rtol=1e-8, atol=1e-10)
 
 
+def test_hyperposterior_levels_draw_only_the_named_surrogates():
+    from gpde.bljes._methods import _hyperparameter_draws
+
+    state = _state()
+    key = jax.random.PRNGKey(2)
+    upper, lower = _hyperparameter_draws(state, key, 5, "g")
+    # f keeps its fitted GP on every path; g's paths have their own lengthscales.
+    for leaf, fitted in zip(jax.tree.leaves(upper), jax.tree.leaves(state.upper)):
+        np.testing.assert_array_equal(np.asarray(leaf), np.broadcast_to(np.asarray(fitted), np.shape(leaf)))
+    assert len(np.unique(np.asarray(lower.kernel.log_lengthscale)[:, 0])) == 5
+    # The g draws are those of the default (both levels drawn, same key).
+    both = _hyperparameter_draws(state, key, 5, "fg")
+    np.testing.assert_array_equal(np.asarray(both[1].kernel.log_lengthscale), np.asarray(lower.kernel.log_lengthscale))
+    assert len(np.unique(np.asarray(both[0].kernel.log_lengthscale)[:, 0])) == 5
+    with pytest.raises(ConfigError, match="hyperposterior_levels"):
+        make_method("bljes", hyperposterior_levels="h")
+
+
 def test_hyperposterior_option_runs_and_changes_the_queries():
     smoke = get_benchmark("smoke-1+1")
     plain = run_optimization(smoke, make_method("bljes", **SMALL), evaluations=EVALUATIONS, seed=0)
@@ -266,7 +284,7 @@ def test_hyperposterior_option_runs_and_changes_the_queries():
 
 def test_study_on_a_local_cluster_of_two_processes_is_bitwise_the_in_process_study(tmp_path, capsys):
     """benchmarks/study_cluster.py at a tiny size: the same study in this process and on
-    `local_cluster(2)` (single-threaded XLA per worker), every run's arrays bitwise equal."""
+    `local_cluster(2)`, every run's arrays bitwise equal."""
     pytest.importorskip("distributed")
     # One benchmark, the one with noise draws and a constraint (a feasibility array): each worker
     # compiles every benchmark it runs, and a second one (smoke-1+1) took over a third of the test's time.

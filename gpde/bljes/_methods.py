@@ -208,7 +208,8 @@ class BLJES(AbstractBilevelMethod):
     a_k(x) at every candidate x (an ablation; it rewards learning min_θ g everywhere, see
     `_acquisition.py`). `hyperposterior=True` draws the hyperparameters of the f and g surrogates
     per path from a Laplace approximation of their posterior (`_hyperposterior.py`) instead of
-    using the fitted ones for every path.
+    using the fitted ones for every path; `hyperposterior_levels` says which surrogates get draws
+    ("fg", "f" or "g"; the others keep their fitted hyperparameters on every path).
     """
 
     name = "bljes"
@@ -217,6 +218,7 @@ class BLJES(AbstractBilevelMethod):
     tau: float = 0.01
     value_bound: bool = False
     hyperposterior: bool = False
+    hyperposterior_levels: str = "fg"
     min_share: float = 0.2
     x_candidates: int = 16
     theta_candidates: int = 16
@@ -229,12 +231,15 @@ class BLJES(AbstractBilevelMethod):
             raise ConfigError(f"bljes: features must be an even number >= 2 (cosine and sine pairs), got {self.features}")
         _check_positive("bljes", tau=self.tau)
         check_min_share("bljes", self.min_share)
+        if self.hyperposterior_levels not in ("fg", "f", "g"):
+            raise ConfigError(f"bljes: hyperposterior_levels must be fg, f or g, got {self.hyperposterior_levels!r}")
 
     def propose(self, state, key, *, coupled, costs, timer):
         path_key, optima_key, candidate_key = jax.random.split(key, 3)
         with timer("paths"):
             if self.hyperposterior:
-                gps = _hyperparameter_draws(state, jax.random.fold_in(path_key, 1), self.paths)
+                gps = _hyperparameter_draws(state, jax.random.fold_in(path_key, 1), self.paths,
+                                            self.hyperposterior_levels)
                 models = _sample_models_per_path(state, gps, path_key, self.features)
             else:
                 gps, models = None, _sample_models(state, path_key, self.paths, self.features)
@@ -262,9 +267,17 @@ def _sample_models(state, key, paths, features):
 
 
 @eqx.filter_jit
-def _hyperparameter_draws(state, key, paths):
+def _hyperparameter_draws(state, key, paths, levels: str = "fg"):
+    """(f GPs, g GPs), `paths` of each: drawn hyperparameters for the levels in `levels`, the
+    fitted GP repeated for the others."""
     upper_key, lower_key = jax.random.split(key)
-    return hyperparameter_draws(state.upper, upper_key, paths), hyperparameter_draws(state.lower, lower_key, paths)
+
+    def per_path(gp, key, drawn):
+        if drawn:
+            return hyperparameter_draws(gp, key, paths)
+        return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (paths, *jnp.shape(leaf))), gp)
+
+    return per_path(state.upper, upper_key, "f" in levels), per_path(state.lower, lower_key, "g" in levels)
 
 
 @eqx.filter_jit
