@@ -2,6 +2,7 @@
 result file contents. The CLI, the benchmarks and the notebooks all go through here."""
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from ..kernels import AbstractKernel, LayerStretch, Scaled, Warped
 from ..io import _schema as schema
 from ..io import _store as store
 from ._config import FIELD_VARIANCE_CANDIDATES, LearnConfig, SolveConfig, layer_stretch
-from .._errors import ConfigError
+from .._errors import ConfigError, SolverError
 from .._results import RESULTS
 from .._kernel_choice import kernel_with_arrays, make_field_kernels
 from ..solve._metrics import error_metrics
@@ -251,8 +252,16 @@ def choose_field_variances(problem: AbstractProblem, config: SolveConfig, solver
             kernel = configured_kernel(problem, config, {**chosen, name: factor})
             solution, _ = solver.solve(kernel, constraints, continuation=continuation,
                                        continuation_steps=CONTINUATION_STEPS)
-            scan[factor] = float(Posterior.at(solution, config.nugget, config.adaptive_nugget).log_likelihood())
-        chosen[name] = max(scan, key=scan.get)
+            try:
+                scan[factor] = float(Posterior.at(solution, config.nugget, config.adaptive_nugget).log_likelihood())
+            except SolverError:  # a candidate whose collocation system cannot be factorized
+                scan[factor] = -math.inf
+        finite = {factor: value for factor, value in scan.items() if math.isfinite(value)}
+        if not finite:
+            raise SolverError(f"no prior variance factor of field '{name}' gave a finite likelihood "
+                              f"(tried {', '.join(f'{c:g}' for c in FIELD_VARIANCE_CANDIDATES)}); give one, e.g. "
+                              f"--field-variance {name}=1")
+        chosen[name] = max(finite, key=finite.get)
         scans[name] = scan
     return chosen, scans
 
