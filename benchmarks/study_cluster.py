@@ -4,13 +4,13 @@
                                        [--init 3] [--workers 4,8] [--single-threaded-xla] [--out table.md]
 
 Runs the same study (every benchmark × method × seed, coupled) once with the runner's default
-in-process client and once on `gpde.app._local_cluster(W)` for each W of `--workers` (W
+in-process client and once on `gpde.app.local_cluster(W)` for each W of `--workers` (W
 single-threaded worker processes), each into its own study file. The workers' XLA uses as many threads
 as this process's unless `--single-threaded-xla` (then W workers × cores threads do not compete for
 the cores, but the runs may differ in the last bits from the in-process ones: XLA's CPU backend can
 sum in another order on one thread).
 Prints one row per scheduler: runs, wall seconds of the whole study (cluster start included),
-speedup against the in-process study, and whether every run's arrays (`ARRAYS`: queries, values,
+speedup against the in-process study, and whether every run's arrays (`STUDY_ARRAYS`: queries, values,
 recommendations, regret; the timings excepted) are bitwise equal to the in-process ones. The runs are
 seeded, so they must be.
 """

@@ -244,14 +244,11 @@ def _configured(args, config_class, defaults: str, prefix: str):
     config = resolve(name, getattr(problem_class, defaults), file_settings, flags, config_class=config_class)
     problem = build_problem(problem_class, config.parameters)
     dim = problem.domain.dim
-    unknown = sorted(set(config.field_lengthscales) - set(problem.fields))
-    if unknown:
-        raise ConfigError(f"field lengthscales name unknown field(s) {unknown}; the fields of {name} are: "
-                          f"{', '.join(problem.fields)}")
-    unknown = sorted(set(getattr(config, "field_variances", {})) - set(problem.fields))
-    if unknown:
-        raise ConfigError(f"field variances name unknown field(s) {unknown}; the fields of {name} are: "
-                          f"{', '.join(problem.fields)}")
+    for key in ("field_lengthscales", "field_variances"):
+        unknown = sorted(set(getattr(config, key, {})) - set(problem.fields))
+        if unknown:
+            raise ConfigError(f"{key.replace('_', ' ')} name unknown field(s) {unknown}; the fields of {name} are: "
+                              f"{', '.join(problem.fields)}")
     validation.check_lengthscale_count(config.kernel, config.lengthscale, dim)
     for field, values in config.field_lengthscales.items():
         validation.check_lengthscale_count(config.kernel, values, dim, f"lengthscale of field {field}")

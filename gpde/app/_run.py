@@ -237,20 +237,21 @@ def with_field_variances(problem: AbstractProblem, kernel, field_variances: dict
     return tuple(kernels) if isinstance(kernel, tuple) else kernels[0]
 
 
-def choose_field_variances(problem: AbstractProblem, config: SolveConfig, solver: GaussNewton, constraints,
-                           continuation) -> tuple[dict, dict]:
+def choose_field_variances(problem: AbstractProblem, config: SolveConfig, solver: GaussNewton, kernel,
+                           constraints, continuation) -> tuple[dict, dict]:
     """The prior variance factor of every field in `config.field_variances`: the given number, or
     for 'auto' the factor of FIELD_VARIANCE_CANDIDATES whose solve has the largest profile
     log-likelihood (`Posterior.log_likelihood`; one full solve per candidate, the other fields at
     their given factors or 1; 'auto' fields are chosen one after another in the order given).
-    Returns ({field: factor}, {field: {factor: log-likelihood}} for the 'auto' fields)."""
+    `kernel`: the configured kernel(s) before any factor. Returns ({field: factor},
+    {field: {factor: log-likelihood}} for the 'auto' fields)."""
     chosen = {f: v for f, v in config.field_variances.items() if v != "auto"}
     scans = {}
     for name in [f for f, v in config.field_variances.items() if v == "auto"]:
         scan = {}
         for factor in FIELD_VARIANCE_CANDIDATES:
-            kernel = configured_kernel(problem, config, {**chosen, name: factor})
-            solution, _ = solver.solve(kernel, constraints, continuation=continuation,
+            trial = with_field_variances(problem, kernel, {**chosen, name: factor})
+            solution, _ = solver.solve(trial, constraints, continuation=continuation,
                                        continuation_steps=CONTINUATION_STEPS)
             try:
                 scan[factor] = float(Posterior.at(solution, config.nugget, config.adaptive_nugget).log_likelihood())
@@ -296,8 +297,10 @@ def run_solve(
         raise ConfigError("field_variances 'auto' compares likelihoods of the dense collocation system: use --solver "
                           "dense, or give the factor, e.g. --field-variance a=16")
     continuation = continuation_stages(problem_class, config, interior, boundary)
-    field_variances, variance_scans = choose_field_variances(problem, config, solver, constraints, continuation)
-    kernel = configured_kernel(problem, config, field_variances)
+    unscaled = configured_kernel(problem, config, {})
+    field_variances, variance_scans = choose_field_variances(problem, config, solver, unscaled, constraints,
+                                                             continuation)
+    kernel = with_field_variances(problem, unscaled, field_variances)
     solution, history = solver.solve(kernel, constraints, callback, continuation=continuation,
                                      continuation_steps=CONTINUATION_STEPS)
 
