@@ -229,6 +229,11 @@ def test_laplace_draws_reproduce_the_fit_and_concentrate_with_data():
     np.testing.assert_allclose(np.cov(np.asarray(psi).T), covariance, atol=0.1 * np.abs(covariance).max())
     # Prior precision is the floor: no direction wider than the prior (sd 1).
     assert np.linalg.eigvalsh(covariance).max() <= 1.0 + 1e-12
+    # A temperature multiplies the covariance of the draws.
+    tempered = jax.vmap(fitted_psi)(hyperparameter_draws(gp, jax.random.PRNGKey(1), 4000, temperature=0.25))
+    np.testing.assert_allclose(np.cov(np.asarray(tempered).T), 0.25 * covariance, atol=0.025 * np.abs(covariance).max())
+    with pytest.raises(ConfigError, match="hyperposterior_temperature"):
+        make_method("bljes", hyperposterior_temperature=0.0)
     # More data → a narrower posterior of the lengthscales.
     rich = laplace_covariance(_state(n=40).lower)
     assert np.trace(rich) < np.trace(covariance)

@@ -14,7 +14,9 @@ objective and priors as the fit (`_surrogate.py`). Around the fitted ψ̂, p(ψ 
 the Hessian of that objective (autodiff). Eigenvalues of H below the prior's precision (1: the
 priors have sd 1 in log ℓ and log σ) are raised to it, so that no direction is wider than the prior
 (the fit stops after a fixed number of Adam steps, so H is not always positive definite there).
-Draws of log ℓ are clipped to the fit's range.
+Draws of log ℓ are clipped to the fit's range. A temperature t multiplies the covariance,
+N(ψ̂, t H⁻¹): the Laplace approximation of the tempered posterior p(ψ | y)^(1/t), an interpolation
+between the fitted hyperparameters (t → 0) and the full Laplace spread (t = 1).
 
 Each draw gives a GP on the same standardized data (same y_mean and y_scale, so the sample optima
 f*_k of different paths are in the same units). The acquisition then uses, for path k, the
@@ -71,11 +73,13 @@ def laplace_covariance(gp: GaussianProcess) -> Float[Array, "p p"]:
     return (vectors / values) @ vectors.T
 
 
-def hyperparameter_draws(gp: GaussianProcess, key: PRNGKeyArray, count: int) -> GaussianProcess:
-    """`count` GPs on `gp`'s data, hyperparameters drawn from the Laplace posterior; batched along a
-    leading axis of every leaf."""
+def hyperparameter_draws(gp: GaussianProcess, key: PRNGKeyArray, count: int,
+                         temperature: float = 1.0) -> GaussianProcess:
+    """`count` GPs on `gp`'s data, hyperparameters drawn from the Laplace posterior with its
+    covariance multiplied by `temperature` (1: the Laplace approximation itself; below 1 the draws
+    stay closer to the fit); batched along a leading axis of every leaf."""
     psi = fitted_psi(gp)
-    covariance = laplace_covariance(gp)
+    covariance = temperature * laplace_covariance(gp)
     root = jnp.linalg.cholesky(covariance + 1e-12 * jnp.eye(psi.shape[0]))
     draws = psi + jax.random.normal(key, (count, psi.shape[0])) @ root.T
     draws = draws.at[:, :-1].set(jnp.clip(draws[:, :-1], *_LOG_LENGTHSCALE_RANGE))

@@ -209,7 +209,8 @@ class BLJES(AbstractBilevelMethod):
     `_acquisition.py`). `hyperposterior=True` draws the hyperparameters of the f and g surrogates
     per path from a Laplace approximation of their posterior (`_hyperposterior.py`) instead of
     using the fitted ones for every path; `hyperposterior_levels` says which surrogates get draws
-    ("fg", "f" or "g"; the others keep their fitted hyperparameters on every path).
+    ("fg", "f" or "g"; the others keep their fitted hyperparameters on every path), and
+    `hyperposterior_temperature` multiplies the Laplace covariance of the draws.
     """
 
     name = "bljes"
@@ -219,6 +220,7 @@ class BLJES(AbstractBilevelMethod):
     value_bound: bool = False
     hyperposterior: bool = False
     hyperposterior_levels: str = "fg"
+    hyperposterior_temperature: float = 1.0
     min_share: float = 0.2
     x_candidates: int = 16
     theta_candidates: int = 16
@@ -229,7 +231,7 @@ class BLJES(AbstractBilevelMethod):
         _check_count("bljes", features=self.features)
         if self.features < 2 or self.features % 2:
             raise ConfigError(f"bljes: features must be an even number >= 2 (cosine and sine pairs), got {self.features}")
-        _check_positive("bljes", tau=self.tau)
+        _check_positive("bljes", tau=self.tau, hyperposterior_temperature=self.hyperposterior_temperature)
         check_min_share("bljes", self.min_share)
         if self.hyperposterior_levels not in ("fg", "f", "g"):
             raise ConfigError(f"bljes: hyperposterior_levels must be fg, f or g, got {self.hyperposterior_levels!r}")
@@ -239,7 +241,7 @@ class BLJES(AbstractBilevelMethod):
         with timer("paths"):
             if self.hyperposterior:
                 gps = _hyperparameter_draws(state, jax.random.fold_in(path_key, 1), self.paths,
-                                            self.hyperposterior_levels)
+                                            self.hyperposterior_levels, self.hyperposterior_temperature)
                 models = _sample_models_per_path(state, gps, path_key, self.features)
             else:
                 gps, models = None, _sample_models(state, path_key, self.paths, self.features)
@@ -267,14 +269,14 @@ def _sample_models(state, key, paths, features):
 
 
 @eqx.filter_jit
-def _hyperparameter_draws(state, key, paths, levels: str = "fg"):
-    """(f GPs, g GPs), `paths` of each: drawn hyperparameters for the levels in `levels`, the
-    fitted GP repeated for the others."""
+def _hyperparameter_draws(state, key, paths, levels: str = "fg", temperature: float = 1.0):
+    """(f GPs, g GPs), `paths` of each: drawn hyperparameters (Laplace covariance × `temperature`)
+    for the levels in `levels`, the fitted GP repeated for the others."""
     upper_key, lower_key = jax.random.split(key)
 
     def per_path(gp, key, drawn):
         if drawn:
-            return hyperparameter_draws(gp, key, paths)
+            return hyperparameter_draws(gp, key, paths, temperature)
         return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (paths, *jnp.shape(leaf))), gp)
 
     return per_path(state.upper, upper_key, "f" in levels), per_path(state.lower, lower_key, "g" in levels)
