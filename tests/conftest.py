@@ -50,3 +50,19 @@ def _jax_caches_cleared_after_each_module():
     yield
     if jax is not None:
         jax.clear_caches()
+
+
+#: Test files whose tests take a minute or more each (notebooks run end to end; the package is
+#: built and installed). They run first: with `pytest -n 2` the last test a worker gets decides when
+#: the run ends, and a minute-long test handed out last left the other worker idle for that minute
+#: (longest-first is the classic remedy for this scheduling problem).
+LONGEST_FIRST = ("test_notebooks.py", "test_install.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Run the files of LONGEST_FIRST before all others, each file's tests kept together and in order."""
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its collected order
