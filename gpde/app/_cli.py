@@ -25,6 +25,7 @@ from ..io import _schema as schema
 from ..io import _store as store
 from ..io import terminate_as_interrupt
 from ._config import LearnConfig, SolveConfig, load_toml, resolve
+from ..learn import OUTER_LOSSES
 from ._learn_run import learning_points, run_learn
 from ._plotting import check_figure_path, plot_fields
 from ._run import CALIBRATION, build_problem, collocation_points, continuation_stages, learned_kernel, run_solve
@@ -167,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="draw validation points at least this far from the boundary")
     learn.add_argument("--start-steps", type=int, dest="start_steps",
                        help="Gauss-Newton steps with the initial kernel before learning (default 0: start from u = 0)")
+    learn.add_argument("--outer-loss", dest="outer_loss", choices=OUTER_LOSSES,
+                       help="how the squared validation residuals are averaged (default: the problem's, "
+                            "mean-square as published)")
     learn.add_argument("--nugget", type=float)
     learn.add_argument("--continuation", type=_continuation, metavar="NAME=V1,V2,…",
                        help="continuation stages of the re-solves from u = 0 (before, after), as for solve; "

@@ -77,6 +77,9 @@ class LearnDefaults:
     #: fixed point for a learned kernel, the continuation picks the one the solutions of the easier
     #: problems lead to (Eikonal: the viscosity solution's branch, from larger ε).
     continuation: dict | None = None
+    #: How the learner averages the squared validation residuals (BilevelLearner.outer_loss):
+    #: "mean-square" (published) or "geometric-mean-square".
+    outer_loss: str = "mean-square"
 
 
 class AbstractProblem(eqx.Module):
