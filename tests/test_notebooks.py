@@ -164,6 +164,12 @@ def test_ensure_solve_reuses_a_matching_file_and_refuses_a_different_one(tmp_pat
     # Other settings: an error that says which, never a silently reused file.
     with pytest.raises(ConfigError, match="n_interior: file has 36, wanted 64"):
         analysis.ensure_solve(path, "elliptic", **{**settings, "n_interior": 64, "n_boundary": 36})
+    # A file written before a setting existed was computed with that setting's default.
+    older = {key: value for key, value in config.items() if key not in ("std_draws", "field_variances")}
+    old_path = store.write_run(tmp_path / "older.h5", _fake_solve(older))
+    assert analysis.ensure_solve(old_path, "elliptic", **settings) == old_path
+    with pytest.raises(ConfigError, match="std_draws: file has 0, wanted 4"):
+        analysis.ensure_solve(old_path, "elliptic", **{**settings, "std_draws": 4})
 
     rows = analysis.error_table(analysis.load_runs([path]))
     assert rows == [{"problem": "elliptic", "n_interior": 36, "n_boundary": 28, "n_points": 64, "rms": 1.0,

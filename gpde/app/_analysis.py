@@ -8,6 +8,7 @@ figure can never silently show a run made with other settings.
 """
 
 from collections.abc import Iterable, Sequence
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -34,10 +35,20 @@ def _plain(value):
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def _check_matches(path: Path, stored: dict, wanted: dict) -> None:
+def _check_matches(path: Path, stored: dict, wanted: dict, config_class=None) -> None:
     """ConfigError unless the stored configuration is the wanted one. Problem parameters are
-    compared only where the wanted configuration sets them (the file also records the defaults)."""
+    compared only where the wanted configuration sets them (the file also records the defaults).
+    A setting the file does not record (it was written before the setting existed) counts as the
+    `config_class` field's default, with which such a file was computed."""
     wanted, stored = _plain(wanted), dict(stored)
+    if config_class is not None:
+        for item in dataclasses.fields(config_class):
+            if item.name in stored:
+                continue
+            if item.default is not dataclasses.MISSING:
+                stored[item.name] = _plain({item.name: item.default})[item.name]
+            elif item.default_factory is not dataclasses.MISSING:
+                stored[item.name] = _plain({item.name: item.default_factory()})[item.name]
     wanted_parameters = wanted.pop("parameters", {}) or {}
     stored_parameters = stored.pop("parameters", {}) or {}
     differences = [
@@ -67,7 +78,7 @@ def _ensure(path, problem: str, overrides: dict, learn: bool) -> Path:
     else:
         config = resolve(problem, problem_class.defaults, overrides, config_class=SolveConfig)
     if path.exists():
-        _check_matches(path, store.read_run(path).config, config.as_dict())
+        _check_matches(path, store.read_run(path).config, config.as_dict(), type(config))
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     if learn:
