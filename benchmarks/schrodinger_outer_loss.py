@@ -7,8 +7,14 @@ after one Gauss-Newton step from a frozen iterate u_k. This script scales both f
 iterates: u_k = 0 (the learner's first outer iteration), the solve with the starting kernels (ℓ'
 = 1) and the solve with the published learned kernels (the resolved one). Then, for the resolved
 iterate, how the squared residual at the validation points is distributed (mean, median, largest,
-share of the largest 1 %, and where the largest one sits). Seed 0 as `gpde learn schrodinger`,
-nugget 1e-10, lengthscales in gpde's units (docs/references.md §8); errors on a t 51 × x 64 grid.
+share of the largest 1 %, and where the largest one sits). Then two tables for the starting
+kernels with every lengthscale scaled by one factor (the path a learner from ℓ' = 1 would take):
+the linearized outer loss around u_k = 0 and around the start solve as the arithmetic mean (the
+published loss), the median and the geometric mean of the squared residuals; and converged
+Gauss-Newton solves (20 steps from u = 0) with those kernels, their u RMS error against the
+nonlinear validation residual's mean, median and geometric mean. Seed 0 as `gpde learn
+schrodinger`, nugget 1e-10, lengthscales in gpde's units (docs/references.md §8); errors on a t 51
+× x 64 grid.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/schrodinger_outer_loss.py [--points 1000] [--out table.md]
     python benchmarks/schrodinger_outer_loss.py --tiny    # smoke test: 120 + 40 + 120 points
@@ -35,6 +41,10 @@ NUGGET = 1e-10
 PUBLISHED = ((0.174, 0.232), (0.175, 0.213))
 START = ((0.7071, 1.5915), (0.7071, 1.5915))
 FACTORS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.7)
+#: Common factors of every starting lengthscale (the published learned ones are 0.25 (ℓ_t) and
+#: 0.15 (ℓ_x) times the start).
+START_FACTORS = (2.0, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.13)
+TINY_START_FACTORS = (1.0, 0.5)
 #: Interior training points = validation points; initial points a quarter of them (the published ratio).
 POINTS = 1000
 TINY_POINTS = 120
@@ -51,6 +61,20 @@ def operator_values(solution, constraints):
     return tuple(jnp.stack([solution.apply(op, c.points) for op in c.operators]) for c in constraints)
 
 
+def statistics(residuals) -> tuple[float, float, float]:
+    """Σ over validation constraints of the arithmetic mean, the median and the geometric mean of
+    the squared residuals (the first and last are the learner's two outer losses)."""
+    squares = [np.asarray(r) ** 2 for r in residuals]
+    tiny = np.finfo(np.float64).tiny
+    return (sum(float(q.mean()) for q in squares), sum(float(np.median(q)) for q in squares),
+            sum(float(np.exp(np.mean(np.log(q + tiny)))) for q in squares))
+
+
+def start_scaled(factor: float):
+    """The starting lengthscales, every one times `factor`."""
+    return tuple(tuple(ell * factor for ell in field) for field in START)
+
+
 def scaled(axis: int, factor: float):
     """The published lengthscales with axis `axis` (0: t, 1: x) of both fields times `factor`."""
     return tuple(tuple(ell * factor if i == axis else ell for i, ell in enumerate(field)) for field in PUBLISHED)
@@ -64,6 +88,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     n_points = TINY_POINTS if args.tiny else args.points
     factors = TINY_FACTORS if args.tiny else FACTORS
+    start_factors = TINY_START_FACTORS if args.tiny else START_FACTORS
 
     problem = Schrodinger()
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -113,6 +138,30 @@ def main(argv=None):
             where = np.asarray(constraint.points)[int(np.argmax(squares))]
             lines.append(f"| {constraint.name} | {squares.mean():.3g} | {np.median(squares):.3g} | {squares.max():.3g} | "
                          f"{top.sum() / squares.sum():.2f} | ({where[0]:.3f}, {where[1]:.3f}) |")
+    lines += ["", "| u_k \\ every ℓ × | " + " | ".join(f"{f:g}" for f in start_factors) + " | argmin |",
+              "|---|" + "---|" * (len(start_factors) + 1)]
+    linearized = {key: iterates[key] for key in ("u_k = 0", "solve with start ℓ' = 1") if key in iterates}
+    for label, (train_values, validation_values, _) in linearized.items():
+        rows = []
+        for factor in start_factors:
+            residuals = _validation_residuals(periodic_kernels(start_scaled(factor)), train, validation,
+                                              train_values, validation_values, NUGGET, True)
+            rows.append(statistics(residuals))
+        for index, name in enumerate(("mean", "median", "geometric mean")):
+            values = [row[index] for row in rows]
+            lines.append(f"| {label}: {name} | " + " | ".join(f"{v:.2e}" for v in values)
+                         + f" | {start_factors[int(np.argmin(values))]:g} |")
+    lines += ["", "| converged solve, every ℓ × | u RMS | validation residual² mean | median | geometric mean |",
+              "|---|---|---|---|---|"]
+    for label, lengthscales in [*((f"{f:g}", start_scaled(f)) for f in start_factors), ("published learned", PUBLISHED)]:
+        try:
+            solution, _ = solver.solve(periodic_kernels(lengthscales), train)
+        except SolverError as error:
+            lines.append(f"| {label} | failed: {str(error).split(':')[0]} | | | |")
+            continue
+        rms = float(np.sqrt(np.mean((np.asarray(solution(grid)) - reference) ** 2)))
+        residuals = [c.residuals_and_weights(v)[0] for c, v in zip(validation, operator_values(solution, validation))]
+        lines.append(f"| {label} | {rms:.2e} | " + " | ".join(f"{v:.2e}" for v in statistics(residuals)) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -248,7 +248,7 @@ def test_schrodinger_outer_loss_tiny(tmp_path):
     script = load_benchmark("schrodinger_outer_loss")
     out = tmp_path / "table.md"
     script.main(["--tiny", "--out", str(out)])
-    t_scan, x_scan, residuals = markdown_tables(out.read_text())
+    t_scan, x_scan, residuals, start_scan, converged = markdown_tables(out.read_text())
     for table in (t_scan, x_scan):
         assert [float(v) for v in table[0][1:-1]] == list(script.TINY_FACTORS)
         assert table[1][0].startswith("u_k = 0")
@@ -258,3 +258,14 @@ def test_schrodinger_outer_loss_tiny(tmp_path):
     for row in residuals[1:]:
         mean, median, largest, share = (number(v) for v in row[1:5])
         assert 0 <= median <= largest and mean <= largest and 0 < share <= 1
+    # Per iterate: mean, median and geometric mean of the same residuals; the geometric mean is at
+    # most the mean (AM-GM) at every factor.
+    assert [float(v) for v in start_scan[0][1:-1]] == list(script.TINY_START_FACTORS)
+    assert len(start_scan) == 1 + 2 * 3
+    for mean_row, geometric_row in ((start_scan[1], start_scan[3]), (start_scan[4], start_scan[6])):
+        assert all(number(g) <= number(m) for m, g in zip(mean_row[1:-1], geometric_row[1:-1]))
+    assert [row[0] for row in converged[1:]] == [f"{f:g}" for f in script.TINY_START_FACTORS] + ["published learned"]
+    for row in converged[1:]:
+        if not row[1].startswith("failed"):
+            rms, mean, median, geometric = (number(v) for v in row[1:5])
+            assert rms > 0 and 0 < geometric <= mean
