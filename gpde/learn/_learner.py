@@ -96,9 +96,8 @@ def linearized_validation_loss(
     and a data constraint, mean residual² + σ⁻² · mean misfit²). "geometric-mean-square": the
     geometric mean exp(mean log r²), which a few points with large residuals cannot dominate.
     Why the second exists: on the Schrödinger problem the squared residual at the validation points
-    spans many orders of magnitude, and the arithmetic mean is made by the few points at the
-    focusing peak; it then ranks kernels against their error (benchmarks/learn-published.md).
-    Both have the units of r² and are ≥ 0."""
+    spans many orders of magnitude and the arithmetic mean is made by the few points at the
+    focusing peak (docs/learning.md). Both have the units of r² and are ≥ 0."""
     if kind not in OUTER_LOSSES:
         raise ConfigError(f"unknown outer loss {kind!r}; choose one of: {', '.join(OUTER_LOSSES)}")
     residuals = linearized_validation_residuals(
