@@ -54,8 +54,8 @@ def _jax_caches_cleared_after_each_module():
 
 #: Test files whose tests take a minute or more each (notebooks run end to end; the package is
 #: built and installed). They run first: with `pytest -n 2` the last test a worker gets decides when
-#: the run ends, and a minute-long test handed out last left the other worker idle for that minute
-#: (longest-first is the classic remedy for this scheduling problem).
+#: the run ends, and a minute-long test handed out last can leave the other worker idle for that
+#: minute (longest-first is the classic remedy for this scheduling problem).
 LONGEST_FIRST = ("test_notebooks.py", "test_install.py")
 
 
