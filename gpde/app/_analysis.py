@@ -46,9 +46,9 @@ def _check_matches(path: Path, stored: dict, wanted: dict, config_class=None) ->
             if item.name in stored:
                 continue
             if item.default is not dataclasses.MISSING:
-                stored[item.name] = _plain({item.name: item.default})[item.name]
+                stored[item.name] = _plain(item.default)
             elif item.default_factory is not dataclasses.MISSING:
-                stored[item.name] = _plain({item.name: item.default_factory()})[item.name]
+                stored[item.name] = _plain(item.default_factory())
     wanted_parameters = wanted.pop("parameters", {}) or {}
     stored_parameters = stored.pop("parameters", {}) or {}
     differences = [

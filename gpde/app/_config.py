@@ -10,7 +10,7 @@ from ..kernels import LayerStretch
 from ..solve._domain import LAYOUTS
 from .._errors import ConfigError
 from .._kernel_choice import KERNELS
-from ..learn import OUTER_LOSSES
+from ..learn import check_outer_loss
 from ..solve._problem import LearnDefaults, SolveDefaults
 from ..sparse import SOLVER_NAMES
 from ._validation import check_parameters, check_path_setting, check_problem_name, check_seed
@@ -151,8 +151,7 @@ class LearnConfig:
             raise ConfigError(f"scale_search must be true or false, got {self.scale_search!r}")
         if not isinstance(self.lengthscale_scan, bool):
             raise ConfigError(f"lengthscale_scan must be true or false, got {self.lengthscale_scan!r}")
-        if self.outer_loss not in OUTER_LOSSES:
-            raise ConfigError(f"unknown outer_loss {self.outer_loss!r}; choose one of: {', '.join(OUTER_LOSSES)}")
+        check_outer_loss(self.outer_loss, "outer_loss")
         if not (isinstance(self.loss_tolerance, (int, float)) and self.loss_tolerance >= 0):
             raise ConfigError(f"loss_tolerance must be >= 0, got {self.loss_tolerance}")
 

@@ -1,6 +1,7 @@
 """Bilevel kernel-hyperparameter learning with a Gauss-Newton linearized inner step."""
 
 from ._learner import OUTER_LOSSES as OUTER_LOSSES
+from ._learner import check_outer_loss as check_outer_loss
 from ._learner import BilevelLearner as BilevelLearner
 from ._learner import LearnResult as LearnResult
 from ._learner import OuterRecord as OuterRecord

@@ -53,6 +53,12 @@ from ..solve._solver import reference_residual_rms
 OUTER_LOSSES = ("mean-square", "geometric-mean-square")
 
 
+def check_outer_loss(kind: str, name: str = "outer loss") -> None:
+    """ConfigError naming `name` unless `kind` is one of OUTER_LOSSES."""
+    if kind not in OUTER_LOSSES:
+        raise ConfigError(f"unknown {name} {kind!r}; choose one of: {', '.join(OUTER_LOSSES)}")
+
+
 def linearized_validation_residuals(
     kernel: AbstractKernel | Sequence[AbstractKernel],
     train: Sequence[Constraint],
@@ -98,8 +104,7 @@ def linearized_validation_loss(
     Why the second exists: on the Schrödinger problem the squared residual at the validation points
     spans many orders of magnitude and the arithmetic mean is made by the few points at the
     focusing peak (docs/learning.md). Both have the units of r² and are ≥ 0."""
-    if kind not in OUTER_LOSSES:
-        raise ConfigError(f"unknown outer loss {kind!r}; choose one of: {', '.join(OUTER_LOSSES)}")
+    check_outer_loss(kind)
     residuals = linearized_validation_residuals(
         kernel, train, validation, train_values, validation_values, nugget, adaptive_nugget
     )
@@ -199,8 +204,7 @@ class BilevelLearner(eqx.Module):
     outer_loss: str = eqx.field(static=True, default="mean-square")
 
     def __check_init__(self):
-        if self.outer_loss not in OUTER_LOSSES:
-            raise ConfigError(f"unknown outer loss {self.outer_loss!r}; choose one of: {', '.join(OUTER_LOSSES)}")
+        check_outer_loss(self.outer_loss)
         for name in ("gn_steps", "inner_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
