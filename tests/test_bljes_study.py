@@ -126,6 +126,8 @@ def test_final_table_counts_the_runs_that_end_infeasible():
         ({"methods": "nope"}, "unknown method 'nope'"),
         ({"settings": "sideways"}, "unknown setting 'sideways'"),
         ({"seeds": 0}, "--seeds must be a positive integer"),
+        ({"seeds": "4-3"}, "or a range A-B"),
+        ({"seeds": "2,3"}, "or a range A-B"),
         ({"evaluations": 0}, "--iters"),
         ({"initial": -1}, "--init"),
         ({"initial": 9, "evaluations": 4}, "must not exceed --iters"),
@@ -149,6 +151,14 @@ def test_method_options_make_separate_cells():
     assert ablation[0].label == "bljes[paths=10,tau=0.05]"
     assert plain[0].path != ablation[0].path and "bljes[paths=10,tau=0.05]" in ablation[0].path
     assert study.parse_options(ablation[0].options) == {"paths": 10, "tau": 0.05}
+
+
+def test_seed_ranges_extend_a_study():
+    assert [spec.seed for spec in study.plan_study("smoke-1+1", "random", "coupled", "3", evaluations=4, initial=3)] == [0, 1, 2]
+    extra = study.plan_study("smoke-1+1", "random", "coupled", "3-4", evaluations=4, initial=3)
+    assert [spec.seed for spec in extra] == [3, 4]
+    first = study.plan_study("smoke-1+1", "random", "coupled", 5, evaluations=4, initial=3)
+    assert [spec.path for spec in first[3:]] == [spec.path for spec in extra]  # the same runs, so a file resumes
 
 
 def test_plan_study_expands_lists_and_all():

@@ -199,7 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     bljes.add_argument("--setting", default="coupled", help="coupled, decoupled, comma separated, or 'all'")
     bljes.add_argument("--iters", type=int, default=60, help="evaluations per run, the initial ones included")
     bljes.add_argument("--init", type=int, default=3, help="initial uniform random evaluations")
-    bljes.add_argument("--seeds", type=int, default=10, help="seeds 0 … N−1 per method and benchmark")
+    bljes.add_argument("--seeds", default="10", help="N: seeds 0 … N−1 per method and benchmark; A-B: seeds A … B "
+                       "(e.g. 10-19 to add seeds to an existing --out)")
     bljes.add_argument("--noise", type=float, default=0.0, help="observation noise standard deviation "
                        "(for noise relative to each output's range use a benchmark option: smd1[noise=0.05])")
     bljes.add_argument("--cost", default="f=1,g=1", metavar="f=COST,g=COST",

@@ -201,11 +201,30 @@ def _positive(name: str, value) -> int:
     return int(value)
 
 
+def parse_seeds(value: int | str) -> range:
+    """The seeds of a study: N (an integer or its text) means 0 … N − 1, 'A-B' means A … B
+    inclusive, so that more seeds can be added to a study file later (its finished runs are
+    skipped). Raises ConfigError naming the accepted forms."""
+    if isinstance(value, str):
+        text = value.strip()
+        first, dash, last = text.partition("-")
+        if dash and first.strip().isdigit() and last.strip().isdigit():
+            first, last = int(first), int(last)
+            if first <= last:
+                return range(first, last + 1)
+        elif not dash and text.isdigit():
+            value = int(text)
+        if isinstance(value, str):
+            raise ConfigError(f"--seeds must be a positive integer N (seeds 0 … N−1) or a range A-B with "
+                              f"0 ≤ A ≤ B (seeds A … B), got {value!r}")
+    return range(_positive("--seeds", value))
+
+
 def plan_study(
     benchmarks: str | Sequence[str],
     methods: str | Sequence[str] = "bljes",
     settings: str | Sequence[str] = "coupled",
-    seeds: int = 10,
+    seeds: int | str = 10,
     evaluations: int = 60,
     initial: int = 3,
     noise: float = 0.0,
@@ -214,7 +233,7 @@ def plan_study(
 ) -> list[RunSpec]:
     """The runs of a study, checked: benchmark, method and setting names (comma lists or 'all';
     a benchmark may carry the option [noise=LEVEL], e.g. 'smd1[noise=0.05]'), seeds
-    0 … seeds − 1, `evaluations` queries per run of which `initial` are the random initial
+    0 … seeds − 1 or, for a text 'A-B', A … B (`parse_seeds`), `evaluations` queries per run of which `initial` are the random initial
     design, `costs` of an f and a g query ('f=1,g=0.1' or a pair). Builds every benchmark and
     method once, so that a bad combination fails here, before any run starts. Raises ConfigError
     naming the problem and the fix."""
@@ -226,7 +245,7 @@ def plan_study(
         raise ConfigError(f"costs must be (cost of an f query, cost of a g query), both > 0, got {costs!r}")
     method_names = _names(methods, METHODS, "method")
     setting_names = _names(settings, SETTINGS, "setting")
-    seeds = _positive("--seeds", seeds)
+    seeds = parse_seeds(seeds)
     evaluations = _positive("--iters (evaluations per run)", evaluations)
     initial = _positive("--init (initial random evaluations)", initial)
     if initial > evaluations:
@@ -234,7 +253,7 @@ def plan_study(
                           "evaluations count toward the budget")
     if not (isinstance(noise, (int, float)) and np.isfinite(noise) and noise >= 0):
         raise ConfigError(f"--noise must be a finite standard deviation >= 0, got {noise!r}")
-    runs = float(len(benchmark_names)) * len(method_names) * len(setting_names) * seeds
+    runs = float(len(benchmark_names)) * len(method_names) * len(setting_names) * len(seeds)
     check_memory(runs * RUN_BYTES + SURROGATE_MATRICES * 8.0 * float(evaluations) ** 2,
                  f"a study of {runs:.0f} runs with {evaluations} evaluations each",
                  "use fewer --seeds, methods or benchmarks, or fewer --iters")
@@ -244,7 +263,7 @@ def plan_study(
     for name in method_names:
         make_method(name, **parse_options(options))
     return [RunSpec(b, m, s, seed, evaluations, initial, float(noise), options, costs)
-            for b in benchmark_names for m in method_names for s in setting_names for seed in range(seeds)]
+            for b in benchmark_names for m in method_names for s in setting_names for seed in seeds]
 
 
 def run_one(spec: RunSpec) -> dict:
