@@ -12,11 +12,14 @@ kernels with every lengthscale scaled by one factor (the path a learner from ℓ
 the linearized outer loss around u_k = 0 and around the start solve as the arithmetic mean (the
 published loss), the median and the geometric mean of the squared residuals; and converged
 Gauss-Newton solves (20 steps from u = 0) with those kernels, their u RMS error against the
-nonlinear validation residual's mean, median and geometric mean. Seed 0 as `gpde learn
+nonlinear validation residual's mean, median and geometric mean. Last, the published learner's
+loss on random batches of `--batch` validation points (the published code draws one batch per
+outer iteration): along the same path, how many of 50 batches put the minimum of the batch's
+mean at each factor. Seed 0 as `gpde learn
 schrodinger`, nugget 1e-10, lengthscales in gpde's units (docs/references.md §8); errors on a t 51
 × x 64 grid.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/schrodinger_outer_loss.py [--points 1000] [--out table.md]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/schrodinger_outer_loss.py [--points 1000] [--batch 200] [--out table.md]
     python benchmarks/schrodinger_outer_loss.py --tiny    # smoke test: 120 + 40 + 120 points
 """
 
@@ -49,6 +52,9 @@ TINY_START_FACTORS = (1.0, 0.5)
 POINTS = 1000
 TINY_POINTS = 120
 TINY_FACTORS = (0.7, 1.0, 1.4)
+#: Validation points per batch (the published code's batch) and the number of random batches.
+BATCH = 200
+BATCHES = 50
 
 _validation_residuals = eqx.filter_jit(linearized_validation_residuals)
 
@@ -70,6 +76,21 @@ def statistics(residuals) -> tuple[float, float, float]:
             sum(float(np.exp(np.mean(np.log(q + tiny)))) for q in squares))
 
 
+def batch_argmins(squares_per_factor, batch: int, batches: int, seed: int = 0) -> np.ndarray:
+    """For `batches` random sets of `batch` validation point indices (one set for every
+    constraint, as the published code evaluates both equations at the same points), the index of
+    the factor whose batch loss (Σ over constraints of the mean squared residual over the batch)
+    is smallest. `squares_per_factor[f][c]`: the squared residuals of constraint c at factor f."""
+    rng = np.random.default_rng(seed)
+    size = len(squares_per_factor[0][0])
+    argmins = []
+    for _ in range(batches):
+        chosen = rng.choice(size, min(batch, size), replace=False)
+        losses = [sum(float(q[chosen].mean()) for q in squares) for squares in squares_per_factor]
+        argmins.append(int(np.argmin(losses)))
+    return np.array(argmins)
+
+
 def start_scaled(factor: float):
     """The starting lengthscales, every one times `factor`."""
     return tuple(tuple(ell * factor for ell in field) for field in START)
@@ -84,6 +105,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=POINTS, help=f"interior and validation points (default {POINTS})")
     parser.add_argument("--tiny", action="store_true", help=f"smoke test: {TINY_POINTS} points, factors {TINY_FACTORS}")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help=f"validation points per random batch (default {BATCH}, the published batch)")
     parser.add_argument("--out", help="also write the tables (markdown) to this file")
     args = parser.parse_args(argv)
     n_points = TINY_POINTS if args.tiny else args.points
@@ -152,12 +175,14 @@ def main(argv=None):
     lines += ["", "| u_k \\ every ℓ × | " + " | ".join(f"{f:g}" for f in start_factors) + " | argmin |",
               "|---|" + "---|" * (len(start_factors) + 1)]
     linearized = {key: iterates[key] for key in ("u_k = 0", "solve with start ℓ' = 1") if key in iterates}
+    squares_along_path = {}
     for label, (train_values, validation_values, _) in linearized.items():
-        rows = []
+        rows, squares_along_path[label] = [], []
         for factor in start_factors:
             residuals = _validation_residuals(periodic_kernels(start_scaled(factor)), train, validation,
                                               train_values, validation_values, NUGGET, True)
             rows.append(statistics(residuals))
+            squares_along_path[label].append([np.asarray(r) ** 2 for r in residuals])
         for index, name in enumerate(("mean", "median", "geometric mean")):
             values = [row[index] for row in rows]
             lines.append(f"| {label}: {name} | " + " | ".join(f"{v:.2e}" for v in values)
@@ -172,6 +197,12 @@ def main(argv=None):
         rms = float(np.sqrt(np.mean((np.asarray(solution(grid)) - reference) ** 2)))
         residuals = [c.residuals_and_weights(v)[0] for c, v in zip(validation, operator_values(solution, validation))]
         lines.append(f"| {label} | {rms:.2e} | " + " | ".join(f"{v:.2e}" for v in statistics(residuals)) + " |")
+    lines += ["", f"| u_k: of {BATCHES} batches of {min(args.batch, n_points)} validation points, how many have "
+              "their smallest mean at every ℓ × | " + " | ".join(f"{f:g}" for f in start_factors) + " |",
+              "|---|" + "---|" * len(start_factors)]
+    for label, squares_per_factor in squares_along_path.items():
+        counts = np.bincount(batch_argmins(squares_per_factor, args.batch, BATCHES), minlength=len(start_factors))
+        lines.append(f"| {label} | " + " | ".join(str(c) for c in counts) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -248,7 +248,7 @@ def test_schrodinger_outer_loss_tiny(tmp_path):
     script = load_benchmark("schrodinger_outer_loss")
     out = tmp_path / "table.md"
     script.main(["--tiny", "--out", str(out)])
-    t_scan, x_scan, residuals, start_scan, converged = markdown_tables(out.read_text())
+    t_scan, x_scan, residuals, start_scan, converged, batches = markdown_tables(out.read_text())
     for table in (t_scan, x_scan):
         assert [float(v) for v in table[0][1:-1]] == list(script.TINY_FACTORS)
         assert table[1][0].startswith("u_k = 0")
@@ -269,3 +269,19 @@ def test_schrodinger_outer_loss_tiny(tmp_path):
         if not row[1].startswith("failed"):
             rms, mean, median, geometric = (number(v) for v in row[1:5])
             assert rms > 0 and 0 < geometric <= mean
+    assert [row[0] for row in batches[1:]] == ["u_k = 0", "solve with start ℓ' = 1"]
+    assert all(sum(int(v) for v in row[1:]) == script.BATCHES for row in batches[1:])
+
+
+def test_batch_argmins_follow_the_batch_not_the_whole_set():
+    script = load_benchmark("schrodinger_outer_loss")
+    # Two factors, two constraints, 10 points: factor 0 is better at 9 points, factor 1 has one
+    # point 100 times lower where factor 0 has an outlier that makes its full mean the larger.
+    base = np.ones(10)
+    outlier = base.copy()
+    outlier[3] = 1e3
+    squares = [[outlier, outlier], [2 * base, 2 * base]]
+    assert set(script.batch_argmins(squares, batch=10, batches=5)) == {1}  # the whole set: the mean
+    picks = script.batch_argmins(squares, batch=1, batches=200)
+    # A batch of one point finds factor 0 better unless it is the outlier (1 in 10).
+    assert 0.8 < np.mean(picks == 0) < 0.97
