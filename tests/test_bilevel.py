@@ -183,6 +183,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_kernel():
         (dict(start_steps=-1), "start_steps"),
         (dict(start_steps=2.5), "start_steps"),
         (dict(outer_loss="median"), "outer_loss"),
+        (dict(batch_redraw="never"), "batch_redraw"),
     ],
 )
 def test_bad_learning_configs_are_rejected(settings, message):
@@ -211,6 +212,23 @@ def test_learner_rejects_bad_settings():
         BilevelLearner(nugget=-1.0)
     with pytest.raises(ConfigError, match="outer loss"):
         BilevelLearner(outer_loss="median")
+    with pytest.raises(ConfigError, match="batch redraw"):
+        BilevelLearner(batch_redraw="sometimes")
+
+
+@pytest.mark.parametrize("redraw", ["every-step", "every-outer-iteration"])
+def test_validation_batches_are_redrawn_every_step_or_every_outer_iteration(redraw):
+    # With a zero learning rate θ never moves and the iterate is frozen within an outer
+    # iteration, so the recorded losses differ between two steps only if their batches do.
+    problem, train, validation = _small_elliptic(n_interior=30, n_boundary=16, n_validation=40)
+    learner = BilevelLearner(optimizer=optax.sgd(0.0), gn_steps=2, inner_steps=4, nugget=1e-10, batch_size=5,
+                             lengthscale_scan=False, batch_redraw=redraw)
+    losses = np.array(learner.learn(Gaussian(0.3), train, validation, seed=1).losses).reshape(2, 4)
+    same_within = [len(np.unique(row)) == 1 for row in losses]
+    if redraw == "every-step":
+        assert not any(same_within)  # 5 of 40 points: four draws alike has probability ~1e-17
+    else:
+        assert all(same_within) and losses[0, 0] != losses[1, 0]
 
 
 def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():

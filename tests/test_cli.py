@@ -191,6 +191,7 @@ BAD_TOML = "n_interior = [\n"
         (["solve", "elliptic", "--n-interior", "99"], ["perfect", "99", "100", "--layout random"]),
         (["learn", "elliptic", "--start-steps", "-1"], ["start_steps must be an integer >= 0", "-1"]),
         (["learn", "elliptic", "--outer-loss", "median"], ["--outer-loss", "median", "geometric-mean-square"]),
+        (["learn", "elliptic", "--batch-redraw", "never"], ["--batch-redraw", "never", "every-outer-iteration"]),
         (["solve", "burgers", "--stretch", "1,0,0.05"], ["AXIS,CENTRE,WIDTH,RATIO"]),
         (["solve", "burgers", "--stretch", "2,0,0.05,3"], ["stretch axis 2 does not exist"]),
         (["solve", "burgers", "--stretch", "1,0,0.05,0.5"], ["stretch", "ratio must be >= 1"]),

@@ -25,7 +25,7 @@ from ..io import _schema as schema
 from ..io import _store as store
 from ..io import terminate_as_interrupt
 from ._config import LearnConfig, SolveConfig, load_toml, resolve
-from ..learn import OUTER_LOSSES
+from ..learn import BATCH_REDRAWS, OUTER_LOSSES
 from ._learn_run import learning_points, run_learn
 from ._plotting import check_figure_path, plot_fields
 from ._run import CALIBRATION, build_problem, collocation_points, continuation_stages, learned_kernel, run_solve
@@ -164,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--n-boundary", type=int, dest="n_boundary")
     learn.add_argument("--n-validation", type=int, dest="n_validation")
     learn.add_argument("--batch-size", type=int, dest="batch_size", help="validation minibatch (default: all)")
+    learn.add_argument("--batch-redraw", dest="batch_redraw", choices=BATCH_REDRAWS,
+                       help="with --batch-size: a new batch before every optimizer step (default) or once per "
+                            "outer iteration (as the published codes)")
     learn.add_argument("--validation-margin", type=float, dest="validation_margin",
                        help="draw validation points at least this far from the boundary")
     learn.add_argument("--start-steps", type=int, dest="start_steps",

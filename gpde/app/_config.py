@@ -10,7 +10,7 @@ from ..kernels import LayerStretch
 from ..solve._domain import LAYOUTS
 from .._errors import ConfigError
 from .._kernel_choice import KERNELS
-from ..learn import check_outer_loss
+from ..learn import check_batch_redraw, check_outer_loss
 from ..solve._problem import LearnDefaults, SolveDefaults
 from ..sparse import SOLVER_NAMES
 from ._validation import check_parameters, check_path_setting, check_problem_name, check_seed
@@ -131,6 +131,9 @@ class LearnConfig:
     continuation: dict | None = None
     #: How the squared validation residuals are averaged (BilevelLearner.outer_loss, OUTER_LOSSES).
     outer_loss: str = "mean-square"
+    #: With batch_size: a new validation batch every optimizer step or every outer iteration
+    #: (BilevelLearner.batch_redraw, BATCH_REDRAWS).
+    batch_redraw: str = "every-step"
 
     def __post_init__(self):
         _check_common(self)
@@ -152,6 +155,7 @@ class LearnConfig:
         if not isinstance(self.lengthscale_scan, bool):
             raise ConfigError(f"lengthscale_scan must be true or false, got {self.lengthscale_scan!r}")
         check_outer_loss(self.outer_loss, "outer_loss")
+        check_batch_redraw(self.batch_redraw, "batch_redraw")
         if not (isinstance(self.loss_tolerance, (int, float)) and self.loss_tolerance >= 0):
             raise ConfigError(f"loss_tolerance must be >= 0, got {self.loss_tolerance}")
 

@@ -132,7 +132,7 @@ def run_learn(
         optimizer=optax.adam(config.learning_rate), gn_steps=config.gn_steps, inner_steps=config.inner_steps,
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, batch_size=config.batch_size,
         loss_tolerance=config.loss_tolerance, scale_search=config.scale_search,
-        lengthscale_scan=config.lengthscale_scan, outer_loss=config.outer_loss,
+        lengthscale_scan=config.lengthscale_scan, outer_loss=config.outer_loss, batch_redraw=config.batch_redraw,
     )
     per_iteration = {"lengthscale_field": []}
 

@@ -51,12 +51,25 @@ from ..solve._solver import reference_residual_rms
 
 #: The outer losses of `linearized_validation_loss` (the first is the default and the published one).
 OUTER_LOSSES = ("mean-square", "geometric-mean-square")
+#: When the learner draws a new validation batch (with `batch_size`): before every optimizer step,
+#: or once per outer iteration (the published codes' way: every step of an outer iteration then
+#: minimizes the same loss).
+BATCH_REDRAWS = ("every-step", "every-outer-iteration")
 
 
 def check_outer_loss(kind: str, name: str = "outer loss") -> None:
     """ConfigError naming `name` unless `kind` is one of OUTER_LOSSES."""
-    if kind not in OUTER_LOSSES:
-        raise ConfigError(f"unknown {name} {kind!r}; choose one of: {', '.join(OUTER_LOSSES)}")
+    _check_choice(kind, OUTER_LOSSES, name)
+
+
+def check_batch_redraw(kind: str, name: str = "batch redraw") -> None:
+    """ConfigError naming `name` unless `kind` is one of BATCH_REDRAWS."""
+    _check_choice(kind, BATCH_REDRAWS, name)
+
+
+def _check_choice(kind, choices, name: str) -> None:
+    if kind not in choices:
+        raise ConfigError(f"unknown {name} {kind!r}; choose one of: {', '.join(choices)}")
 
 
 def linearized_validation_residuals(
@@ -202,9 +215,13 @@ class BilevelLearner(eqx.Module):
     regularizer: Callable[[AbstractKernel], jax.Array] | None = eqx.field(static=True, default=None)
     #: How the squared validation residuals are averaged (`linearized_validation_loss`, OUTER_LOSSES).
     outer_loss: str = eqx.field(static=True, default="mean-square")
+    #: With `batch_size`: a new batch before every optimizer step, or one per outer iteration
+    #: (BATCH_REDRAWS; the scale search of an outer iteration uses the same batch as its steps).
+    batch_redraw: str = eqx.field(static=True, default="every-step")
 
     def __check_init__(self):
         check_outer_loss(self.outer_loss)
+        check_batch_redraw(self.batch_redraw)
         for name in ("gn_steps", "inner_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -300,8 +317,11 @@ class BilevelLearner(eqx.Module):
             last_good = params
 
         try:
+            per_step = self.batch_redraw == "every-step"
             for iteration in range(1, self.gn_steps + 1):
                 start = time.perf_counter()
+                if not per_step:
+                    indices = batch(sizes)
                 factor = 1.0
                 if scanned and self.scale_search:
                     params, factor = _scale_search(params, loss_at)
@@ -310,7 +330,8 @@ class BilevelLearner(eqx.Module):
                     optimizer_state = self.optimizer.init(params)
                 steps_taken, loss = 0, float("nan")
                 for _ in range(self.inner_steps):
-                    indices = batch(sizes)
+                    if per_step:
+                        indices = batch(sizes)
                     new_params, new_state, loss_value, finite = compiled_step(
                         params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
                         train_values, _subset_values(validation_values, indices), self.nugget,

@@ -77,6 +77,10 @@ class LearnDefaults:
     #: fixed point for a learned kernel, the continuation picks the one the solutions of the easier
     #: problems lead to (Eikonal: the viscosity solution's branch, from larger ε).
     continuation: dict | None = None
+    #: Validation points per outer-loss evaluation (None: all) and when a new batch is drawn
+    #: (BilevelLearner.batch_size, batch_redraw).
+    batch_size: int | None = None
+    batch_redraw: str = "every-step"
     #: How the learner averages the squared validation residuals (BilevelLearner.outer_loss):
     #: "mean-square" (published) or "geometric-mean-square".
     outer_loss: str = "mean-square"
