@@ -90,9 +90,10 @@ if SETTING == "quick":
 else:
     TWO_FIELD_PROBLEMS = ("gray-scott", "schrodinger")
     TWO_FIELD_SETTINGS = {}  # the published setups, except the Schrödinger schedule below
-#: Schrödinger: the published points, but 6 × 20 Adam steps at lr 0.05 instead of 20 × 50 at 1e-2
-#: (about 17 s per Adam step on one core here: the published schedule would take ~5 h). Measured
-#: 2026-11-30 (51 min): u RMS 0.44 → 0.139, short of the published 7.06e-3 (benchmarks/learn-published.md).
+#: Schrödinger: the published points, but 6 × 20 Adam steps at lr 0.05 instead of 30 × 50 at 1e-2
+#: (about 17 s per Adam step on one core here: the published schedule would take ~7 h). Measured
+#: 2026-11-30 (51 min, all 2000 validation points in every loss): u RMS 0.44 → 0.139, short of the
+#: published 7.06e-3 (benchmarks/learn-published.md).
 SCHEDULES = {"schrodinger": dict(gn_steps=6, inner_steps=20, learning_rate=0.05)} if SETTING == "full" else {}
 
 FOLDER = RESULTS / "learning" / SETTING
