@@ -184,6 +184,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_kernel():
         (dict(start_steps=2.5), "start_steps"),
         (dict(outer_loss="median"), "outer_loss"),
         (dict(batch_redraw="never"), "batch_redraw"),
+        (dict(update_steps=0), "update_steps"),
     ],
 )
 def test_bad_learning_configs_are_rejected(settings, message):
@@ -320,6 +321,27 @@ def test_learning_from_a_converged_first_iterate_stays_at_that_solution():
     scale = np.max(np.abs(reference))
     assert np.max(np.abs(np.asarray(warm(points)) - reference)) < 1e-6 * scale
     assert np.max(np.abs(np.asarray(cold(points)) - reference)) > 1e-2 * scale
+
+
+def test_update_steps_are_gauss_newton_steps_of_the_new_kernel():
+    # With the optimizer off, one outer iteration with update_steps = 3 from u_0 = 0 is three
+    # Gauss-Newton steps of the kernel from u = 0, the solver's own three steps.
+    problem, train, validation = _small_elliptic()
+    kernel = Gaussian(0.2)
+    three, history = GaussNewton(nugget=1e-10, max_steps=3, tolerance=1e-300).solve(kernel, train)
+    assert len(history.steps) == 3
+    learner = BilevelLearner(optimizer=optax.sgd(0.0), gn_steps=1, inner_steps=1, nugget=1e-10,
+                             lengthscale_scan=False, update_steps=3)
+    learned = learner.learn(kernel, train, validation).solution
+    one = BilevelLearner(optimizer=optax.sgd(0.0), gn_steps=1, inner_steps=1, nugget=1e-10,
+                         lengthscale_scan=False).learn(kernel, train, validation).solution
+    points = train[0].points
+    reference = np.asarray(three(points))
+    scale = np.max(np.abs(reference))
+    assert np.max(np.abs(np.asarray(learned(points)) - reference)) < 1e-8 * scale
+    assert np.max(np.abs(np.asarray(one(points)) - reference)) > 1e-3 * scale  # one step is not three
+    with pytest.raises(ConfigError, match="update_steps"):
+        BilevelLearner(update_steps=0)
 
 
 @pytest.mark.slow  # ~20 s of learner compilation; run with -m slow

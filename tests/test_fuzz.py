@@ -283,7 +283,7 @@ LEARN_FLAGS = [
     ["--inner-steps", "-2"], ["--lr", "0"], ["--lr", "-1"], ["--lr", "nan"], ["--lr", "inf"],
     ["--trainable", "some"], ["--n-validation", "0"], ["--n-validation", "1000000000"], ["--batch-size", "0"],
     ["--batch-size", "-4"], ["--validation-margin", "-0.1"], ["--validation-margin", "nan"],
-    ["--start-steps", "-1"], ["--outer-loss", "median"], ["--batch-redraw", "never"], ["--nugget", "0"], ["--nugget", "nan"], ["--eval-steps", "0"],
+    ["--start-steps", "-1"], ["--outer-loss", "median"], ["--batch-redraw", "never"], ["--update-steps", "0"], ["--nugget", "0"], ["--nugget", "nan"], ["--eval-steps", "0"],
     ["--seed", "-3"],
     ["--seed", "99999999999999999999"], ["--grid", "1"], ["--grid", "100000"], ["--param", "amplitude=nan"],
     ["--param", "x=1"], ["--lengthscale", "-0.5"], ["--lengthscale", "1,2,3"], ["--n-interior", "100000000"],
@@ -319,7 +319,7 @@ SOLVE_ONLY_TOML = ["steps = 0\n", "steps = \"ten\"\n", "kernel_from = 5\n", 'ker
                    'kernel_from = "missing.h5"\n', "kernel_from = [\"a.h5\"]\n", "field_variances = 3\n",
                    '[field_variances]\nu = "big"\n', "[field_variances]\nzz = 2\n", "[field_variances]\nu = -1\n"]
 LEARN_ONLY_TOML = ["gn_steps = 0\n", "inner_steps = -1\n", "learning_rate = 0\n", 'learning_rate = "fast"\n',
-                   "eval_steps = 0\n", 'trainable = "some"\n', "trainable = 1\n", "batch_size = 0\n", 'batch_redraw = "never"\n',
+                   "eval_steps = 0\n", 'trainable = "some"\n', "trainable = 1\n", "batch_size = 0\n", 'batch_redraw = "never"\n', "update_steps = 0\n",
                    "scale_search = 1\n", "loss_tolerance = -1\n", "validation_margin = -1\n",
                    "start_steps = -1\n", "start_steps = 1.5\n", "n_validation = 0\n", "kernel_from = \"x.h5\"\n"]
 

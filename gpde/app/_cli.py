@@ -169,6 +169,8 @@ def _parser() -> argparse.ArgumentParser:
                             "outer iteration (as the published codes)")
     learn.add_argument("--validation-margin", type=float, dest="validation_margin",
                        help="draw validation points at least this far from the boundary")
+    learn.add_argument("--update-steps", type=int, dest="update_steps",
+                       help="Gauss-Newton steps with the new hyperparameters per outer iteration (default 1, as published)")
     learn.add_argument("--start-steps", type=int, dest="start_steps",
                        help="Gauss-Newton steps with the initial kernel before learning (default 0: start from u = 0)")
     learn.add_argument("--outer-loss", dest="outer_loss", choices=OUTER_LOSSES,

@@ -134,6 +134,8 @@ class LearnConfig:
     #: With batch_size: a new validation batch every optimizer step or every outer iteration
     #: (BilevelLearner.batch_redraw, BATCH_REDRAWS).
     batch_redraw: str = "every-step"
+    #: Gauss-Newton steps with the new θ per outer iteration (BilevelLearner.update_steps).
+    update_steps: int = 1
 
     def __post_init__(self):
         _check_common(self)
@@ -142,7 +144,7 @@ class LearnConfig:
         if not (isinstance(self.validation_margin, (int, float)) and math.isfinite(self.validation_margin)
                 and self.validation_margin >= 0):
             raise ConfigError(f"validation_margin must be a finite distance >= 0, got {self.validation_margin!r}")
-        for name in ("n_validation", "gn_steps", "inner_steps", "eval_steps"):
+        for name in ("n_validation", "gn_steps", "inner_steps", "eval_steps", "update_steps"):
             _check_count(name, getattr(self, name))
         if self.batch_size is not None:
             _check_count("batch_size", self.batch_size)

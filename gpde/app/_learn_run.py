@@ -133,6 +133,7 @@ def run_learn(
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, batch_size=config.batch_size,
         loss_tolerance=config.loss_tolerance, scale_search=config.scale_search,
         lengthscale_scan=config.lengthscale_scan, outer_loss=config.outer_loss, batch_redraw=config.batch_redraw,
+        update_steps=config.update_steps,
     )
     per_iteration = {"lengthscale_field": []}
 

@@ -7,7 +7,8 @@ constraints' residual, linearized around u_k, at the validation points (noisy ob
 constraints contribute their misfit whitened by the noise σ), plus a regularizer R(θ);
 minimized by an optax optimizer with gradients through the Cholesky solve by autodiff.
 Schedule: for each of `gn_steps` iterations, `inner_steps` optimizer steps on θ with u_k frozen,
-then one Gauss-Newton step with the new θ gives u_{k+1}.
+then one Gauss-Newton step with the new θ gives u_{k+1} (or `update_steps` of them, so that the
+next loss is taken around an iterate closer to the new θ's solution).
 
 Beyond gradient steps: before the first step, `lengthscale_scan` tries the lengthscales scaled up
 by 2 … 64 (the loss barrier below the point spacing); with `scale_search`, every outer iteration
@@ -36,6 +37,7 @@ from .._results import RESULTS
 from ..solve._constraint import Constraint, field_kernels, kernel_tuple
 from .._errors import ConfigError, SolverError
 from ..solve._linearize import (
+    compiled_operator_blocks,
     compiled_values_at,
     gauss_newton_step,
     initial_values,
@@ -218,11 +220,14 @@ class BilevelLearner(eqx.Module):
     #: With `batch_size`: a new batch before every optimizer step, or one per outer iteration
     #: (BATCH_REDRAWS; the scale search of an outer iteration uses the same batch as its steps).
     batch_redraw: str = eqx.field(static=True, default="every-step")
+    #: Gauss-Newton steps with the new θ after each outer iteration's optimizer steps (published:
+    #: 1). More steps take the next outer loss around an iterate nearer the new θ's own solution.
+    update_steps: int = 1
 
     def __check_init__(self):
         check_outer_loss(self.outer_loss)
         check_batch_redraw(self.batch_redraw)
-        for name in ("gn_steps", "inner_steps"):
+        for name in ("gn_steps", "inner_steps", "update_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -356,7 +361,8 @@ class BilevelLearner(eqx.Module):
                         break
                 kernel = eqx.combine(params, static)
                 solution, train_values, validation_values, residuals = _gauss_newton_update(
-                    kernel, train, validation, train_values, self.nugget, self.adaptive_nugget, iteration
+                    kernel, train, validation, train_values, self.nugget, self.adaptive_nugget, iteration,
+                    self.update_steps,
                 )
                 result.final_residual_rms = float(np.sqrt(np.mean(np.concatenate([np.asarray(r) for r in residuals]) ** 2)))
                 record = OuterRecord(
@@ -489,15 +495,33 @@ def _step_and_validation_values(kernels, train, validation, train_values, nugget
     return outcome, new_validation
 
 
-def _gauss_newton_update(kernel, train, validation, train_values, nugget, adaptive_nugget, iteration):
-    outcome, validation_values = _step_and_validation_values(
-        kernel_tuple(kernel), train, validation, train_values, nugget, adaptive_nugget
-    )
-    if not outcome.result == RESULTS.successful:
-        raise SolverError(
-            f"the Gauss-Newton step after outer iteration {iteration} failed: {RESULTS[outcome.result]}; "
-            "or learn the lengthscales only (trainable = 'lengthscale')",
-            outcome.result,
+_compiled_gauss_newton_step = eqx.filter_jit(gauss_newton_step)
+
+
+def _gauss_newton_update(kernel, train, validation, train_values, nugget, adaptive_nugget, iteration, steps=1):
+    """`steps` Gauss-Newton steps with the new kernel from the frozen iterate's values: the next
+    iterate, its operator values at the training and validation points, and its residuals."""
+    kernels = kernel_tuple(kernel)
+
+    def check(outcome):
+        if not outcome.result == RESULTS.successful:
+            raise SolverError(
+                f"the Gauss-Newton step after outer iteration {iteration} failed: {RESULTS[outcome.result]}; "
+                "or learn the lengthscales only (trainable = 'lengthscale')",
+                outcome.result,
+            )
+
+    if steps == 1:  # one compiled program for the step and the validation values
+        outcome, validation_values = _step_and_validation_values(
+            kernels, train, validation, train_values, nugget, adaptive_nugget
         )
+        check(outcome)
+    else:  # the Gram blocks once, then the steps
+        blocks = compiled_operator_blocks(kernels, train)
+        for _ in range(steps):
+            outcome = _compiled_gauss_newton_step(blocks, train, train_values, nugget, adaptive_nugget)
+            check(outcome)
+            train_values = outcome.values
+        validation_values = compiled_values_at(kernels, validation, train, outcome.weights, outcome.coefficients)
     solution = CollocationSolution(kernel, train, outcome.weights, outcome.coefficients)
     return solution, outcome.values, validation_values, outcome.residuals

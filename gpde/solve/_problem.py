@@ -81,6 +81,8 @@ class LearnDefaults:
     #: (BilevelLearner.batch_size, batch_redraw).
     batch_size: int | None = None
     batch_redraw: str = "every-step"
+    #: Gauss-Newton steps with the new θ per outer iteration (BilevelLearner.update_steps; published: 1).
+    update_steps: int = 1
     #: How the learner averages the squared validation residuals (BilevelLearner.outer_loss):
     #: "mean-square" (published) or "geometric-mean-square".
     outer_loss: str = "mean-square"
