@@ -232,9 +232,9 @@ def plan_study(
     costs: str | tuple[float, float] = DEFAULT_COSTS,
 ) -> list[RunSpec]:
     """The runs of a study, checked: benchmark, method and setting names (comma lists or 'all';
-    a benchmark may carry the option [noise=LEVEL], e.g. 'smd1[noise=0.05]'), seeds
-    0 … seeds − 1 or, for a text 'A-B', A … B (`parse_seeds`), `evaluations` queries per run of which `initial` are the random initial
-    design, `costs` of an f and a g query ('f=1,g=0.1' or a pair). Builds every benchmark and
+    a benchmark may carry the option [noise=LEVEL], e.g. 'smd1[noise=0.05]'), seeds 0 … seeds − 1
+    or, for a text 'A-B', A … B (`parse_seeds`), `evaluations` queries per run of which `initial`
+    are the random initial design, `costs` of an f and a g query ('f=1,g=0.1' or a pair). Builds every benchmark and
     method once, so that a bad combination fails here, before any run starts. Raises ConfigError
     naming the problem and the fix."""
 
