@@ -217,6 +217,17 @@ def test_learner_rejects_bad_settings():
         BilevelLearner(batch_redraw="sometimes")
 
 
+def test_validation_batches_share_points_between_constraints_of_one_size():
+    from gpde.learn._learner import draw_batches
+
+    rng = np.random.default_rng(0)
+    first, second, other = draw_batches(rng, (40, 40, 7), 5)
+    np.testing.assert_array_equal(first, second)  # e.g. the two equations of a system
+    assert len(first) == 5 and len(set(first)) == 5 and np.all(np.diff(first) > 0) and first.max() < 40
+    assert len(other) == 5 and len(set(other)) == 5 and other.max() < 7
+    assert all(np.array_equal(b, np.arange(n)) for b, n in zip(draw_batches(rng, (40, 7), None), (40, 7)))
+
+
 @pytest.mark.parametrize("redraw", ["every-step", "every-outer-iteration"])
 def test_validation_batches_are_redrawn_every_step_or_every_outer_iteration(redraw):
     # With a zero learning rate θ never moves and the iterate is frozen within an outer

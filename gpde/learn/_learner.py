@@ -287,9 +287,7 @@ class BilevelLearner(eqx.Module):
         result.start_residual_rms = reference_residual_rms(train, train_values)
 
         def batch(points_per_constraint):
-            if self.batch_size is None:
-                return tuple(np.arange(n) for n in points_per_constraint)
-            return tuple(np.sort(rng.choice(n, min(n, self.batch_size), replace=False)) for n in points_per_constraint)
+            return draw_batches(rng, points_per_constraint, self.batch_size)
 
         start = time.perf_counter()
         sizes = [c.size for c in validation]
@@ -441,6 +439,16 @@ def _lengthscale_scan(params, loss_at, factors=(2, 4, 8, 16, 32, 64), improvemen
             f"them scaled by {best}; started from the scaled ones (the initial ones sit behind a loss barrier "
             f"that gradient steps do not cross)")
     return _scale_lengthscales(params, float(np.log(best))), note
+
+
+def draw_batches(rng: np.random.Generator, sizes: Sequence[int], batch_size: int | None) -> tuple[np.ndarray, ...]:
+    """Sorted point indices of one validation batch per constraint (all points if `batch_size` is
+    None). One draw per distinct size: validation constraints on the same points (the equations of
+    a system) are evaluated at the same batch of points, as in the published codes."""
+    if batch_size is None:
+        return tuple(np.arange(n) for n in sizes)
+    draws = {n: np.sort(rng.choice(n, min(n, batch_size), replace=False)) for n in dict.fromkeys(sizes)}
+    return tuple(draws[n] for n in sizes)
 
 
 def _subset(constraints, indices):
