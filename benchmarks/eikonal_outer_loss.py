@@ -48,7 +48,8 @@ def squared_validation_residuals(kernel, train, validation, train_values, valida
 
 
 def operator_values(solution, constraints):
-    return tuple(jnp.stack([solution.apply(op, c.points) for op in c.operators]) for c in constraints)
+    return tuple(jnp.stack([solution.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)])
+                 for c in constraints)
 
 
 def main(argv=None):

@@ -64,7 +64,9 @@ def periodic_kernels(lengthscales):
 
 
 def operator_values(solution, constraints):
-    return tuple(jnp.stack([solution.apply(op, c.points) for op in c.operators]) for c in constraints)
+    """Each constraint's operator values of `solution`, every operator on its own field."""
+    return tuple(jnp.stack([solution.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)])
+                 for c in constraints)
 
 
 def statistics(residuals) -> tuple[float, float, float]:

@@ -273,6 +273,23 @@ def test_schrodinger_outer_loss_tiny(tmp_path):
     assert all(sum(int(v) for v in row[1:]) == script.BATCHES for row in batches[1:])
 
 
+def test_operator_values_act_on_each_operators_own_field():
+    from gpde import GaussNewton
+    from gpde.problems.schrodinger import Schrodinger
+
+    script = load_benchmark("schrodinger_outer_loss")
+    problem = Schrodinger()
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    interior = problem.domain.interior_points(30, "random", keys[0])
+    boundary = problem.domain.boundary_points(10, "random", keys[1], problem.boundary_faces)
+    constraints = problem.constraints(interior, boundary)
+    solution = GaussNewton(nugget=1e-8, max_steps=1).solve(script.periodic_kernels(script.PUBLISHED), constraints)[0]
+    pde_u = script.operator_values(solution, constraints)[0]  # u, u_t, v, v_xx at the interior points
+    np.testing.assert_allclose(pde_u[0], solution(interior, 0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pde_u[2], solution(interior, 1), rtol=1e-12, atol=1e-12)
+    assert np.max(np.abs(np.asarray(solution(interior, 0) - solution(interior, 1)))) > 1e-3  # u and v differ
+
+
 def test_batch_argmins_follow_the_batch_not_the_whole_set():
     script = load_benchmark("schrodinger_outer_loss")
     # Two factors, two constraints, 10 points: factor 0 is better at 9 points, factor 1 has one

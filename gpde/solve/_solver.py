@@ -273,7 +273,7 @@ class GaussNewton(eqx.Module):
         history.solver, history.rho, history.ordering = "sparse", self.linear_solver.rho, self.linear_solver.ordering
         history.functionals, history.factor_nnz = steps.setup.functionals, steps.setup.factor_nnz
         values = initial_values(constraints) if initial is None else tuple(
-            jnp.stack([initial.apply(operator, c.points) for operator in c.operators]) for c in constraints
+            jnp.stack([initial.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)]) for c in constraints
         )
         return steps.step, values, steps.solution, steps.retarget
 
