@@ -24,6 +24,7 @@ import numpy as np
 
 from gpde import GaussNewton, error_metrics
 from gpde.learn import linearized_validation_residuals
+from gpde.solve import values_at
 from gpde.kernels import Gaussian
 from gpde.problems.eikonal import Eikonal
 
@@ -38,6 +39,7 @@ TINY_LENGTHSCALES = (0.1, 0.2)
 
 # Compiled once: the lengthscale is an array leaf, so every ℓ reuses the same executable.
 _validation_residuals = eqx.filter_jit(linearized_validation_residuals)
+_values_at = eqx.filter_jit(values_at)
 
 
 def squared_validation_residuals(kernel, train, validation, train_values, validation_values):
@@ -48,8 +50,9 @@ def squared_validation_residuals(kernel, train, validation, train_values, valida
 
 
 def operator_values(solution, constraints):
-    return tuple(jnp.stack([solution.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)])
-                 for c in constraints)
+    """Each constraint's operator values of `solution`, every operator on its own field."""
+    return _values_at(solution.kernels, tuple(constraints), solution.constraints, solution.weights,
+                      solution.coefficients)
 
 
 def main(argv=None):

@@ -37,6 +37,7 @@ import numpy as np
 from gpde import GaussNewton, SolverError
 from gpde.kernels import PeriodicGaussian
 from gpde.learn import linearized_validation_residuals
+from gpde.solve import values_at
 from gpde.problems.schrodinger import Schrodinger
 
 NUGGET = 1e-10
@@ -57,6 +58,7 @@ BATCH = 200
 BATCHES = 50
 
 _validation_residuals = eqx.filter_jit(linearized_validation_residuals)
+_values_at = eqx.filter_jit(values_at)
 
 
 def periodic_kernels(lengthscales):
@@ -65,8 +67,8 @@ def periodic_kernels(lengthscales):
 
 def operator_values(solution, constraints):
     """Each constraint's operator values of `solution`, every operator on its own field."""
-    return tuple(jnp.stack([solution.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)])
-                 for c in constraints)
+    return _values_at(solution.kernels, tuple(constraints), solution.constraints, solution.weights,
+                      solution.coefficients)
 
 
 def statistics(residuals) -> tuple[float, float, float]:

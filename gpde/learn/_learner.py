@@ -37,6 +37,7 @@ from .._results import RESULTS
 from ..solve._constraint import Constraint, field_kernels, kernel_tuple
 from .._errors import ConfigError, SolverError
 from ..solve._linearize import (
+    compiled_gauss_newton_step,
     compiled_operator_blocks,
     compiled_values_at,
     gauss_newton_step,
@@ -286,12 +287,9 @@ class BilevelLearner(eqx.Module):
         result = LearnResult(kernel=kernel, solution=None)
         result.start_residual_rms = reference_residual_rms(train, train_values)
 
-        def batch(points_per_constraint):
-            return draw_batches(rng, points_per_constraint, self.batch_size)
-
         start = time.perf_counter()
         sizes = [c.size for c in validation]
-        indices = batch(sizes)
+        indices = draw_batches(rng, sizes, self.batch_size)
         # Compiled once here and called below: every step has the same shapes (fixed batch size),
         # so the loop never traces again (calling the jitted wrapper would compile a second time).
         compiled_step = optimizer_step.lower(
@@ -324,7 +322,7 @@ class BilevelLearner(eqx.Module):
             for iteration in range(1, self.gn_steps + 1):
                 start = time.perf_counter()
                 if not per_step:
-                    indices = batch(sizes)
+                    indices = draw_batches(rng, sizes, self.batch_size)
                 factor = 1.0
                 if scanned and self.scale_search:
                     params, factor = _scale_search(params, loss_at)
@@ -334,7 +332,7 @@ class BilevelLearner(eqx.Module):
                 steps_taken, loss = 0, float("nan")
                 for _ in range(self.inner_steps):
                     if per_step:
-                        indices = batch(sizes)
+                        indices = draw_batches(rng, sizes, self.batch_size)
                     new_params, new_state, loss_value, finite = compiled_step(
                         params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
                         train_values, _subset_values(validation_values, indices), self.nugget,
@@ -503,9 +501,6 @@ def _step_and_validation_values(kernels, train, validation, train_values, nugget
     return outcome, new_validation
 
 
-_compiled_gauss_newton_step = eqx.filter_jit(gauss_newton_step)
-
-
 def _gauss_newton_update(kernel, train, validation, train_values, nugget, adaptive_nugget, iteration, steps=1):
     """`steps` Gauss-Newton steps with the new kernel from the frozen iterate's values: the next
     iterate, its operator values at the training and validation points, and its residuals."""
@@ -527,7 +522,7 @@ def _gauss_newton_update(kernel, train, validation, train_values, nugget, adapti
     else:  # the Gram blocks once, then the steps
         blocks = compiled_operator_blocks(kernels, train)
         for _ in range(steps):
-            outcome = _compiled_gauss_newton_step(blocks, train, train_values, nugget, adaptive_nugget)
+            outcome = compiled_gauss_newton_step(blocks, train, train_values, nugget, adaptive_nugget)
             check(outcome)
             train_values = outcome.values
         validation_values = compiled_values_at(kernels, validation, train, outcome.weights, outcome.coefficients)

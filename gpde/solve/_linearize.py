@@ -310,6 +310,11 @@ def gauss_newton_step(
     return StepOutcome(linear.weights, coefficients, new_values, new_residuals, result)
 
 
+#: One Gauss-Newton step compiled (once per set of shapes): the solver's steps and the learner's
+#: update steps run the same program.
+compiled_gauss_newton_step = eqx.filter_jit(gauss_newton_step)
+
+
 def initial_values(constraints: Sequence[Constraint]) -> tuple[Float[Array, "mg ng"], ...]:
     """Operator values of the starting iterate u₀ = 0."""
     return tuple(jnp.zeros((len(c.operators), c.size)) for c in constraints)

@@ -17,10 +17,10 @@ from .._results import RESULTS, result_name
 from ..sparse._gauss_newton import SparseSteps
 from ..sparse._settings import Dense, Sparse
 from ._linearize import (
-    compiled_values_at,
-    gauss_newton_step,
-    initial_values,
+    compiled_gauss_newton_step,
     compiled_operator_blocks,
+    compiled_values_at,
+    initial_values,
 )
 from ._precision import require_float64
 from ._solution import CollocationSolution
@@ -248,7 +248,9 @@ class GaussNewton(eqx.Module):
         def retarget(equations):
             start = time.perf_counter()
             if id(equations) not in compiled:
-                step = _step.lower(blocks, equations, values, self.nugget, self.adaptive_nugget).compile()
+                step = compiled_gauss_newton_step.lower(
+                    blocks, equations, values, self.nugget, self.adaptive_nugget
+                ).compile()
                 compiled[id(equations)] = (equations, step)
             current["constraints"], current["step"] = compiled[id(equations)]
             history.compile_seconds += time.perf_counter() - start
@@ -284,9 +286,6 @@ class GaussNewton(eqx.Module):
             return False
         best_before = min(s.residual_rms for s in earlier)
         return all(s.update < self.stall_update and s.residual_rms > 0.99 * best_before for s in recent)
-
-
-_step = eqx.filter_jit(gauss_newton_step)
 
 
 def _check_stage(stage, constraints) -> None:
