@@ -153,7 +153,7 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
     separate["operator_values"] = fastest(lambda: operator_values_alone(blocks, linear.weights, coefficients))
     new_values = operator_values_alone(blocks, linear.weights, coefficients)
     residuals = eqx.filter_jit(
-        lambda cs, vs: tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(cs, vs))
+        lambda cs, vs: tuple(c.residuals(z) for c, z in zip(cs, vs))
     )
     separate["residuals"] = fastest(lambda: residuals(constraints, new_values))
     checks = jax.jit(
@@ -185,7 +185,7 @@ def _step_pieces(blocks, constraints, values, nugget: float, adaptive: bool, rep
                 new_values = operator_values(blocks, linear.weights, coefficients)
                 out = new_values
             if stage >= 6:
-                out = (new_values, tuple(jax.vmap(c.residual)(c.points, z.T) for c, z in zip(constraints, new_values)))
+                out = (new_values, tuple(c.residuals(z) for c, z in zip(constraints, new_values)))
             if stage >= 7:
                 finite = jnp.all(jnp.isfinite(gram)) & jnp.all(jnp.isfinite(factor))
                 out = (out, finite & jnp.all(jnp.isfinite(jnp.concatenate([z.ravel() for z in new_values]))))

@@ -27,6 +27,17 @@ CONTINUATION = {"epsilon": (0.3, 0.1, 0.03)}
 MIN_EPSILON = 0.5 / -math.log(np.finfo(np.float64).tiny)
 
 
+def eikonal_residual(x, z, epsilon):
+    """|∇u|² − εΔu − 1 from z = (u_x, u_y, Δu)."""
+    u_x, u_y, laplacian = z
+    return u_x**2 + u_y**2 - epsilon * laplacian - 1.0
+
+
+def boundary_value(x, z):
+    """u itself (zero Dirichlet data)."""
+    return z[0]
+
+
 class Eikonal(AbstractProblem):
     epsilon: float = 0.01
 
@@ -63,15 +74,12 @@ class Eikonal(AbstractProblem):
         return Box((0.0, 0.0), (1.0, 1.0))
 
     def constraints(self, interior, boundary):
-        epsilon = self.epsilon
-
-        def pde(x, z):
-            u_x, u_y, laplacian = z
-            return u_x**2 + u_y**2 - epsilon * laplacian - 1.0
-
+        # ε is the residual's traced parameter and the residuals are module-level functions, so
+        # the continuation stages and every re-solve run the programs compiled for the first.
         return (
-            Constraint("interior", interior, (Partial(0), Partial(1), Laplacian()), pde),
-            Constraint("boundary", boundary, (Evaluation(),), lambda x, z: z[0]),
+            Constraint("interior", interior, (Partial(0), Partial(1), Laplacian()), eikonal_residual,
+                       parameters=self.epsilon),
+            Constraint("boundary", boundary, (Evaluation(),), boundary_value),
         )
 
     def reference(self, points):

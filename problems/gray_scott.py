@@ -37,6 +37,35 @@ T, X = 0, 1  # coordinate indices
 U, V = 0, 1  # field indices
 
 
+def equation_u(x, z, coefficients):
+    """u_t − D_u u_xx + u v² − F (1 − u) from z = (u, u_t, u_xx, v); coefficients (D_u, D_v, F, k)."""
+    u, u_t, u_xx, v = z
+    du, _, feed, _ = coefficients
+    return u_t - du * u_xx + u * v**2 - feed * (1.0 - u)
+
+
+def equation_v(x, z, coefficients):
+    """v_t − D_v v_xx − u v² + (F + k) v from z = (v, v_t, v_xx, u); coefficients (D_u, D_v, F, k)."""
+    v, v_t, v_xx, u = z
+    _, dv, feed, kill = coefficients
+    return v_t - dv * v_xx - u * v**2 + (feed + kill) * v
+
+
+def initial_u_residual(x, z):
+    """u(0, x) + cos 3πx."""
+    return z[0] + jnp.cos(3 * jnp.pi * x[X])
+
+
+def initial_v_residual(x, z):
+    """v(0, x) − cos 2πx."""
+    return z[0] - jnp.cos(2 * jnp.pi * x[X])
+
+
+def neumann_residual(x, z):
+    """The x-derivative itself (zero Neumann data)."""
+    return z[0]
+
+
 class GrayScott(AbstractProblem):
     diffusion_u: float = 1e-3
     diffusion_v: float = 2e-3
@@ -76,21 +105,15 @@ class GrayScott(AbstractProblem):
         return Box((0.0, 0.0), (1.0, 1.0))
 
     def _pdes(self, points) -> tuple[Constraint, Constraint]:
-        du, dv, feed, kill = self.diffusion_u, self.diffusion_v, self.feed, self.kill
-
-        def equation_u(x, z):
-            u, u_t, u_xx, v = z
-            return u_t - du * u_xx + u * v**2 - feed * (1.0 - u)
-
-        def equation_v(x, z):
-            v, v_t, v_xx, u = z
-            return v_t - dv * v_xx - u * v**2 + (feed + kill) * v
-
+        # The coefficients are the residuals' traced parameters and the residuals module-level
+        # functions, so a problem built anew runs the programs compiled for the first.
+        coefficients = jnp.array([self.diffusion_u, self.diffusion_v, self.feed, self.kill])
         on_v = lambda op: OnField(op, V)  # noqa: E731
         return (
-            Constraint("pde_u", points, (Evaluation(), Partial(T), SecondPartial(X, X), on_v(Evaluation())), equation_u),
+            Constraint("pde_u", points, (Evaluation(), Partial(T), SecondPartial(X, X), on_v(Evaluation())), equation_u,
+                       parameters=coefficients),
             Constraint("pde_v", points, (on_v(Evaluation()), on_v(Partial(T)), on_v(SecondPartial(X, X)), Evaluation()),
-                       equation_v),
+                       equation_v, parameters=coefficients),
         )
 
     def constraints(self, interior, boundary):
@@ -100,15 +123,15 @@ class GrayScott(AbstractProblem):
         constraints = list(self._pdes(interior))
         if initial.shape[0]:
             constraints += [
-                Constraint("initial_u", initial, (Evaluation(),), lambda x, z: z[0] + jnp.cos(3 * jnp.pi * x[X])),
-                Constraint("initial_v", initial, (OnField(Evaluation(), V),), lambda x, z: z[0] - jnp.cos(2 * jnp.pi * x[X])),
+                Constraint("initial_u", initial, (Evaluation(),), initial_u_residual),
+                Constraint("initial_v", initial, (OnField(Evaluation(), V),), initial_v_residual),
             ]
         if walls.shape[0]:
             if not np.all((walls[:, X] == 0.0) | (walls[:, X] == 1.0)):
                 raise ValueError("Gray-Scott boundary points must lie on t = 0, x = 0 or x = 1")
             constraints += [
-                Constraint("neumann_u", walls, (Partial(X),), lambda x, z: z[0]),
-                Constraint("neumann_v", walls, (OnField(Partial(X), V),), lambda x, z: z[0]),
+                Constraint("neumann_u", walls, (Partial(X),), neumann_residual),
+                Constraint("neumann_v", walls, (OnField(Partial(X), V),), neumann_residual),
             ]
         return tuple(constraints)
 

@@ -326,6 +326,27 @@ def test_constraint_parameters_are_traced_data_not_a_new_program(caplog):
     np.testing.assert_allclose(solutions[2.5], 2.5 * solutions[1.0], rtol=1e-6, atol=1e-9)  # linear in c
 
 
+def test_evaluation_compiles_once_for_equations_built_anew(caplog):
+    # Evaluating u and its posterior σ reads only the functionals, so the same problem built again
+    # (its equations new closures, as in every continuation stage and re-solve) evaluates with the
+    # programs compiled for the first build: nothing compiles the second time.
+    problem = NonlinearElliptic()
+    interior, boundary = _points(problem, 36, 20, "grid")
+    grid = problem.domain.grid(9)[0]
+    solver = GaussNewton(nugget=1e-10, max_steps=2)
+    compiled, values = [], []
+    for _ in range(2):
+        solution = solver.solve(Gaussian(0.25), problem.constraints(interior, boundary))[0]
+        posterior = gpde.solve.posterior(solution, 1e-10)
+        caplog.clear()
+        with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+            values.append((np.asarray(solution(grid)), np.asarray(posterior.std(grid))))
+        compiled.append(sum("Compiling" in record.getMessage() for record in caplog.records))
+    assert compiled[0] > 0 and compiled[1] == 0, compiled
+    np.testing.assert_array_equal(values[0][0], values[1][0])
+    np.testing.assert_array_equal(values[0][1], values[1][1])
+
+
 # --------------------------------------------------------------------------------------------
 # Precision and numerical failures
 # --------------------------------------------------------------------------------------------
@@ -399,9 +420,11 @@ def test_nan_residual_raises_solver_error():
 
 def _zero_residual_rms(constraints):
     """RMS of the residuals of u = 0 at the constraints' points, evaluated pointwise here."""
-    residuals = [
-        np.array([float(c.residual(x, jnp.zeros(len(c.operators)))) for x in c.points]) for c in constraints
-    ]
+    def at(c, x):
+        z = jnp.zeros(len(c.operators))
+        return float(c.residual(x, z) if c.parameters is None else c.residual(x, z, c.parameters))
+
+    residuals = [np.array([at(c, x) for x in c.points]) for c in constraints]
     return float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
 
 

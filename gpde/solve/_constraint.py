@@ -60,7 +60,11 @@ class Constraint(eqx.Module):
     `parameters` (a pytree of arrays, e.g. the coefficients of a PDE) are passed to the residual as
     its third argument, r(x, z, parameters). They are traced data, not part of the compiled program:
     solving the same equation for many parameter values compiles once, while a residual that closes
-    over the values is a new static function, hence a new program, every time.
+    over the values is a new static function, hence a new program, every time. For the same reason
+    a problem that builds its constraints more than once (every re-solve, continuation stage and
+    learning run does) should pass module-level functions, not closures or lambdas made per call:
+    the compiled programs are keyed on the function object. (Evaluating a solution and its
+    posterior variance reads only the functionals and is shared whatever the residual is.)
 
     `shift` (one row per point, one column per operator) is added to the operator values before
     the residual: the equation is r(x_a, z_a + shift_a) = 0. When the shift holds the operator

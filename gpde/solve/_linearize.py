@@ -254,8 +254,21 @@ def values_at(
     return tuple(_in_operator_order(parts, len(t.operators)) for parts, t in zip(per_target, targets))
 
 
-#: values_at compiled (once per set of shapes): the warm starts of the solver and the learner.
-compiled_values_at = eqx.filter_jit(values_at)
+_compiled_values_at = eqx.filter_jit(values_at)
+
+
+def compiled_values_at(
+    kernels: tuple[AbstractKernel, ...],
+    targets: Sequence[Constraint],
+    constraints: Sequence[Constraint],
+    weights: Sequence[Float[Array, "mg ng"]],
+    coefficients: Sequence[Float[Array, " ng"]],
+) -> tuple[Float[Array, "mt nt"], ...]:
+    """`values_at` compiled once per kernel, set of functionals and shapes (the warm starts of the
+    solver and the learner): it reads only the functionals of both constraint sets, so it is
+    called with `Constraint.functionals`, and equations given as new closures share the program."""
+    return _compiled_values_at(kernels, tuple(c.functionals() for c in targets),
+                               tuple(c.functionals() for c in constraints), weights, coefficients)
 
 _compiled_operator_blocks = eqx.filter_jit(operator_blocks)
 

@@ -138,7 +138,7 @@ class Posterior(eqx.Module):
         points so that no (points × N) matrix is formed at once. Rounding can make the exact
         difference k − kᵀK⁻¹k slightly negative where it is ~0; it is clipped at 0."""
         field = self._check_field(field)
-        return _variance(self, operator, jnp.asarray(points), field)
+        return _variance(self._for_evaluation(), operator, jnp.asarray(points), field)
 
     def std(self, points: Float[Array, "n d"], field: int = 0,
             operator: AbstractOperator = Evaluation()) -> Float[Array, " n"]:
@@ -150,7 +150,7 @@ class Posterior(eqx.Module):
         """The joint posterior covariance of (L u_f) at the points: an (n × n) matrix, for a few
         thousand points at most (use `variance` for maps)."""
         field = self._check_field(field)
-        return _covariance(self, operator, jnp.asarray(points), field)
+        return _covariance(self._for_evaluation(), operator, jnp.asarray(points), field)
 
     def sample(self, key: PRNGKeyArray, points: Float[Array, "n d"], count: int, field: int = 0,
                operator: AbstractOperator = Evaluation()) -> Float[Array, "count n"]:
@@ -163,6 +163,12 @@ class Posterior(eqx.Module):
         covariance = self.covariance(points, field, operator)
         mean = self.mean(points, field, operator)
         return _draw(key, mean, covariance, count)
+
+    def _for_evaluation(self) -> "Posterior":
+        """This posterior with its solution's constraints reduced to their functionals: the
+        variance needs no equation, so the compiled evaluation is shared by every posterior on the
+        same functionals (`CollocationSolution.functionals_only`)."""
+        return eqx.tree_at(lambda p: p.solution, self, self.solution.functionals_only())
 
     def _check_field(self, field) -> int:
         count = len(self.solution.kernels)

@@ -62,7 +62,15 @@ class CollocationSolution(eqx.Module):
             operator, field = operator.operator, operator.field
         if not (isinstance(field, int) and 0 <= field < len(self.kernels)):
             raise ConfigError(f"field must be an integer in [0, {len(self.kernels)}), got {field!r}")
-        return _apply(self, operator, jnp.asarray(points), field)
+        return _apply(self.functionals_only(), operator, jnp.asarray(points), field)
+
+    def functionals_only(self) -> "CollocationSolution":
+        """The same functions, their constraints reduced to the functionals
+        (`Constraint.functionals`): evaluating u needs no equation, so compiled evaluations keyed
+        on this share one program across continuation stages, re-solves and problems built anew
+        (an equation is a Python function, and a new closure would otherwise compile anew)."""
+        return CollocationSolution(self.kernels, tuple(c.functionals() for c in self.constraints), self.weights,
+                                   self.coefficients)
 
     def __call__(self, points: Float[Array, "n d"], field: int = 0) -> Float[Array, " n"]:
         """u_f at each point (field 0 by default)."""
