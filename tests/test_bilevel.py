@@ -185,6 +185,9 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_good_kernel():
         (dict(outer_loss="median"), "outer_loss"),
         (dict(batch_redraw="never"), "batch_redraw"),
         (dict(update_steps=0), "update_steps"),
+        (dict(axis_search="yes"), "axis_search"),
+        (dict(inner_steps=-1), "inner_steps"),
+        (dict(inner_steps=0, scale_search=False), "inner_steps = 0 leaves"),
     ],
 )
 def test_bad_learning_configs_are_rejected(settings, message):
@@ -273,6 +276,56 @@ def test_scale_search_jumps_to_the_lower_basin_and_scales_only_lengthscales():
     assert abs(np.log(float(moved.kernel.lengthscale) / 0.2)) <= np.log(2) / 16 + 1e-12
 
 
+def test_axis_search_finds_a_curved_valleys_floor_and_scales_every_field_alike():
+    # A loss of (log ℓ_t, log ℓ_x) shaped like the Schrödinger outer loss around its converged
+    # start: a curved valley whose slope at the start points to longer ℓ_t, with its floor at
+    # (ℓ_t, ℓ_x) × (0.5, 0.25). Per-axis line searches from the start go to longer ℓ_t first; the
+    # grid must land on the floor, move both fields' lengthscales by the same factors and leave
+    # the other leaves alone.
+    from gpde.kernels import PeriodicGaussian, Scaled
+    from gpde.learn._learner import _axis_search
+
+    start = np.log(np.array([0.7, 1.6]))
+    floor = start + np.log([0.5, 0.25])
+
+    def loss_at(params):
+        a, b = np.asarray(params[0].kernel.log_lengthscale) - floor
+        return float(1e-5 + (a - 0.5 * b * b) ** 2 + 0.05 * b * b)  # curved: a = b²/2 along the floor
+
+    kernels = (Scaled(PeriodicGaussian(jnp.array([0.7, 1.6]), period=10.0, periodic_dims=(1,)), 0.5),
+               PeriodicGaussian(jnp.array([0.7, 1.6]), period=10.0, periodic_dims=(1,)))
+    a, b = start - floor
+    assert 2 * (a - 0.5 * b * b) < 0  # at the start the loss falls toward longer ℓ_t
+    moved = _axis_search(kernels, loss_at)
+    np.testing.assert_allclose(np.asarray(moved[0].kernel.lengthscale), [0.35, 0.4], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(moved[1].lengthscale), [0.35, 0.4], rtol=1e-12)
+    assert float(moved[0].variance) == pytest.approx(0.5, rel=1e-14)
+    assert loss_at(moved) < 0.7 * loss_at(kernels)
+    # At the floor nothing on the grid is 30 % lower: θ is kept.
+    kept = _axis_search(moved, loss_at)
+    np.testing.assert_allclose(np.asarray(kept[1].lengthscale), [0.35, 0.4], rtol=1e-12)
+
+
+def test_axis_search_needs_lengthscales_and_few_axes():
+    from gpde.kernels import Scaled
+    from gpde.learn._learner import _check_axis_search
+
+    problem = NonlinearElliptic()
+    config = _learn_config(n_interior=16, n_boundary=12, n_validation=8)
+    interior, boundary, validation = learning_points(problem, config)
+    train = problem.training_constraints(interior, boundary)
+    held_out = problem.validation_constraints(validation, boundary)
+    learner = BilevelLearner(gn_steps=1, inner_steps=0, axis_search=True)
+    kernel = Scaled(Gaussian(0.2), 0.7)
+    variance_only = eqx.tree_at(lambda k: k.log_variance, jax.tree.map(lambda _: False, kernel), True)
+    with pytest.raises(ConfigError, match="axis_search scales lengthscales"):
+        learner.learn(kernel, train, held_out, trainable=variance_only)
+    with pytest.raises(ConfigError, match="4 axes"):
+        _check_axis_search(Gaussian(jnp.ones(4)))
+    with pytest.raises(ConfigError, match="inner_steps = 0"):
+        BilevelLearner(inner_steps=0)
+
+
 @pytest.mark.slow
 def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
     # 256 + 64 + 200 points, σ₀ = 0.1: Adam alone needs several outer iterations to climb to the
@@ -295,19 +348,30 @@ def test_scale_search_in_the_learner_moves_to_the_lower_loss_sooner():
 
 @pytest.mark.slow
 def test_failed_re_solve_after_learning_names_the_learned_hyperparameters(monkeypatch):
+    # The re-solve from u = 0 fails: the after row falls back to the re-solve from the learner's
+    # iterate, with a note. If that fails too, the error names the learned hyperparameters.
     import gpde.app._learn_run as learn_run
     from gpde import SolverError
 
-    calls = []
     original = learn_run.resolve
 
-    def failing_second_time(*args):
-        calls.append(1)
-        if len(calls) == 2:  # the "after" re-solve
-            raise SolverError("Gauss-Newton step 2 failed: the Cholesky factorization of the Gram matrix failed")
-        return original(*args)
+    def failing(calls_that_fail):
+        calls = []
 
-    monkeypatch.setattr(learn_run, "resolve", failing_second_time)
+        def resolve(*args):
+            calls.append(1)
+            if len(calls) in calls_that_fail:
+                raise SolverError("Gauss-Newton step 2 failed: the Cholesky factorization of the Gram matrix failed")
+            return original(*args)
+
+        return resolve
+
+    monkeypatch.setattr(learn_run, "resolve", failing({2}))  # call 2: the "after" re-solve from u = 0
+    run = run_learn(NonlinearElliptic, _learn_config(gn_steps=1, inner_steps=2))
+    assert "re-solve from u = 0 with the learned kernel failed" in run.after_note
+    assert run.after == run.after_from_iterate_fields["errors"] and run.after["rms"] < run.before["rms"]
+    assert run.record.groups[store.HISTORY] is not None
+    monkeypatch.setattr(learn_run, "resolve", failing({2, 3}))  # and the fallback from the iterate
     with pytest.raises(SolverError, match=r"re-solve with the learned kernel failed.*log_lengthscale = .*Raise the nugget"):
         run_learn(NonlinearElliptic, _learn_config(gn_steps=1, inner_steps=2))
 

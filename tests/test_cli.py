@@ -192,6 +192,8 @@ BAD_TOML = "n_interior = [\n"
         (["learn", "elliptic", "--start-steps", "-1"], ["start_steps must be an integer >= 0", "-1"]),
         (["learn", "elliptic", "--outer-loss", "median"], ["--outer-loss", "median", "geometric-mean-square"]),
         (["learn", "elliptic", "--batch-redraw", "never"], ["--batch-redraw", "never", "every-outer-iteration"]),
+        (["learn", "schrodinger", "--inner-steps", "0"], ["inner_steps = 0", "--axis-search"]),
+        (["learn", "eikonal", "--axis-search"], ["gibbs", "drop --axis-search"]),
         (["solve", "burgers", "--stretch", "1,0,0.05"], ["AXIS,CENTRE,WIDTH,RATIO"]),
         (["solve", "burgers", "--stretch", "2,0,0.05,3"], ["stretch axis 2 does not exist"]),
         (["solve", "burgers", "--stretch", "1,0,0.05,0.5"], ["stretch", "ratio must be >= 1"]),

@@ -279,7 +279,8 @@ PROBLEM_PARAMS = [
     ("darcy", "held_out=100"), ("darcy", "data_grid=1"), ("darcy", "bogus=1"), ("burgers", "epsilon=0.1"),
 ]
 LEARN_FLAGS = [
-    ["nope"], ["--kernel", "nope"], ["--gn-steps", "0"], ["--gn-steps", "x"], ["--inner-steps", "0"],
+    ["nope"], ["--kernel", "nope"], ["--gn-steps", "0"], ["--gn-steps", "x"], ["--inner-steps", "0", "--kernel", "gibbs"],
+    ["--axis-search", "--kernel", "gibbs"],
     ["--inner-steps", "-2"], ["--lr", "0"], ["--lr", "-1"], ["--lr", "nan"], ["--lr", "inf"],
     ["--trainable", "some"], ["--n-validation", "0"], ["--n-validation", "1000000000"], ["--batch-size", "0"],
     ["--batch-size", "-4"], ["--validation-margin", "-0.1"], ["--validation-margin", "nan"],

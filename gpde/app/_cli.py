@@ -171,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="draw validation points at least this far from the boundary")
     learn.add_argument("--update-steps", type=int, dest="update_steps",
                        help="Gauss-Newton steps with the new hyperparameters per outer iteration (default 1, as published)")
+    learn.add_argument("--axis-search", action="store_true", default=None, dest="axis_search",
+                       help="start every outer iteration with a grid search over one lengthscale factor per input "
+                            "axis (config axis_search; with --inner-steps 0 the searches alone move the lengthscales)")
     learn.add_argument("--start-steps", type=int, dest="start_steps",
                        help="Gauss-Newton steps with the initial kernel before learning (default 0: start from u = 0)")
     learn.add_argument("--outer-loss", dest="outer_loss", choices=OUTER_LOSSES,
@@ -352,8 +355,9 @@ def _learn(args) -> int:
             label = label if len(problem_class.fields) == 1 else f"{field} {label}"
             print(f"  {label:<10}{errors['rms']:11.3e}{errors['l2_relative']:11.3e}{errors['linf']:11.3e}")
     print("  (before/after: re-solves from u = 0; after*: the same re-solve started from the learner's last iterate)")
-    if run.from_iterate_note:
-        print(f"note: {run.from_iterate_note}")
+    for note in (run.from_iterate_note, run.after_note):
+        if note:
+            print(f"note: {note}")
     for key, value in (run.result.records[-1].hyperparameters.items() if run.result.records else []):
         if "log_" in key:
             print(f"  learned {_parameter_name(key, problem_class.fields)}: {float(np.exp(value)):.6g}")

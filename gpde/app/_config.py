@@ -119,6 +119,8 @@ class LearnConfig:
     field_lengthscales: dict = field(default_factory=dict)
     #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
     scale_search: bool = False
+    #: Search one lengthscale factor per input axis at every outer iteration (BilevelLearner.axis_search).
+    axis_search: bool = False
     #: Scan longer lengthscales before the first step (BilevelLearner.lengthscale_scan).
     lengthscale_scan: bool = True
     #: Validation points are drawn this far from the boundary (LearnDefaults.validation_margin).
@@ -144,16 +146,25 @@ class LearnConfig:
         if not (isinstance(self.validation_margin, (int, float)) and math.isfinite(self.validation_margin)
                 and self.validation_margin >= 0):
             raise ConfigError(f"validation_margin must be a finite distance >= 0, got {self.validation_margin!r}")
-        for name in ("n_validation", "gn_steps", "inner_steps", "eval_steps", "update_steps"):
+        for name in ("n_validation", "gn_steps", "eval_steps", "update_steps"):
             _check_count(name, getattr(self, name))
+        if not (isinstance(self.inner_steps, int) and not isinstance(self.inner_steps, bool) and self.inner_steps >= 0):
+            raise ConfigError(f"inner_steps must be an integer >= 0, got {self.inner_steps!r}")
+        if self.inner_steps == 0 and not (self.scale_search is True or self.axis_search is True):
+            raise ConfigError("inner_steps = 0 leaves the hyperparameters unchanged unless a search moves them: "
+                              "add --axis-search (or scale_search = true), or give --inner-steps 1 or more")
         if self.batch_size is not None:
             _check_count("batch_size", self.batch_size)
         if not _positive(self.learning_rate):
             raise ConfigError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"unknown trainable '{self.trainable}'; choose one of: {', '.join(TRAINABLE)}")
-        if not isinstance(self.scale_search, bool):
-            raise ConfigError(f"scale_search must be true or false, got {self.scale_search!r}")
+        for name in ("scale_search", "axis_search"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.kernel == "gibbs" and (self.axis_search or self.inner_steps == 0):
+            raise ConfigError("the searches (axis_search, scale_search) scale lengthscales and a gibbs kernel's "
+                              "lengthscale is a network: drop --axis-search and give --inner-steps 1 or more")
         if not isinstance(self.lengthscale_scan, bool):
             raise ConfigError(f"lengthscale_scan must be true or false, got {self.lengthscale_scan!r}")
         check_outer_loss(self.outer_loss, "outer_loss")

@@ -69,6 +69,8 @@ class LearnRun:
     #: if that re-solve failed (`from_iterate_note` says why).
     after_from_iterate_fields: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     from_iterate_note: str = ""
+    #: Set if the re-solve from u = 0 failed and the after row is the re-solve from the iterate.
+    after_note: str = ""
 
 
 def learning_points(problem: AbstractProblem, config: LearnConfig):
@@ -131,7 +133,7 @@ def run_learn(
     learner = BilevelLearner(
         optimizer=optax.adam(config.learning_rate), gn_steps=config.gn_steps, inner_steps=config.inner_steps,
         nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, batch_size=config.batch_size,
-        loss_tolerance=config.loss_tolerance, scale_search=config.scale_search,
+        loss_tolerance=config.loss_tolerance, scale_search=config.scale_search, axis_search=config.axis_search,
         lengthscale_scan=config.lengthscale_scan, outer_loss=config.outer_loss, batch_redraw=config.batch_redraw,
         update_steps=config.update_steps,
     )
@@ -162,16 +164,28 @@ def run_learn(
     )
     learn_seconds = time.perf_counter() - start
 
+    after_note = ""
     try:
         resolved_after = resolve(problem, result.kernel, interior, boundary, validation, config)[0]
     except SolverError as error:
-        # The learned θ was only ever factorized on the training points: the larger train ∪
-        # validation Gram matrix of the re-solve can still be numerically singular for it.
+        # The learned θ was only ever factorized on the training points, and only ever solved from
+        # the learner's iterates: from u = 0 on train ∪ validation Gauss-Newton can fail or diverge
+        # for it (short lengthscales of the Schrödinger problem). The learning run is kept: the
+        # after row is then the re-solve from the learner's last iterate, and the note says so.
         learned = ", ".join(f"{key} = {value:.4g}" for key, value in scalar_hyperparameters(result.kernel).items())
-        raise SolverError(
-            f"the re-solve with the learned kernel failed ({error}). Learned (log-)hyperparameters: {learned}. "
-            "Raise the nugget, or learn the lengthscales only (trainable = 'lengthscale')"
-        ) from None
+        failure = SolverError(
+            f"the re-solve with the learned kernel failed ({error}). Learned (log-)hyperparameters: "
+            f"{learned or 'the kernel arrays (no scalar ones)'}. Raise the nugget, or learn the lengthscales only "
+            "(trainable = 'lengthscale')"
+        )
+        if result.solution is None:
+            raise failure from None
+        try:
+            resolved_after = resolve(problem, result.kernel, interior, boundary, validation, config, result.solution)[0]
+        except SolverError:
+            raise failure from None
+        after_note = (f"the re-solve from u = 0 with the learned kernel failed ({error}); the after row, its fields "
+                      "and σ are the re-solve from the learner's last iterate (after*)")
     fields_after, errors_after = evaluate_fields(problem, resolved_after, grid_points, grid_shape)
     after = errors_after[store.ERRORS]
     # σ of the re-solve with the learned kernel and its calibration, as `gpde solve` stores them.
@@ -181,7 +195,9 @@ def run_learn(
     for attrs in calibrations.values():
         attrs["seconds"] = time.perf_counter() - start
     errors_from_iterate, from_iterate_note = {}, ""
-    if result.solution is not None:
+    if after_note:
+        errors_from_iterate = errors_after
+    elif result.solution is not None:
         try:
             from_iterate = resolve(problem, result.kernel, interior, boundary, validation, config, result.solution)[0]
             errors_from_iterate = evaluate_fields(problem, from_iterate, grid_points, grid_shape)[1]
@@ -216,9 +232,10 @@ def run_learn(
         history=history,
         history_attrs={"learn_seconds": learn_seconds, "compile_seconds": result.compile_seconds,
                        "stopped_because": result.stopped_because, "start_note": result.start_note,
-                       "from_iterate_note": from_iterate_note},
+                       "from_iterate_note": from_iterate_note, "after_note": after_note},
         kernel_arrays=kernel_arrays(result.kernel), kernel_attrs=kernel_settings(config, problem),
     )
     record.groups[store.FIELDS].update(std_fields)
     record.group_attrs.update(calibrations)
-    return LearnRun(result, before, after, record, errors_before, errors_after, errors_from_iterate, from_iterate_note)
+    return LearnRun(result, before, after, record, errors_before, errors_after, errors_from_iterate, from_iterate_note,
+                    after_note)

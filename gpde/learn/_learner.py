@@ -13,14 +13,16 @@ next loss is taken around an iterate closer to the new θ's solution).
 Beyond gradient steps: before the first step, `lengthscale_scan` tries the lengthscales scaled up
 by 2 … 64 (the loss barrier below the point spacing); with `scale_search`, every outer iteration
 starts by trying one common lengthscale factor 2^(k/8), k = −24 … 24, and takes the best if it
-is 30 % lower (local minima of the outer loss in σ). Both only evaluate the loss (no gradient),
-and both only move `log_lengthscale` leaves.
+is 30 % lower (local minima of the outer loss in σ); with `axis_search`, every outer iteration
+starts by trying one factor per input axis, 2^(k/2), k = −4 … 4, on a grid (the same factors for
+every field). All only evaluate the loss (no gradient), and all only move `log_lengthscale` leaves.
 
 The adaptive nugget is relative to the mean variance of each constraint's functionals
 (`_linearize.nugget_diagonal`), so a kernel's overall amplitude (e.g. σ² of the "additive" kernel
 σ²·Gaussian + (α x·y + c)²) does not act as an inverse nugget that the outer loss could exploit.
 """
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -215,6 +217,14 @@ class BilevelLearner(eqx.Module):
     #: 1.8e-5 at 0.20), and Adam from below stops in the first one. Gradient steps only see the
     #: local slope; the grid sees the whole factor range 1/8 … 8 of every loss u_k defines.
     scale_search: bool = False
+    #: At the start of every outer iteration (before the scale search, if both are on), evaluate
+    #: the outer loss on the grid of one factor per input axis, 2^(k/2), k = −4 … 4 on each axis
+    #: (81 loss evaluations for two axes; at most three axes), applied alike to every anisotropic
+    #: log-lengthscale leaf, and continue from the best if it is 30 % or more below the current
+    #: loss. Why: the outer loss can sit in a curved valley in (ℓ_t, ℓ_x) whose floor local steps
+    #: leave on the wrong side (Schrödinger, around the converged start solve: the slope points to
+    #: longer ℓ_t, the minimum lies at ℓ_t × 0.5, ℓ_x × 0.25; benchmarks/learn-published.md).
+    axis_search: bool = False
     regularizer: Callable[[AbstractKernel], jax.Array] | None = eqx.field(static=True, default=None)
     #: How the squared validation residuals are averaged (`linearized_validation_loss`, OUTER_LOSSES).
     outer_loss: str = eqx.field(static=True, default="mean-square")
@@ -228,10 +238,15 @@ class BilevelLearner(eqx.Module):
     def __check_init__(self):
         check_outer_loss(self.outer_loss)
         check_batch_redraw(self.batch_redraw)
-        for name in ("gn_steps", "inner_steps", "update_steps"):
+        for name in ("gn_steps", "update_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
+            raise ConfigError(f"inner_steps must be an integer >= 0, got {self.inner_steps!r}")
+        if self.inner_steps == 0 and not (self.scale_search or self.axis_search):
+            raise ConfigError("inner_steps = 0 leaves the hyperparameters unchanged unless a search moves them: "
+                              "turn on scale_search or axis_search, or give inner_steps >= 1")
         if not (np.isfinite(self.nugget) and self.nugget > 0):
             raise ConfigError(f"nugget must be > 0, got {self.nugget}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -292,12 +307,17 @@ class BilevelLearner(eqx.Module):
         indices = draw_batches(rng, sizes, self.batch_size)
         # Compiled once here and called below: every step has the same shapes (fixed batch size),
         # so the loop never traces again (calling the jitted wrapper would compile a second time).
-        compiled_step = optimizer_step.lower(
+        compiled_step = None if self.inner_steps == 0 else optimizer_step.lower(
             params, static, optimizer_state, self.optimizer, train, _subset(validation, indices),
             train_values, _subset_values(validation_values, indices), self.nugget, self.adaptive_nugget,
             self.regularizer, self.outer_loss,
         ).compile()
-        scanned = (self.lengthscale_scan or self.scale_search) and _has_lengthscales(params)
+        scanned = (self.lengthscale_scan or self.scale_search or self.axis_search) and _has_lengthscales(params)
+        if self.axis_search:
+            if not _has_lengthscales(params):
+                raise ConfigError("axis_search scales lengthscales, and this kernel's trainable hyperparameters have "
+                                  "none (a Gibbs kernel's lengthscale is a network); turn axis_search off")
+            _check_axis_search(params)
         if scanned:
             outer_loss = _outer_loss.lower(
                 params, static, train, _subset(validation, indices), train_values,
@@ -324,6 +344,9 @@ class BilevelLearner(eqx.Module):
                 if not per_step:
                     indices = draw_batches(rng, sizes, self.batch_size)
                 factor = 1.0
+                if scanned and self.axis_search:
+                    params = _axis_search(params, loss_at)
+                    last_good = params
                 if scanned and self.scale_search:
                     params, factor = _scale_search(params, loss_at)
                     last_good = params
@@ -355,6 +378,8 @@ class BilevelLearner(eqx.Module):
                     steps_taken += 1
                     if loss <= self.loss_tolerance:
                         break
+                if self.inner_steps == 0 and scanned:
+                    loss = loss_at(params)  # the searches' loss: no optimizer step to report one
                 kernel = eqx.combine(params, static)
                 solution, train_values, validation_values, residuals = _gauss_newton_update(
                     kernel, train, validation, train_values, self.nugget, self.adaptive_nugget, iteration,
@@ -425,6 +450,61 @@ def _scale_search(params, loss_at, factors=SEARCH_FACTORS, improvement=1.0 / 0.7
     if best is None:
         return params, 1.0
     return _scale_lengthscales(params, float(np.log(best))), best
+
+
+#: The per-axis factors of the axis search: 2^(k/2), k = −4 … 4 (¼ … 4 in half octaves).
+AXIS_FACTORS = tuple(2.0 ** (k / 2) for k in range(-4, 5))
+#: More axes than this would need 9^d loss evaluations per outer iteration (729 for three … ).
+MAX_SEARCH_AXES = 3
+
+
+def _axis_count(params) -> int:
+    """The length of the last axis of the anisotropic log-lengthscale leaves (1 if none is)."""
+    sizes = {int(np.shape(leaf)[-1]) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+             if path and getattr(path[-1], "name", None) == "log_lengthscale" and np.ndim(leaf) >= 1}
+    return max(sizes, default=1)
+
+
+def _check_axis_search(params) -> None:
+    count = _axis_count(params)
+    if count > MAX_SEARCH_AXES:
+        raise ConfigError(f"axis_search tries {len(AXIS_FACTORS)}^d factor combinations; with d = {count} axes that is "
+                          f"{len(AXIS_FACTORS) ** count} loss evaluations per outer iteration. Use scale_search instead")
+
+
+def _scale_axes(params, log_factors):
+    """The anisotropic log-lengthscale leaves (last axis of length len(log_factors)) plus
+    `log_factors`; other leaves unchanged."""
+    log_factors = np.asarray(log_factors)
+
+    def scale(path, leaf):
+        named = bool(path) and getattr(path[-1], "name", None) == "log_lengthscale"
+        if not named or leaf is None:
+            return leaf
+        if np.ndim(leaf) >= 1 and np.shape(leaf)[-1] == log_factors.size:
+            return leaf + log_factors
+        if np.ndim(leaf) == 0 and log_factors.size == 1:  # an isotropic kernel: its one axis
+            return leaf + log_factors[0]
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def _axis_search(params, loss_at, factors=AXIS_FACTORS, improvement=1.0 / 0.7):
+    """θ with its anisotropic log-lengthscales scaled by the best combination of one factor per
+    axis, if that lowers the outer loss by 30 % or more (or the loss at θ is not finite), else θ."""
+    count = _axis_count(params)
+    initial = loss_at(params)
+    best, lowest = None, np.inf
+    for combination in itertools.product(factors, repeat=count):
+        if all(f == 1.0 for f in combination):
+            continue
+        loss = loss_at(_scale_axes(params, np.log(combination)))
+        if np.isfinite(loss) and loss < lowest:
+            best, lowest = combination, loss
+    if best is None or (np.isfinite(initial) and lowest * improvement > initial):
+        return params
+    return _scale_axes(params, np.log(best))
 
 
 def _lengthscale_scan(params, loss_at, factors=(2, 4, 8, 16, 32, 64), improvement=10.0):

@@ -56,6 +56,8 @@ class LearnDefaults:
     field_lengthscales: dict = dataclasses.field(default_factory=dict)
     #: Search a common lengthscale factor at every outer iteration (BilevelLearner.scale_search).
     scale_search: bool = False
+    #: Search one lengthscale factor per input axis at every outer iteration (BilevelLearner.axis_search).
+    axis_search: bool = False
     #: Before the first step, try the lengthscales scaled up by 2 … 64 (BilevelLearner.lengthscale_scan).
     lengthscale_scan: bool = True
     #: Draw the validation points at least this far from the boundary (0: anywhere inside).
