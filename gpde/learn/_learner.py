@@ -454,7 +454,8 @@ def _scale_search(params, loss_at, factors=SEARCH_FACTORS, improvement=1.0 / 0.7
 
 #: The per-axis factors of the axis search: 2^(k/2), k = −4 … 4 (¼ … 4 in half octaves).
 AXIS_FACTORS = tuple(2.0 ** (k / 2) for k in range(-4, 5))
-#: More axes than this would need 9^d loss evaluations per outer iteration (729 for three … ).
+#: At most this many axes: the grid has 9^d points, i.e. 81 loss evaluations per outer iteration
+#: for two axes and 729 for three.
 MAX_SEARCH_AXES = 3
 
 
