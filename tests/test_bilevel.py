@@ -310,11 +310,7 @@ def test_axis_search_needs_lengthscales_and_few_axes():
     from gpde.kernels import Scaled
     from gpde.learn._learner import _check_axis_search
 
-    problem = NonlinearElliptic()
-    config = _learn_config(n_interior=16, n_boundary=12, n_validation=8)
-    interior, boundary, validation = learning_points(problem, config)
-    train = problem.training_constraints(interior, boundary)
-    held_out = problem.validation_constraints(validation, boundary)
+    _, train, held_out = _small_elliptic(16, 12, 8)
     learner = BilevelLearner(gn_steps=1, inner_steps=0, axis_search=True)
     kernel = Scaled(Gaussian(0.2), 0.7)
     variance_only = eqx.tree_at(lambda k: k.log_variance, jax.tree.map(lambda _: False, kernel), True)

@@ -314,9 +314,6 @@ class BilevelLearner(eqx.Module):
         ).compile()
         scanned = (self.lengthscale_scan or self.scale_search or self.axis_search) and _has_lengthscales(params)
         if self.axis_search:
-            if not _has_lengthscales(params):
-                raise ConfigError("axis_search scales lengthscales, and this kernel's trainable hyperparameters have "
-                                  "none (a Gibbs kernel's lengthscale is a network); turn axis_search off")
             _check_axis_search(params)
         if scanned:
             outer_loss = _outer_loss.lower(
@@ -467,6 +464,11 @@ def _axis_count(params) -> int:
 
 
 def _check_axis_search(params) -> None:
+    """ConfigError unless the trainable hyperparameters have lengthscales on at most
+    MAX_SEARCH_AXES axes."""
+    if not _has_lengthscales(params):
+        raise ConfigError("axis_search scales lengthscales, and this kernel's trainable hyperparameters have "
+                          "none (a Gibbs kernel's lengthscale is a network); turn axis_search off")
     count = _axis_count(params)
     if count > MAX_SEARCH_AXES:
         raise ConfigError(f"axis_search tries {len(AXIS_FACTORS)}^d factor combinations; with d = {count} axes that is "
