@@ -273,6 +273,27 @@ def test_hyperposterior_levels_draw_only_the_named_surrogates():
         make_method("bljes", hyperposterior_levels="h")
 
 
+def test_hyperposterior_fraction_draws_on_a_share_of_the_paths():
+    from gpde.bljes._methods import _hyperparameter_draws
+
+    state = _state()
+    key = jax.random.PRNGKey(2)
+    full = _hyperparameter_draws(state, key, 5, "fg")
+    mixed = _hyperparameter_draws(state, key, 5, "fg", drawn=2)
+    for level, fitted, every in zip(mixed, (state.upper, state.lower), full):
+        scales = np.asarray(level.kernel.log_lengthscale)
+        # The first two paths are the draws of the full option, the other three the fit.
+        np.testing.assert_array_equal(scales[:2], np.asarray(every.kernel.log_lengthscale)[:2])
+        np.testing.assert_array_equal(scales[2:], np.broadcast_to(np.asarray(fitted.kernel.log_lengthscale),
+                                                                  scales[2:].shape))
+        np.testing.assert_array_equal(np.asarray(level.coef)[2:], np.broadcast_to(np.asarray(fitted.coef),
+                                                                                  np.asarray(level.coef)[2:].shape))
+        assert not np.array_equal(scales[0], scales[2])
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="hyperposterior_fraction"):
+            make_method("bljes", hyperposterior_fraction=bad)
+
+
 def test_hyperposterior_option_runs_and_changes_the_queries():
     smoke = get_benchmark("smoke-1+1")
     plain = run_optimization(smoke, make_method("bljes", **SMALL), evaluations=EVALUATIONS, seed=0)

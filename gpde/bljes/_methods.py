@@ -210,7 +210,9 @@ class BLJES(AbstractBilevelMethod):
     per path from a Laplace approximation of their posterior (`_hyperposterior.py`) instead of
     using the fitted ones for every path; `hyperposterior_levels` says which surrogates get draws
     ("fg", "f" or "g"; the others keep their fitted hyperparameters on every path), and
-    `hyperposterior_temperature` multiplies the Laplace covariance of the draws.
+    `hyperposterior_temperature` multiplies the Laplace covariance of the draws, and
+    `hyperposterior_fraction` is the share of the paths that get draws (the rest keep the fitted
+    hyperparameters: a mixture of the fit and its Laplace posterior).
     """
 
     name = "bljes"
@@ -221,6 +223,7 @@ class BLJES(AbstractBilevelMethod):
     hyperposterior: bool = False
     hyperposterior_levels: str = "fg"
     hyperposterior_temperature: float = 1.0
+    hyperposterior_fraction: float = 1.0
     min_share: float = 0.2
     x_candidates: int = 16
     theta_candidates: int = 16
@@ -235,13 +238,17 @@ class BLJES(AbstractBilevelMethod):
         check_min_share("bljes", self.min_share)
         if self.hyperposterior_levels not in ("fg", "f", "g"):
             raise ConfigError(f"bljes: hyperposterior_levels must be fg, f or g, got {self.hyperposterior_levels!r}")
+        if not 0.0 < self.hyperposterior_fraction <= 1.0:
+            raise ConfigError("bljes: hyperposterior_fraction (the share of paths with drawn hyperparameters) must be "
+                              f"in (0, 1], got {self.hyperposterior_fraction!r}")
 
     def propose(self, state, key, *, coupled, costs, timer):
         path_key, optima_key, candidate_key = jax.random.split(key, 3)
         with timer("paths"):
             if self.hyperposterior:
+                drawn = max(1, round(self.hyperposterior_fraction * self.paths))
                 gps = _hyperparameter_draws(state, jax.random.fold_in(path_key, 1), self.paths,
-                                            self.hyperposterior_levels, self.hyperposterior_temperature)
+                                            self.hyperposterior_levels, self.hyperposterior_temperature, drawn)
                 models = _sample_models_per_path(state, gps, path_key, self.features)
             else:
                 gps, models = None, _sample_models(state, path_key, self.paths, self.features)
@@ -269,15 +276,25 @@ def _sample_models(state, key, paths, features):
 
 
 @eqx.filter_jit
-def _hyperparameter_draws(state, key, paths, levels: str = "fg", temperature: float = 1.0):
+def _hyperparameter_draws(state, key, paths, levels: str = "fg", temperature: float = 1.0, drawn: int | None = None):
     """(f GPs, g GPs), `paths` of each: drawn hyperparameters (Laplace covariance × `temperature`)
-    for the levels in `levels`, the fitted GP repeated for the others."""
+    on the first `drawn` paths (all by default) for the levels in `levels`, the fitted GP repeated
+    for the other paths and levels. The draws do not depend on `drawn`: path k's hyperparameters
+    are the same whatever the share."""
     upper_key, lower_key = jax.random.split(key)
+    drawn = paths if drawn is None else drawn
 
-    def per_path(gp, key, drawn):
-        if drawn:
-            return hyperparameter_draws(gp, key, paths, temperature)
+    def repeated(gp):
         return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (paths, *jnp.shape(leaf))), gp)
+
+    def per_path(gp, key, levels_drawn):
+        if not levels_drawn:
+            return repeated(gp)
+        draws = hyperparameter_draws(gp, key, paths, temperature)
+        if drawn == paths:
+            return draws
+        keep = jnp.arange(paths) < drawn
+        return jax.tree.map(lambda d, f: jnp.where(keep.reshape(-1, *([1] * (d.ndim - 1))), d, f), draws, repeated(gp))
 
     return per_path(state.upper, upper_key, "f" in levels), per_path(state.lower, lower_key, "g" in levels)
 
