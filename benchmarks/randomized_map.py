@@ -2,14 +2,18 @@
 
     python benchmarks/randomized_map.py [--problem darcy] [--n-interior 225] [--n-boundary 60]
                                         [--grid 20] [--draws 100] [--field-variance a=1,16]
-                                        [--seed 0] [--out table.md]
+                                        [--starts prior,solution] [--seed 0] [--out table.md]
 
 One solve with the problem's defaults at the given sizes (kernel, lengthscales, nugget, steps),
 then on the evaluation grid: σ of every field from the posterior at the last Gauss-Newton
 linearization (`gpde.solve.Posterior`) with three amplitudes s² — maximum likelihood, held out
 (what `gpde solve` stores) and 1 (the model the solve itself uses) — and from `--draws`
 randomized-MAP re-solves at s² = 1 (`gpde.solve.randomized_map`: prior and data perturbed, the
-full nonlinear problem solved per draw). The calibration of the solution's error against the
+full nonlinear problem solved per draw), once for each `--starts` entry: each re-solve from u = u_p
+(`prior`) or from the solution (`solution`, w₀ = û − u_p; what `gpde solve --std-draws` does).
+Where Gauss-Newton converges to one minimizer both give the same draws; where the perturbed
+problem is flat in some directions (Darcy's a) the draws end where the iteration stalls, and the
+two spreads differ. The calibration of the solution's error against the
 reference: 2σ coverage (goal 0.90-0.99) and the Gaussian NLL per point.
 
 `--field-variance NAME=c1,c2,…` repeats everything with the prior variance of field NAME scaled by
@@ -36,7 +40,7 @@ from gpde.solve import Posterior, calibration, randomized_map  # noqa: E402
 
 
 def measure(problem_name: str, n_interior: int, n_boundary: int, grid: int, draws: int, seed: int,
-            field: str | None = None, variance: float = 1.0) -> list[dict]:
+            field: str | None = None, variance: float = 1.0, starts: tuple[str, ...] = ("prior", "solution")) -> list[dict]:
     problem_class = get_problem_class(problem_name)
     config = resolve(problem_name, problem_class.defaults,
                      dict(n_interior=n_interior, n_boundary=n_boundary, grid=grid, seed=seed))
@@ -56,25 +60,29 @@ def measure(problem_name: str, n_interior: int, n_boundary: int, grid: int, draw
     held_out = problem.constraints(held_out_points(problem, config), boundary)[:1]
     posterior = Posterior.at(solution, config.nugget, config.adaptive_nugget, held_out)
     points = problem.domain.grid(grid)[0]
-    start = time.perf_counter()
-    ensemble = randomized_map(solver, tuple(kernels), constraints, points, jax.random.PRNGKey(seed + 1), draws)
-    draw_seconds = time.perf_counter() - start
+    ensembles = {}
+    for name in starts:
+        start = time.perf_counter()
+        ensemble = randomized_map(solver, tuple(kernels), constraints, points, jax.random.PRNGKey(seed + 1), draws,
+                                  start=solution if name == "solution" else None)
+        ensembles[name] = (ensemble, time.perf_counter() - start)
 
     label = "" if field is None else f"{field} variance × {variance:g}"
     rows = []
     amplitudes = (("linearized", "ml", float(posterior.ml_amplitude)),
                   ("linearized", "held-out", float(posterior.amplitude)),
                   ("linearized", "1", 1.0),
-                  (f"randomized MAP, {draws} draws", "1", None))
+                  *((f"randomized MAP, {draws} draws from the {name}", "1", name) for name in starts))
     for source, amplitude_name, amplitude in amplitudes:
+        drawn = isinstance(amplitude, str)
         row = dict(problem=problem_name, points=f"{n_interior} + {n_boundary}", change=label, source=source,
-                   amplitude=amplitude_name, s2=1.0 if amplitude is None else amplitude,
-                   seconds=draw_seconds if amplitude is None else solve_seconds)
+                   amplitude=amplitude_name, s2=1.0 if drawn else amplitude,
+                   seconds=ensembles[amplitude][1] if drawn else solve_seconds)
         for index, name in enumerate(problem.fields):
             value = np.asarray(solution(points, index))
             reference = np.asarray(problem.field_reference(name, np.asarray(points)))
-            if amplitude is None:
-                std = np.asarray(ensemble.std(index))
+            if drawn:
+                std = np.asarray(ensembles[amplitude][0].std(index))
             else:
                 std = np.asarray(posterior.with_amplitude(amplitude).std(points, field=index))
             numbers = calibration(value, std, reference)
@@ -107,6 +115,8 @@ def main(argv=None) -> int:
     parser.add_argument("--draws", type=int, default=100, help="randomized-MAP draws")
     parser.add_argument("--field-variance", default=None, metavar="NAME=c1,c2",
                         help="also scale the prior variance of field NAME by each c")
+    parser.add_argument("--starts", default="prior,solution",
+                        help="where each draw's re-solve starts: prior (u = u_p), solution (w = û − u_p), or both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) to this file")
     args = parser.parse_args(argv)
@@ -117,11 +127,14 @@ def main(argv=None) -> int:
         if name not in fields or not values:
             parser.error(f"--field-variance must be NAME=c1,c2 with NAME one of {', '.join(fields)}")
         changes = [(name, float(v)) for v in values.split(",") if v]
+    starts = tuple(name for name in args.starts.split(",") if name)
+    if not starts or any(name not in ("prior", "solution") for name in starts):
+        parser.error(f"--starts must list prior and/or solution, got {args.starts!r}")
     rows = []
     for field, variance in changes:
         rows.extend(measure(args.problem, args.n_interior, args.n_boundary, args.grid, args.draws, args.seed,
-                            field, variance))
-        print("\n".join(table(rows[-4:], fields).splitlines()[2:]), file=sys.stderr, flush=True)
+                            field, variance, starts))
+        print("\n".join(table(rows[-3 - len(starts):], fields).splitlines()[2:]), file=sys.stderr, flush=True)
     text = table(rows, fields)
     print(text)
     if args.out is not None:

@@ -228,12 +228,15 @@ def test_randomized_map_benchmark_tiny(tmp_path):
                                                   "--out", str(out)]) == 0
     rows = table_with_header(out.read_text(), "problem")
     assert [(r[3], r[4].split(" (")[1]) for r in rows] == [
-        ("linearized", "ml)"), ("linearized", "held-out)"), ("linearized", "1)"), ("randomized MAP, 2 draws", "1)")]
+        ("linearized", "ml)"), ("linearized", "held-out)"), ("linearized", "1)"),
+        ("randomized MAP, 2 draws from the prior", "1)"), ("randomized MAP, 2 draws from the solution", "1)")]
     assert all(r[2] == "u variance × 2" for r in rows)
     # One solve: the same solution error in every row; σ and the coverage differ by source.
     assert len({r[5] for r in rows}) == 1
     for r in rows:
         assert number(r[8]) > 0 and 0.0 <= number(r[6]) <= 1.0
+    # Linear problem: the draws from the prior and from the solution are the same.
+    assert rows[3][5:9] == rows[4][5:9]
     # The amplitude scales the linearized σ: s² = 1 against s²_ML.
     ml, unit = number(rows[0][4].split(" ")[0]), 1.0
     assert number(rows[2][8]) == pytest.approx(number(rows[0][8]) * np.sqrt(unit / ml), rel=2e-2)  # 3-digit cells

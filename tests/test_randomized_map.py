@@ -74,6 +74,20 @@ def test_amplitude_scales_the_spread_of_a_linear_problem_exactly(linear_two_fiel
                                    atol=1e-9 * np.max(np.abs(spread)))
 
 
+def test_draws_started_from_the_solution_end_where_draws_from_the_prior_do(linear_two_fields):
+    # Linear: one Gauss-Newton step from any start reaches the same minimum-norm solution, so a
+    # start at w₀ = û − u_p (operator values of û minus the shift) changes nothing but the start.
+    solver, kernels, constraints, solution, points = linear_two_fields
+    cold = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 3)
+    warm = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 3, start=solution)
+    spread = np.max(np.abs(np.asarray(cold.draws) - np.asarray(cold.mean(0))[None, None]))
+    np.testing.assert_allclose(np.asarray(warm.draws), np.asarray(cold.draws), atol=1e-8 * spread)
+    with pytest.raises(ConfigError, match="one array per constraint"):
+        solver.solve(kernels, constraints, initial=(jnp.zeros((2, 25)),))
+    with pytest.raises(ConfigError, match="operators × points"):
+        solver.solve(kernels, constraints, initial=(jnp.zeros((2, 24)), jnp.zeros((1, 16)), jnp.zeros((1, 6))))
+
+
 def test_a_shift_by_a_solution_leaves_nothing_to_solve(linear_two_fields):
     # With exact constraints only, shifting by the operator values of their own minimum-norm
     # solution s makes w = 0 feasible, and it has the least norm: the shifted solve returns w ≈ 0
@@ -118,8 +132,10 @@ def test_solve_with_std_draws_stores_the_draws_spread_of_every_field(tmp_path, c
     solver = GaussNewton(nugget=config.nugget, adaptive_nugget=config.adaptive_nugget, max_steps=config.steps,
                          tolerance=config.tolerance)
     grid, _ = problem.domain.grid(config.grid)
-    ensemble = randomized_map(solver, configured_kernel(problem, config), problem.constraints(interior, boundary), grid,
-                              jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), 3)
+    kernel, constraints = configured_kernel(problem, config), problem.constraints(interior, boundary)
+    solution, _ = solver.solve(kernel, constraints)
+    ensemble = randomized_map(solver, kernel, constraints, grid, jax.random.fold_in(jax.random.PRNGKey(config.seed), 3),
+                              3, start=solution)
     with h5py.File(out) as f:
         for index, (std_key, group) in enumerate((("u_std", "calibration"), ("a_std", "calibration_a"))):
             np.testing.assert_allclose(f[f"fields/{std_key}"][()].ravel(), np.asarray(ensemble.std(index)),

@@ -153,18 +153,19 @@ def evaluate_uncertainty(problem: AbstractProblem, solution: CollocationSolution
 
 
 def randomized_map_uncertainty(problem: AbstractProblem, solver: GaussNewton, kernel, constraints,
-                               config: SolveConfig, grid_points, grid_shape, fields: dict,
-                               linearized: dict) -> tuple[dict, dict]:
+                               solution: CollocationSolution, config: SolveConfig, grid_points, grid_shape,
+                               fields: dict, linearized: dict) -> tuple[dict, dict]:
     """Like `evaluate_uncertainty`, with each field's σ the spread of `config.std_draws`
     randomized-MAP draws (`randomized_map`: full re-solves by `solver` with the prior draw and the
-    data perturbed, at the prior's own amplitude s² = 1; key from the seed's own stream). The
+    data perturbed, at the prior's own amplitude s² = 1; key from the seed's own stream; each
+    re-solve starts from the solve's `solution`, w₀ = û − u_p). The
     `linearized` calibration groups (from `evaluate_uncertainty`) supply the maximum-likelihood s²,
     whose `ml_` numbers scale the spread by s (exact for a linear problem, where the draws are
     posterior samples; a first-order guide otherwise), and are kept under `linearized_` keys.
     On the Darcy problem the draws' σ covers the errors of u and a better than the linearized one
     (benchmarks/calibration-results.md)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
-    ensemble = randomized_map(solver, kernel, constraints, grid_points, key, config.std_draws)
+    ensemble = randomized_map(solver, kernel, constraints, grid_points, key, config.std_draws, start=solution)
     converged = sum(result == RESULTS[RESULTS.converged] for result in ensemble.results)
     std_fields, groups = {}, {}
     for index, name in enumerate(problem.fields):
@@ -318,8 +319,8 @@ def run_solve(
         std_fields, calibrations = evaluate_uncertainty(problem, solution, config, boundary, grid_points, grid_shape,
                                                         fields)
         if config.std_draws:
-            std_fields, calibrations = randomized_map_uncertainty(problem, solver, kernel, constraints, config,
-                                                                  grid_points, grid_shape, fields, calibrations)
+            std_fields, calibrations = randomized_map_uncertainty(problem, solver, kernel, constraints, solution,
+                                                                  config, grid_points, grid_shape, fields, calibrations)
     for attrs in calibrations.values():
         attrs["seconds"] = time.perf_counter() - start
 

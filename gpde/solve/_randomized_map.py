@@ -17,6 +17,11 @@ The prior draw u_p is needed at the evaluation points and at every functional of
 eigendecomposition (negative round-off eigenvalues clipped), O((n + M_f)³) once for all draws. The
 re-solve writes u = u_p + w and solves for w with each constraint's operator values shifted by
 u_p's (`Constraint.shifted`); shifts and data are traced, so the solver compiles once for all draws.
+Each re-solve starts from w = 0 (u = u_p), or, given the solution û of the unperturbed problem, from
+w₀ = û − u_p, whose operator values at the constraints are û's minus the shift: u* is then sought
+next to û, where it lies when the perturbation is small. From u = u_p the iteration starts a prior
+draw's distance away, which a strongly nonlinear equation need not recover from (the Schrödinger
+equation with the published kernels: the first draw diverged).
 Dense path only: the joint Gram matrix is (n + M_f)².
 """
 
@@ -34,7 +39,9 @@ from .._errors import ConfigError
 from .._results import RESULTS
 from ._constraint import Constraint, field_kernels
 from ._gram import operator_gram
+from ._linearize import compiled_values_at
 from ._operators import Evaluation
+from ._solution import CollocationSolution
 from ._solver import GaussNewton
 
 
@@ -61,9 +68,11 @@ def randomized_map(
     key: PRNGKeyArray,
     count: int,
     amplitude: float = 1.0,
+    start: CollocationSolution | None = None,
 ) -> RandomizedMap:
     """`count` randomized-MAP draws of every field at `points` (see the module docstring), each a
-    full `solver.solve` of the perturbed problem from w = 0. `amplitude` is s²: the prior draws
+    full `solver.solve` of the perturbed problem from w = 0, or with `start` (the solution of the
+    unperturbed problem) from w₀ = start − u_p. `amplitude` is s²: the prior draws
     are scaled by s and the observation noise by s (s² = 1 is the model the solve itself uses).
     Raises SolverError if a draw's solve fails; ConfigError for a count below 2, a non-positive
     amplitude or constraints that already carry a shift."""
@@ -82,11 +91,14 @@ def randomized_map(
     normals = [jax.random.normal(k, (count, root.shape[1]), dtype=points.dtype) for k, root in zip(field_keys, roots)]
     noise = jax.random.normal(field_keys[-1], (count, sum(c.size for c in constraints)), dtype=points.dtype)
 
+    start_values = None if start is None else compiled_values_at(start.kernels, constraints, start.constraints,
+                                                                 start.weights, start.coefficients)
     draws, results = [], []
     for i in range(count):
         prior = [scale * (root @ normal[i]) for root, normal in zip(roots, normals)]
         shifted = _shifted_constraints(constraints, prior, points.shape[0], scale * noise[i])
-        solution, history = solver.solve(kernels, shifted)
+        initial = None if start is None else tuple(z - c.shift.T for z, c in zip(start_values, shifted))
+        solution, history = solver.solve(kernels, shifted, initial=initial)
         draws.append(jnp.stack([solution(points, f) + prior[f][: points.shape[0]] for f in range(len(kernels))]))
         results.append(RESULTS[history.result])
     return RandomizedMap(jnp.stack(draws), tuple(results))

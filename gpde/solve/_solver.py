@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from ..kernels import AbstractKernel
 
@@ -156,7 +157,7 @@ class GaussNewton(eqx.Module):
         kernel: AbstractKernel | Sequence[AbstractKernel],
         constraints: Sequence[Constraint],
         callback: Callable[[StepRecord], None] | None = None,
-        initial: CollocationSolution | None = None,
+        initial: CollocationSolution | tuple[Float[Array, "m n"], ...] | None = None,
         continuation: Sequence[Sequence[Constraint]] = (),
         continuation_steps: int = 4,
     ) -> tuple[CollocationSolution, SolveHistory]:
@@ -164,7 +165,9 @@ class GaussNewton(eqx.Module):
 
         The iteration starts from u = 0, or from `initial` (any earlier solution with the same
         fields, e.g. one with another kernel or on other points): the first linearization is
-        around its operator values at the constraints' points. Gauss-Newton's fixed point can
+        around its operator values at the constraints' points. `initial` may also be those operator
+        values themselves, one (operators × points) array per constraint, for a starting iterate
+        that is known only there (e.g. a solution minus a prior draw, `randomized_map`). Gauss-Newton's fixed point can
         depend on where it starts (the Eikonal problem with a learned Gibbs kernel is an example).
 
         `kernel` is one kernel, or a tuple with one kernel per unknown field (the fields that the
@@ -240,9 +243,11 @@ class GaussNewton(eqx.Module):
         start = time.perf_counter()
         blocks = jax.block_until_ready(compiled_operator_blocks(kernels, constraints))
         history.assembly_seconds = time.perf_counter() - start
-        values = initial_values(constraints) if initial is None else compiled_values_at(
-            initial.kernels, constraints, initial.constraints, initial.weights, initial.coefficients
-        )
+        if initial is None or isinstance(initial, tuple):
+            values = _starting_values(constraints, initial)
+        else:
+            values = compiled_values_at(initial.kernels, constraints, initial.constraints, initial.weights,
+                                        initial.coefficients)
         compiled, current = {}, {}
 
         def retarget(equations):
@@ -274,9 +279,11 @@ class GaussNewton(eqx.Module):
         history.assembly_seconds = time.perf_counter() - start
         history.solver, history.rho, history.ordering = "sparse", self.linear_solver.rho, self.linear_solver.ordering
         history.functionals, history.factor_nnz = steps.setup.functionals, steps.setup.factor_nnz
-        values = initial_values(constraints) if initial is None else tuple(
-            jnp.stack([initial.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)]) for c in constraints
-        )
+        if initial is None or isinstance(initial, tuple):
+            values = _starting_values(constraints, initial)
+        else:
+            values = tuple(jnp.stack([initial.apply(op, c.points, f) for op, f in zip(c.operators, c.fields)])
+                           for c in constraints)
         return steps.step, values, steps.solution, steps.retarget
 
 
@@ -316,6 +323,20 @@ def _timed_step(run, values, number: int, name: str) -> tuple:
                                     "preconditioner_nnz": info.preconditioner_nnz}),
     )
     return outcome, record
+
+
+def _starting_values(constraints, values) -> tuple:
+    """The operator values of u = 0 (`values` None), or `values` checked against the constraints'
+    shapes (one (operators × points) array per constraint)."""
+    if values is None:
+        return initial_values(constraints)
+    if len(values) != len(constraints):
+        raise ConfigError(f"initial operator values: one array per constraint ({len(constraints)}), got {len(values)}")
+    for c, z in zip(constraints, values):
+        if jnp.shape(z) != (len(c.operators), c.size):
+            raise ConfigError(f"initial operator values for constraint '{c.name}' must have shape "
+                              f"({len(c.operators)}, {c.size}) (operators × points), got {jnp.shape(z)}")
+    return tuple(jnp.asarray(z, dtype=c.points.dtype) for c, z in zip(constraints, values))
 
 
 def _residual_rms(constraints, values) -> float:
