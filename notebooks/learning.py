@@ -92,9 +92,8 @@ else:
     TWO_FIELD_SETTINGS = {}  # the published setups, except the Schrödinger schedule below
 #: Schrödinger: the published points, learned by the per-axis grid search with converged updates
 #: instead of 30 × 50 Adam steps (which take ~7 h on one core here and, in gpde's runs, went to long
-#: ℓ_t): at half these points it reached u RMS 1.17e-3 in 14 min against the published 7.06e-3
-#: (benchmarks/learn-published.md, "A grid search per axis"); at these points about eight times as
-#: long per outer iteration.
+#: ℓ_t): at these points u RMS 3.09e-4 and v 3.08e-4 against the published 7.06e-3 and 7.48e-3,
+#: in 33 min of learning on one core (benchmarks/learn-published.md, "A grid search per axis").
 SCHEDULES = {"schrodinger": dict(axis_search=True, inner_steps=0, update_steps=20, gn_steps=3, start_steps=20,
                                  batch_size=1500)} if SETTING == "full" else {}
 
