@@ -10,7 +10,8 @@ linearization (`gpde.solve.Posterior`) with three amplitudes s² — maximum lik
 (what `gpde solve` stores) and 1 (the model the solve itself uses) — and from `--draws`
 randomized-MAP re-solves at s² = 1 (`gpde.solve.randomized_map`: prior and data perturbed, the
 full nonlinear problem solved per draw), once for each `--starts` entry: each re-solve from u = u_p
-(`prior`) or from the solution (`solution`, w₀ = û − u_p; what `gpde solve --std-draws` does).
+(`prior`, what `gpde solve --std-draws` does; a draw that fails is solved again from the solution)
+or from the solution (`solution`, w₀ = û − u_p).
 Where Gauss-Newton converges to one minimizer both give the same draws; where the perturbed
 problem is flat in some directions (Darcy's a) the draws end where the iteration stalls, and the
 two spreads differ. The calibration of the solution's error against the
@@ -64,7 +65,7 @@ def measure(problem_name: str, n_interior: int, n_boundary: int, grid: int, draw
     for name in starts:
         start = time.perf_counter()
         ensemble = randomized_map(solver, tuple(kernels), constraints, points, jax.random.PRNGKey(seed + 1), draws,
-                                  start=solution if name == "solution" else None)
+                                  start=name, solution=solution)
         ensembles[name] = (ensemble, time.perf_counter() - start)
 
     label = "" if field is None else f"{field} variance × {variance:g}"

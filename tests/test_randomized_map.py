@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gpde import ConfigError, Constraint, Evaluation, GaussNewton, Laplacian, OnField
+from gpde import ConfigError, Constraint, Evaluation, GaussNewton, Laplacian, OnField, SolverError
+from gpde._results import RESULTS
 from gpde.app import configured_kernel, main
 from gpde.app._config import resolve
 from gpde.app._run import collocation_points
@@ -79,13 +80,36 @@ def test_draws_started_from_the_solution_end_where_draws_from_the_prior_do(linea
     # start at w₀ = û − u_p (operator values of û minus the shift) changes nothing but the start.
     solver, kernels, constraints, solution, points = linear_two_fields
     cold = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 3)
-    warm = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 3, start=solution)
+    warm = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 3, start="solution",
+                          solution=solution)
+    assert cold.starts == ("prior",) * 3 and warm.starts == ("solution",) * 3
     spread = np.max(np.abs(np.asarray(cold.draws) - np.asarray(cold.mean(0))[None, None]))
     np.testing.assert_allclose(np.asarray(warm.draws), np.asarray(cold.draws), atol=1e-8 * spread)
     with pytest.raises(ConfigError, match="one array per constraint"):
         solver.solve(kernels, constraints, initial=(jnp.zeros((2, 25)),))
     with pytest.raises(ConfigError, match="operators × points"):
         solver.solve(kernels, constraints, initial=(jnp.zeros((2, 24)), jnp.zeros((1, 16)), jnp.zeros((1, 6))))
+
+
+def test_a_draw_that_fails_from_the_prior_is_solved_again_from_the_solution(linear_two_fields, monkeypatch):
+    # Every solve from the prior draw (no starting values) fails here: each draw is then the solve
+    # from the solution, which for this linear problem is the same draw.
+    solver, kernels, constraints, solution, points = linear_two_fields
+    expected = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 2, start="solution",
+                              solution=solution)
+    solve = GaussNewton.solve
+
+    def failing_from_the_prior(self, kernel, constraints, callback=None, initial=None, **options):
+        if initial is None:
+            raise SolverError("diverged (test)", RESULTS.diverged)
+        return solve(self, kernel, constraints, callback, initial, **options)
+
+    monkeypatch.setattr(GaussNewton, "solve", failing_from_the_prior)
+    ensemble = randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 2, solution=solution)
+    assert ensemble.starts == ("solution", "solution")
+    np.testing.assert_array_equal(np.asarray(ensemble.draws), np.asarray(expected.draws))
+    with pytest.raises(SolverError, match="diverged"):  # without a solution to fall back to
+        randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(9), 2)
 
 
 def test_a_shift_by_a_solution_leaves_nothing_to_solve(linear_two_fields):
@@ -112,6 +136,8 @@ def test_bad_arguments_are_config_errors(linear_two_fields):
         randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(0), 2, amplitude=0.0)
     with pytest.raises(ConfigError, match="shift must have one row per point"):
         constraints[0].shifted(jnp.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="start must be"):
+        randomized_map(solver, kernels, constraints, points, jax.random.PRNGKey(0), 2, start="solution")
     with pytest.raises(ConfigError, match="without a shift"):
         randomized_map(solver, kernels, (constraints[0].shifted(jnp.zeros((25, 2))),) + constraints[1:], points,
                        jax.random.PRNGKey(0), 2)
@@ -135,13 +161,14 @@ def test_solve_with_std_draws_stores_the_draws_spread_of_every_field(tmp_path, c
     kernel, constraints = configured_kernel(problem, config), problem.constraints(interior, boundary)
     solution, _ = solver.solve(kernel, constraints)
     ensemble = randomized_map(solver, kernel, constraints, grid, jax.random.fold_in(jax.random.PRNGKey(config.seed), 3),
-                              3, start=solution)
+                              3, solution=solution)
     with h5py.File(out) as f:
         for index, (std_key, group) in enumerate((("u_std", "calibration"), ("a_std", "calibration_a"))):
             np.testing.assert_allclose(f[f"fields/{std_key}"][()].ravel(), np.asarray(ensemble.std(index)),
                                        rtol=1e-9, atol=1e-14)
             attrs = f[group].attrs
             assert attrs["posterior"] == "randomized-map" and attrs["draws"] == 3 and attrs["amplitude"] == 1.0
+            assert attrs["draws_from_solution"] == 0
             assert 0 <= attrs["linearized_coverage_2"] <= 1 and attrs["linearized_amplitude"] != 1.0
     capsys.readouterr()
     assert main(["show", str(out)]) == 0

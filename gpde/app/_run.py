@@ -158,15 +158,16 @@ def randomized_map_uncertainty(problem: AbstractProblem, solver: GaussNewton, ke
     """Like `evaluate_uncertainty`, with each field's σ the spread of `config.std_draws`
     randomized-MAP draws (`randomized_map`: full re-solves by `solver` with the prior draw and the
     data perturbed, at the prior's own amplitude s² = 1; key from the seed's own stream; each
-    re-solve starts from the solve's `solution`, w₀ = û − u_p). The
+    re-solve starts from its prior draw, or from the solve's `solution` if that fails). The
     `linearized` calibration groups (from `evaluate_uncertainty`) supply the maximum-likelihood s²,
     whose `ml_` numbers scale the spread by s (exact for a linear problem, where the draws are
     posterior samples; a first-order guide otherwise), and are kept under `linearized_` keys.
     On the Darcy problem the draws' σ covers the errors of u and a better than the linearized one
     (benchmarks/calibration-results.md)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
-    ensemble = randomized_map(solver, kernel, constraints, grid_points, key, config.std_draws, start=solution)
+    ensemble = randomized_map(solver, kernel, constraints, grid_points, key, config.std_draws, solution=solution)
     converged = sum(result == RESULTS[RESULTS.converged] for result in ensemble.results)
+    from_solution = sum(where == "solution" for where in ensemble.starts)
     std_fields, groups = {}, {}
     for index, name in enumerate(problem.fields):
         value_key, reference_key, _, _ = store.field_names(name, index == 0)
@@ -180,7 +181,8 @@ def randomized_map_uncertainty(problem: AbstractProblem, solver: GaussNewton, ke
                 if metric in numbers or metric in ("amplitude", "mean_std")}
         groups[group] = {"amplitude": 1.0, "amplitude_source": f"prior; σ of {config.std_draws} randomized-MAP draws",
                          "ml_amplitude": ml_amplitude, "posterior": "randomized-map", "draws": config.std_draws,
-                         "draws_converged": converged, "mean_std": float(np.mean(std)), **numbers,
+                         "draws_converged": converged, "draws_from_solution": from_solution,
+                         "mean_std": float(np.mean(std)), **numbers,
                          **{f"ml_{metric}": value for metric, value in ml.items()}, **kept}
     return std_fields, groups
 

@@ -17,11 +17,17 @@ The prior draw u_p is needed at the evaluation points and at every functional of
 eigendecomposition (negative round-off eigenvalues clipped), O((n + M_f)³) once for all draws. The
 re-solve writes u = u_p + w and solves for w with each constraint's operator values shifted by
 u_p's (`Constraint.shifted`); shifts and data are traced, so the solver compiles once for all draws.
-Each re-solve starts from w = 0 (u = u_p), or, given the solution û of the unperturbed problem, from
-w₀ = û − u_p, whose operator values at the constraints are û's minus the shift: u* is then sought
-next to û, where it lies when the perturbation is small. From u = u_p the iteration starts a prior
-draw's distance away, which a strongly nonlinear equation need not recover from (the Schrödinger
-equation with the published kernels: the first draw diverged).
+Each re-solve starts from w = 0 (u = u_p, `start="prior"`) or from the solution û of the
+unperturbed problem (`start="solution"`: w₀ = û − u_p, whose operator values at the constraints
+are û's minus the shift). For a unique minimizer that Gauss-Newton reaches, both give the same
+draw. Where the perturbed problem is nearly flat (Darcy's a: the ends from the two starts have
+objectives within ~1 % and differ in a by an RMS of 0.3–4) the draw ends where the iteration
+stops, and from the prior draw it keeps more of the prior's spread in the directions the data
+barely determine: the spread from the prior covers Darcy's a, the one from the solution does not
+(benchmarks/calibration-results.md). From u = u_p the iteration starts a prior draw's distance
+away, which a strongly nonlinear equation need not recover from (the Schrödinger equation with
+learned kernels diverged on the first draw): given `solution`, a draw whose solve from the prior
+fails is solved again from the solution, and `RandomizedMap.starts` says where each draw started.
 Dense path only: the joint Gram matrix is (n + M_f)².
 """
 
@@ -35,7 +41,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..kernels import AbstractKernel
 
-from .._errors import ConfigError
+from .._errors import ConfigError, SolverError
 from .._results import RESULTS
 from ._constraint import Constraint, field_kernels
 from ._gram import operator_gram
@@ -47,10 +53,12 @@ from ._solver import GaussNewton
 
 class RandomizedMap(eqx.Module):
     """`draws[i, f]`: draw i of field f at the evaluation points; `results[i]`: how its solve ended
-    (a RESULTS message: converged, stalled or the step limit; failed solves raise instead)."""
+    (a RESULTS message: converged, stalled or the step limit; failed solves raise instead);
+    `starts[i]`: "prior" or "solution", where its solve started."""
 
     draws: Float[Array, "count fields n"]
     results: tuple[str, ...] = eqx.field(static=True)
+    starts: tuple[str, ...] = eqx.field(static=True, default=())
 
     def mean(self, field: int = 0) -> Float[Array, " n"]:
         return jnp.mean(self.draws[:, field], axis=0)
@@ -68,14 +76,17 @@ def randomized_map(
     key: PRNGKeyArray,
     count: int,
     amplitude: float = 1.0,
-    start: CollocationSolution | None = None,
+    start: str = "prior",
+    solution: CollocationSolution | None = None,
 ) -> RandomizedMap:
     """`count` randomized-MAP draws of every field at `points` (see the module docstring), each a
-    full `solver.solve` of the perturbed problem from w = 0, or with `start` (the solution of the
-    unperturbed problem) from w₀ = start − u_p. `amplitude` is s²: the prior draws
-    are scaled by s and the observation noise by s (s² = 1 is the model the solve itself uses).
-    Raises SolverError if a draw's solve fails; ConfigError for a count below 2, a non-positive
-    amplitude or constraints that already carry a shift."""
+    full `solver.solve` of the perturbed problem from w = 0 (`start="prior"`) or from
+    w₀ = solution − u_p (`start="solution"`, which needs `solution`, the solve of the unperturbed
+    problem). With `solution` given, a draw whose solve from the prior fails is solved again from
+    the solution. `amplitude` is s²: the prior draws are scaled by s and the observation noise by s
+    (s² = 1 is the model the solve itself uses). Raises SolverError if a draw's solve fails (from
+    where it last started); ConfigError for a count below 2, a non-positive amplitude, an unknown
+    start, or constraints that already carry a shift."""
     if not (isinstance(count, int) and count >= 2):
         raise ConfigError(f"randomized MAP needs an integer count >= 2 (a spread needs two draws), got {count!r}")
     if not (np.isfinite(amplitude) and amplitude > 0):
@@ -83,6 +94,8 @@ def randomized_map(
     constraints = tuple(constraints)
     if any(c.shift is not None for c in constraints):
         raise ConfigError("randomized MAP shifts the constraints itself: pass constraints without a shift")
+    if start not in ("prior", "solution") or (start == "solution" and solution is None):
+        raise ConfigError(f"randomized MAP start must be 'prior', or 'solution' with the solution given, got {start!r}")
     kernels = field_kernels(kernel, constraints)
     points = jnp.asarray(points)
     scale = float(np.sqrt(amplitude))
@@ -91,17 +104,25 @@ def randomized_map(
     normals = [jax.random.normal(k, (count, root.shape[1]), dtype=points.dtype) for k, root in zip(field_keys, roots)]
     noise = jax.random.normal(field_keys[-1], (count, sum(c.size for c in constraints)), dtype=points.dtype)
 
-    start_values = None if start is None else compiled_values_at(start.kernels, constraints, start.constraints,
-                                                                 start.weights, start.coefficients)
-    draws, results = [], []
+    solution_values = None if solution is None else compiled_values_at(
+        solution.kernels, constraints, solution.constraints, solution.weights, solution.coefficients)
+    draws, results, starts = [], [], []
     for i in range(count):
         prior = [scale * (root @ normal[i]) for root, normal in zip(roots, normals)]
         shifted = _shifted_constraints(constraints, prior, points.shape[0], scale * noise[i])
-        initial = None if start is None else tuple(z - c.shift.T for z, c in zip(start_values, shifted))
-        solution, history = solver.solve(kernels, shifted, initial=initial)
-        draws.append(jnp.stack([solution(points, f) + prior[f][: points.shape[0]] for f in range(len(kernels))]))
+        from_solution = None if solution is None else tuple(z - c.shift.T for z, c in zip(solution_values, shifted))
+        where = start
+        try:
+            draw, history = solver.solve(kernels, shifted, initial=from_solution if start == "solution" else None)
+        except SolverError:
+            if start == "solution" or solution is None:
+                raise
+            where = "solution"
+            draw, history = solver.solve(kernels, shifted, initial=from_solution)
+        draws.append(jnp.stack([draw(points, f) + prior[f][: points.shape[0]] for f in range(len(kernels))]))
         results.append(RESULTS[history.result])
-    return RandomizedMap(jnp.stack(draws), tuple(results))
+        starts.append(where)
+    return RandomizedMap(jnp.stack(draws), tuple(results), tuple(starts))
 
 
 def _functionals(constraints: Sequence[Constraint], field: int, points) -> list[tuple[tuple, Array]]:
