@@ -21,7 +21,7 @@ Each re-solve starts from w = 0 (u = u_p, `start="prior"`) or from the solution 
 unperturbed problem (`start="solution"`: w₀ = û − u_p, whose operator values at the constraints
 are û's minus the shift). For a unique minimizer that Gauss-Newton reaches, both give the same
 draw. Where the perturbed problem is nearly flat (Darcy's a: the ends from the two starts have
-objectives within ~1 % and differ in a by an RMS of 0.3–4) the draw ends where the iteration
+objectives within 1.5 % and differ in a by an RMS of 0.3–4) the draw ends where the iteration
 stops, and from the prior draw it keeps more of the prior's spread in the directions the data
 barely determine: the spread from the prior covers Darcy's a, the one from the solution does not
 (benchmarks/calibration-results.md). From u = u_p the iteration starts a prior draw's distance
