@@ -179,7 +179,9 @@ def randomized_map_uncertainty(problem: AbstractProblem, solver: GaussNewton, ke
         ml = calibration(fields[value_key], std * np.sqrt(ml_amplitude), fields[reference_key]).as_dict()
         kept = {f"linearized_{metric}": value for metric, value in linearized[group].items()
                 if metric in numbers or metric in ("amplitude", "mean_std")}
-        groups[group] = {"amplitude": 1.0, "amplitude_source": f"prior; σ of {config.std_draws} randomized-MAP draws",
+        restarted = f", {from_solution} of them re-solved from the solution" if from_solution else ""
+        groups[group] = {"amplitude": 1.0,
+                         "amplitude_source": f"prior; σ of {config.std_draws} randomized-MAP draws{restarted}",
                          "ml_amplitude": ml_amplitude, "posterior": "randomized-map", "draws": config.std_draws,
                          "draws_converged": converged, "draws_from_solution": from_solution,
                          "mean_std": float(np.mean(std)), **numbers,
