@@ -23,8 +23,8 @@ are û's minus the shift). For a unique minimizer that Gauss-Newton reaches, bot
 draw. Where the perturbed problem is nearly flat (Darcy's a: the ends from the two starts have
 objectives within 1.5 % and differ in a by an RMS of 0.3–4) the draw ends where the iteration
 stops, and from the prior draw it keeps more of the prior's spread in the directions the data
-barely determine: the spread from the prior covers Darcy's a, the one from the solution does not
-(benchmarks/calibration-results.md). From u = u_p the iteration starts a prior draw's distance
+barely determine: with a's prior variance × 16 the spread from the prior covers Darcy's a, the
+one from the solution does not (benchmarks/calibration-results.md). From u = u_p the iteration starts a prior draw's distance
 away, which a strongly nonlinear equation need not recover from (the Schrödinger equation with
 learned kernels diverged on the first draw): given `solution`, a draw whose solve from the prior
 fails is solved again from the solution, and `RandomizedMap.starts` says where each draw started.

@@ -167,8 +167,9 @@ class GaussNewton(eqx.Module):
         fields, e.g. one with another kernel or on other points): the first linearization is
         around its operator values at the constraints' points. `initial` may also be those operator
         values themselves, one (operators × points) array per constraint, for a starting iterate
-        that is known only there (e.g. a solution minus a prior draw, `randomized_map`). Gauss-Newton's fixed point can
-        depend on where it starts (the Eikonal problem with a learned Gibbs kernel is an example).
+        that is known only there (e.g. a solution minus a prior draw, `randomized_map`).
+        Gauss-Newton's fixed point can depend on where it starts (the Eikonal problem with a
+        learned Gibbs kernel is an example).
 
         `kernel` is one kernel, or a tuple with one kernel per unknown field (the fields that the
         constraints' OnField operators name). Raises SolverError (naming the step and the fix) if a
