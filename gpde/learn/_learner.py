@@ -340,13 +340,13 @@ class BilevelLearner(eqx.Module):
                 start = time.perf_counter()
                 if not per_step:
                     indices = draw_batches(rng, sizes, self.batch_size)
-                factor = 1.0
+                factor, searched_loss = 1.0, None
                 if scanned and self.axis_search:
-                    params = _axis_search(params, loss_at)
+                    params, searched_loss = _axis_search(params, loss_at)
                     last_good = params
                 if scanned and self.scale_search:
                     params, factor = _scale_search(params, loss_at)
-                    last_good = params
+                    last_good, searched_loss = params, None
                 if self.reset_optimizer:
                     optimizer_state = self.optimizer.init(params)
                 steps_taken, loss = 0, float("nan")
@@ -376,7 +376,8 @@ class BilevelLearner(eqx.Module):
                     if loss <= self.loss_tolerance:
                         break
                 if self.inner_steps == 0 and scanned:
-                    loss = loss_at(params)  # the searches' loss: no optimizer step to report one
+                    # The searches' loss: no optimizer step to report one.
+                    loss = loss_at(params) if searched_loss is None else searched_loss
                 kernel = eqx.combine(params, static)
                 solution, train_values, validation_values, residuals = _gauss_newton_update(
                     kernel, train, validation, train_values, self.nugget, self.adaptive_nugget, iteration,
@@ -494,8 +495,9 @@ def _scale_axes(params, log_factors):
 
 
 def _axis_search(params, loss_at, factors=AXIS_FACTORS, improvement=1.0 / 0.7):
-    """θ with its anisotropic log-lengthscales scaled by the best combination of one factor per
-    axis, if that lowers the outer loss by 30 % or more (or the loss at θ is not finite), else θ."""
+    """(θ', its outer loss): θ with its anisotropic log-lengthscales scaled by the best combination
+    of one factor per axis, if that lowers the outer loss by 30 % or more (or the loss at θ is not
+    finite), else θ itself."""
     count = _axis_count(params)
     initial = loss_at(params)
     best, lowest = None, np.inf
@@ -506,8 +508,8 @@ def _axis_search(params, loss_at, factors=AXIS_FACTORS, improvement=1.0 / 0.7):
         if np.isfinite(loss) and loss < lowest:
             best, lowest = combination, loss
     if best is None or (np.isfinite(initial) and lowest * improvement > initial):
-        return params
-    return _scale_axes(params, np.log(best))
+        return params, initial
+    return _scale_axes(params, np.log(best)), lowest
 
 
 def _lengthscale_scan(params, loss_at, factors=(2, 4, 8, 16, 32, 64), improvement=10.0):
