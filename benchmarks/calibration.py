@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from gpde.app import LearnConfig, learned_kernel, resolve, run_learn, run_solve, uncertainty_names  # noqa: E402
 from gpde.io import field_names, write_run  # noqa: E402
 from gpde.problems import get_problem_class  # noqa: E402
-from gpde.solve import Calibration  # noqa: E402
+from gpde.solve import Calibration, coverage_verdict  # noqa: E402
 
 # (interior, boundary) points. Elliptic: its grid layout (m² interior, 4(m + 1) boundary);
 # Burgers and Eikonal: random, three interior points per boundary point up to the published
@@ -83,7 +83,6 @@ SPARSE_OVERRIDES = {
     "burgers": dict(kernel="matern72", lengthscale=(0.3, 0.05), nugget=1e-10, steps=8),
     "eikonal": dict(steps=10),
 }
-GOAL = (0.90, 0.99)
 CALIBRATION_KEYS = tuple(field.name for field in dataclasses.fields(Calibration))
 
 
@@ -128,14 +127,6 @@ def learned_rows(grid: int, seed: int, folder: Path) -> list[dict]:
             + measure("elliptic", 400, 84, grid, seed, f" learned σ = {sigma:.3g}", kernel_from=str(learned)))
 
 
-def verdict(coverage_2: float) -> str:
-    if coverage_2 < GOAL[0]:
-        return "over-confident"
-    if coverage_2 > GOAL[1]:
-        return "under-confident"
-    return "ok"
-
-
 def table(rows: list[dict]) -> str:
     header = ("| problem | field | points | amplitude | s² | RMS error | mean σ | 1σ | 2σ | 3σ | mean e/σ | std e/σ "
               "| NLL | 2σ goal | run s | σ s |")
@@ -145,7 +136,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['problem']} | {r['field']} | {r['n_interior']} + {r['n_boundary']} | {r['amplitude']} "
             f"| {r['s2']:.3g} | {r['rms_error']:.2e} | {r['mean_std']:.2e} | {r['coverage_1']:.3f} "
             f"| {r['coverage_2']:.3f} | {r['coverage_3']:.3f} | {r['z_mean']:+.3f} | {r['z_std']:.3g} "
-            f"| {r['nll']:.2f} | {verdict(r['coverage_2'])} | {r['seconds']:.0f} | {r['uncertainty_seconds']:.0f} |"
+            f"| {r['nll']:.2f} | {coverage_verdict(r['coverage_2'])} | {r['seconds']:.0f} | {r['uncertainty_seconds']:.0f} |"
         )
     return "\n".join(lines)
 

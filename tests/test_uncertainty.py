@@ -24,7 +24,7 @@ from gpde.io import read_run, write_run
 from gpde.io import _store as store
 from gpde.kernels import Gaussian
 from gpde.problems import get_problem_class
-from gpde.solve import NOMINAL_COVERAGE, Box, calibration, reliability
+from gpde.solve import COVERAGE_2_GOAL, NOMINAL_COVERAGE, Box, calibration, coverage_verdict, reliability
 from gpde.solve import posterior as posterior_of
 
 EPS = np.finfo(np.float64).eps
@@ -261,6 +261,16 @@ def test_calibration_of_exactly_gaussian_errors_is_nominal():
     # Halving σ makes the same errors over-confident: coverage drops, spread doubles.
     over = calibration(mean, 0.5 * std, reference)
     assert over.coverage_2 < 0.75 and over.z_std == pytest.approx(2.0 * numbers.z_std)
+    # The verdicts: nominal σ is calibrated, half of it over-confident, twice it under-confident.
+    assert numbers.verdict == "calibrated" and over.verdict == "over-confident"
+    assert calibration(mean, 2.0 * std, reference).verdict == "under-confident"
+
+
+def test_coverage_verdict_bounds_are_the_goal():
+    low, high = COVERAGE_2_GOAL
+    assert low < NOMINAL_COVERAGE[1] < high
+    assert [coverage_verdict(c) for c in (low - 1e-9, low, high, high + 1e-9)] == [
+        "over-confident", "calibrated", "calibrated", "under-confident"]
 
 
 def test_calibration_leaves_out_points_with_zero_std():
@@ -305,7 +315,9 @@ def test_a_solve_run_stores_the_posterior_std_and_its_calibration(tmp_path, caps
     # `gpde show` prints them, `gpde plot` adds a σ and an |error|/σ map to u, reference and error.
     assert main(["show", str(path)]) == 0
     coverage = " / ".join(f"{100 * attrs[f'coverage_{z}']:.1f}" for z in (1, 2, 3))
-    assert f"calibration u: |error| ≤ 1/2/3σ at {coverage} %" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert f"calibration u: |error| ≤ 1/2/3σ at {coverage} %" in shown
+    assert f"): {coverage_verdict(attrs['coverage_2'])}, σ " in shown
     assert main(["show", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[group]["nll"] == pytest.approx(attrs["nll"], rel=1e-12)
     with_std = matplotlib.image.imread(plot_fields(run.record, tmp_path / "std.png")).shape[1]
@@ -330,7 +342,7 @@ def test_calibration_benchmark_tiny(tmp_path, capsys):
         coverage = [number(cell) for cell in r[7:10]]
         assert 0.0 <= coverage[0] <= coverage[1] <= coverage[2] <= 1.0
         assert number(r[4]) > 0 and number(r[6]) > 0 and number(r[11]) > 0
-        assert r[13] == script.verdict(coverage[1])
+        assert r[13] == coverage_verdict(coverage[1])
     # One amplitude per run, shared by the fields.
     assert rows[0][4] == rows[2][4] and rows[1][4] == rows[3][4]
     # The kept result file holds the σ fields that the table summarizes.

@@ -33,6 +33,7 @@ from ._study import final_regret_table, format_table, read_study
 from ._study_plots import plot_study
 from ._validation import ArgumentParser
 from ..sparse import AUTO_SPARSE_FROM, SOLVER_NAMES
+from ..solve import COVERAGE_2_GOAL, coverage_verdict
 from gpde.problems import DEFAULT_PROBLEM, catalogue, get_problem_class
 from gpde.problems.bilevel import catalogue as bilevel_catalogue
 
@@ -427,10 +428,18 @@ def _show(args) -> int:
         ml_coverage = " / ".join(f"{100 * row[f'ml_coverage_{z}']:.1f}" for z in (1, 2, 3))
         print(f"  calibration {field}: |error| ≤ 1/2/3σ at {coverage} % (ideal 68.3 / 95.4 / 99.7), error/σ mean "
               f"{row['z_mean']:+.2f} spread {row['z_std']:.2f}, NLL {row['nll']:.2f} (s² {row['amplitude']:.3g}, "
-              f"{row['amplitude_source']})")
+              f"{row['amplitude_source']}): {_verdict_text(row['coverage_2'])}")
         print(f"  {'':<{len(field) + 13}}with the maximum-likelihood s² {row['ml_amplitude']:.3g}: {ml_coverage} %, "
               f"NLL {row['ml_nll']:.2f}")
     return 0
+
+
+def _verdict_text(coverage_2: float) -> str:
+    """The calibration verdict of a 2σ coverage, with what it means."""
+    low, high = COVERAGE_2_GOAL
+    meaning = {"over-confident": "σ too small", "under-confident": "σ too large", "calibrated": "σ fits the error"}
+    verdict = coverage_verdict(coverage_2)
+    return f"{verdict}, {meaning[verdict]} (2σ goal {100 * low:.0f}–{100 * high:.0f} %)"
 
 
 def _calibration_groups(run) -> dict[str, dict]:

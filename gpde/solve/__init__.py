@@ -1,8 +1,10 @@
 """The collocation solver: operators, Gram blocks, constraints, problems and Gauss-Newton."""
 
 from ._calibration import Calibration as Calibration
+from ._calibration import COVERAGE_2_GOAL as COVERAGE_2_GOAL
 from ._calibration import NOMINAL_COVERAGE as NOMINAL_COVERAGE
 from ._calibration import calibration as calibration
+from ._calibration import coverage_verdict as coverage_verdict
 from ._calibration import reliability as reliability
 from ._constraint import Constraint as Constraint
 from ._constraint import OnField as OnField

@@ -17,6 +17,20 @@ from jax.scipy.special import ndtri
 #: The ideal coverage of |e| ≤ zσ, z = 1, 2, 3, for standard normal errors.
 NOMINAL_COVERAGE = tuple(math.erf(z / math.sqrt(2.0)) for z in (1, 2, 3))
 
+#: The 2σ coverage that counts as calibrated: around the nominal 0.954, wide enough for the
+#: sampling spread of a coverage over a few hundred correlated grid points.
+COVERAGE_2_GOAL = (0.90, 0.99)
+
+
+def coverage_verdict(coverage_2: float) -> str:
+    """'over-confident' (σ too small), 'calibrated' or 'under-confident' (σ too large): where a 2σ
+    coverage lies relative to COVERAGE_2_GOAL."""
+    if coverage_2 < COVERAGE_2_GOAL[0]:
+        return "over-confident"
+    if coverage_2 > COVERAGE_2_GOAL[1]:
+        return "under-confident"
+    return "calibrated"
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -37,6 +51,11 @@ class Calibration:
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
+
+    @property
+    def verdict(self) -> str:
+        """`coverage_verdict` of the 2σ coverage."""
+        return coverage_verdict(self.coverage_2)
 
 
 def calibration(
