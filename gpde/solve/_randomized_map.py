@@ -110,19 +110,24 @@ def randomized_map(
     for i in range(count):
         prior = [scale * (root @ normal[i]) for root, normal in zip(roots, normals)]
         shifted = _shifted_constraints(constraints, prior, points.shape[0], scale * noise[i])
-        from_solution = None if solution is None else tuple(z - c.shift.T for z, c in zip(solution_values, shifted))
         where = start
         try:
-            draw, history = solver.solve(kernels, shifted, initial=from_solution if start == "solution" else None)
+            draw, history = solver.solve(kernels, shifted, initial=_solution_start(solution_values, shifted)
+                                         if start == "solution" else None)
         except SolverError:
             if start == "solution" or solution is None:
                 raise
             where = "solution"
-            draw, history = solver.solve(kernels, shifted, initial=from_solution)
+            draw, history = solver.solve(kernels, shifted, initial=_solution_start(solution_values, shifted))
         draws.append(jnp.stack([draw(points, f) + prior[f][: points.shape[0]] for f in range(len(kernels))]))
         results.append(RESULTS[history.result])
         starts.append(where)
     return RandomizedMap(jnp.stack(draws), tuple(results), tuple(starts))
+
+
+def _solution_start(solution_values, shifted) -> tuple:
+    """The operator values of w₀ = û − u_p at the shifted constraints: û's minus the shift."""
+    return tuple(z - c.shift.T for z, c in zip(solution_values, shifted))
 
 
 def _functionals(constraints: Sequence[Constraint], field: int, points) -> list[tuple[tuple, Array]]:
